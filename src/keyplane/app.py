@@ -1,0 +1,119 @@
+"""The ASGI application: the dialects under their prefixes, ``/health``, and the verify endpoint."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from keyplane.config import Settings
+from keyplane.dialects import bitget
+from keyplane.http import (
+    BodyTooLarge,
+    Receive,
+    Request,
+    Response,
+    Scope,
+    Send,
+    client_ip_of,
+    decode_headers,
+    json_response,
+    read_body,
+    send_response,
+)
+from keyplane.runtime import Runtime, build_runtime
+
+log = logging.getLogger("keyplane.access")
+
+Mount = tuple[str, Callable[[Request], Awaitable[Response]], Callable[[], Response]]
+
+
+class KeyplaneApp:
+    """Routes by path prefix to a dialect; each dialect answers its own errors in its own envelope."""
+
+    def __init__(self, settings: Settings, runtime: Runtime | None = None) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.mounts: list[Mount] = []
+        self.ready = False
+        if runtime is not None:
+            self._mount(runtime)
+
+    def _mount(self, runtime: Runtime) -> None:
+        bitget_dialect = bitget.BitgetDialect(runtime.service, runtime.verifier)
+        self.mounts = [
+            (bitget.PREFIX, bitget_dialect.handle, lambda: bitget.fail("40017", "Parameter verification failed")),
+        ]
+        self.ready = True
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    if self.runtime is None:
+                        self.runtime = build_runtime(self.settings)
+                        self._mount(self.runtime)
+                except Exception as error:  # tell the server why the app cannot start
+                    await send({"type": "lifespan.startup.failed", "message": str(error)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self.runtime is not None:
+                    self.runtime.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        path: str = scope["path"]
+        response = await self._dispatch(scope, receive, path)
+        await send_response(send, response)
+        log.info(
+            "%s %s %d %.1fms", scope["method"], path, response.status, (time.perf_counter() - started) * 1000
+        )
+
+    async def _dispatch(self, scope: Scope, receive: Receive, path: str) -> Response:
+        if path == "/health":
+            status = 200 if self.ready else 503
+            return json_response(status, {"status": "ok" if self.ready else "starting"})
+        for prefix, handler, too_large in self.mounts:
+            if path.startswith(prefix):
+                try:
+                    body = await read_body(receive)
+                except BodyTooLarge:
+                    return too_large()
+                headers = decode_headers(scope["headers"])
+                request = Request(
+                    method=scope["method"],
+                    path=path,
+                    query=scope.get("query_string", b"").decode("latin-1"),
+                    headers=headers,
+                    body=body,
+                    client_ip=client_ip_of(scope, headers, self.settings.trusted_proxies),
+                )
+                try:
+                    return await handler(request)
+                except Exception:
+                    # a bug, not a client error: log it (never the request's secrets) and answer 500
+                    log.exception("unhandled error on %s %s", request.method, path)
+                    return json_response(500, {"code": "50000", "msg": "internal error"})
+        return json_response(404, {"code": 404, "message": "Not found"})
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> KeyplaneApp:
+    return KeyplaneApp(settings or Settings.from_env(), runtime)
+
+
+def app_from_env() -> Any:
+    """The factory ``keyplane serve`` hands to the ASGI server."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return create_app(Settings.from_env())

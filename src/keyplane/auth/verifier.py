@@ -1,0 +1,203 @@
+"""The one verifier: keyplane's own routes, ``POST /v1/verify`` and the gateway all call it.
+
+Order of checks (cheap checks that change nothing come before the ones that spend state, so a
+wrong-IP request never burns a nonce or the key's rate limit):
+headers → timestamp window (Bitget) → key lookup (cache, store on a miss) → signature → passphrase
+(Bitget) → payload shape (WhiteBIT) → account and key state → IP allowlist → permission → nonce
+(WhiteBIT) → rate limit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from keyplane import crypto
+from keyplane.auth import bitget, whitebit
+from keyplane.auth.cache import CachedKey, KeyCache
+from keyplane.auth.nonces import NonceGuard
+from keyplane.auth.request import Reason, Requirement, SignedRequest, VerifyResult
+from keyplane.domain.model import AccountStatus, Scheme
+from keyplane.domain.scopes import bitget_grants, whitebit_grants
+from keyplane.ratelimit import RateLimiter
+from keyplane.store import Store
+
+_JSON = msgspec.json.Decoder()
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def detect_scheme(headers: dict[str, str] | Any) -> Scheme | None:
+    if bitget.HEADER_KEY in headers:
+        return Scheme.BITGET
+    if whitebit.HEADER_KEY in headers or whitebit.HEADER_PAYLOAD in headers:
+        return Scheme.WHITEBIT
+    return None
+
+
+class Verifier:
+    """Verifies signed requests of both schemes against the store, through an in-process cache."""
+
+    def __init__(
+        self,
+        store: Store,
+        master_key: crypto.MasterKey,
+        rate_limiter: RateLimiter | None = None,
+        clock_ms: Callable[[], int] = _now_ms,
+    ) -> None:
+        self.store = store
+        self.cache = KeyCache(self._load, master_key)
+        self.nonces = NonceGuard(store)
+        self.rate_limiter = rate_limiter or RateLimiter()
+        self._clock_ms = clock_ms
+
+    def invalidate(self, api_keys: list[str] | tuple[str, ...] | Any) -> None:
+        self.cache.invalidate(api_keys)
+
+    def verify(
+        self, request: SignedRequest, requirement: Requirement, scheme: Scheme | None = None
+    ) -> VerifyResult:
+        """Valid, or the first reason it is not. Never raises for anything a client can send."""
+        scheme = scheme or detect_scheme(request.headers)
+        if scheme is Scheme.BITGET:
+            return self._verify_bitget(request, requirement)
+        if scheme is Scheme.WHITEBIT:
+            return self._verify_whitebit(request, requirement)
+        return VerifyResult(Reason.MISSING_KEY)
+
+    # Bitget -------------------------------------------------------------------------------------
+
+    def _verify_bitget(self, request: SignedRequest, requirement: Requirement) -> VerifyResult:
+        headers = request.headers
+        api_key = headers.get(bitget.HEADER_KEY, "")
+        signature = headers.get(bitget.HEADER_SIGN, "")
+        timestamp = headers.get(bitget.HEADER_TIMESTAMP, "")
+        passphrase = headers.get(bitget.HEADER_PASSPHRASE, "")
+        scheme = Scheme.BITGET
+        if not api_key:
+            return VerifyResult(Reason.MISSING_KEY, scheme)
+        if not signature:
+            return VerifyResult(Reason.MISSING_SIGNATURE, scheme)
+        if not timestamp:
+            return VerifyResult(Reason.MISSING_TIMESTAMP, scheme)
+        if not timestamp.isdigit() or len(timestamp) > 16:
+            return VerifyResult(Reason.INVALID_TIMESTAMP, scheme)
+        if abs(self._clock_ms() - int(timestamp)) > bitget.TIMESTAMP_WINDOW_MS:
+            return VerifyResult(Reason.EXPIRED_TIMESTAMP, scheme)
+
+        cached = self._lookup(api_key, scheme)
+        if cached is None:
+            return VerifyResult(Reason.UNKNOWN_KEY, scheme)
+        signature_bytes = signature.encode()
+        if not any(
+            cached.checker.matches(message, signature_bytes)
+            for message in bitget.prehash_candidates(
+                timestamp, request.method, request.path, request.query, request.body
+            )
+        ):
+            return VerifyResult(Reason.BAD_SIGNATURE, scheme)
+        if cached.passphrase_hash is not None:
+            if not passphrase:
+                return VerifyResult(Reason.MISSING_PASSPHRASE, scheme)
+            if not cached.passphrase_ok(passphrase):
+                return VerifyResult(Reason.BAD_PASSPHRASE, scheme)
+        return self._authorize(cached, request, requirement, scheme)
+
+    # WhiteBIT -----------------------------------------------------------------------------------
+
+    def _verify_whitebit(self, request: SignedRequest, requirement: Requirement) -> VerifyResult:
+        headers = request.headers
+        scheme = Scheme.WHITEBIT
+        payload = headers.get(whitebit.HEADER_PAYLOAD, "")
+        if not payload:
+            return VerifyResult(Reason.MISSING_PAYLOAD, scheme)
+        api_key = headers.get(whitebit.HEADER_KEY, "")
+        signature = headers.get(whitebit.HEADER_SIGNATURE, "")
+        if not api_key:
+            return VerifyResult(Reason.MISSING_KEY, scheme)
+        if not signature:
+            return VerifyResult(Reason.MISSING_SIGNATURE, scheme)
+        cached = self._lookup(api_key, scheme)
+        if cached is None:
+            return VerifyResult(Reason.UNKNOWN_KEY, scheme)
+        if not cached.checker.matches(payload.encode(), signature.encode()):
+            return VerifyResult(Reason.BAD_SIGNATURE, scheme)
+        if not whitebit.payload_matches_body(payload, request.body) or whitebit.is_spaced_json(request.body):
+            return VerifyResult(Reason.PAYLOAD_MISMATCH, scheme)
+        try:
+            body = _JSON.decode(request.body)
+        except msgspec.DecodeError:
+            return VerifyResult(Reason.PAYLOAD_MISMATCH, scheme)
+        if not isinstance(body, dict):
+            return VerifyResult(Reason.PAYLOAD_MISMATCH, scheme)
+        if "request" not in body or not body["request"]:
+            return VerifyResult(Reason.MISSING_REQUEST, scheme)
+        if body["request"] != request.path:
+            return VerifyResult(Reason.REQUEST_MISMATCH, scheme)
+        if "nonce" not in body or body["nonce"] in (None, ""):
+            return VerifyResult(Reason.MISSING_NONCE, scheme)
+        nonce = whitebit.parse_nonce(body["nonce"])
+        if nonce is None:
+            return VerifyResult(Reason.MISSING_NONCE, scheme)
+        windowed = body.get("nonceWindow", False)
+        if not isinstance(windowed, bool):
+            return VerifyResult(Reason.INVALID_NONCE_WINDOW, scheme)
+        result = self._authorize(cached, request, requirement, scheme, nonce=(nonce, windowed))
+        result.payload = body
+        return result
+
+    # shared -------------------------------------------------------------------------------------
+
+    def _lookup(self, api_key: str, scheme: Scheme) -> CachedKey | None:
+        if len(api_key) > 128:
+            return None
+        cached = self.cache.get(api_key)
+        if cached is None or cached.key.scheme is not scheme:
+            return None
+        return cached
+
+    def _authorize(
+        self,
+        cached: CachedKey,
+        request: SignedRequest,
+        requirement: Requirement,
+        scheme: Scheme,
+        nonce: tuple[int, bool] | None = None,
+    ) -> VerifyResult:
+        key, account = cached.key, cached.account
+        if account.status is AccountStatus.FREEZE:
+            return VerifyResult(Reason.ACCOUNT_FROZEN, scheme, key, account)
+        if not key.enabled:
+            return VerifyResult(Reason.KEY_DISABLED, scheme, key, account)
+        if not cached.allowlist.empty and not cached.allowlist.allows(request.client_ip):
+            return VerifyResult(Reason.IP_NOT_ALLOWED, scheme, key, account, detail=request.client_ip)
+        if requirement.main_only and not account.is_main:
+            return VerifyResult(Reason.NOT_MAIN_ACCOUNT, scheme, key, account)
+        if requirement.main_needs_ip and cached.allowlist.empty:
+            return VerifyResult(Reason.MAIN_KEY_NEEDS_IP, scheme, key, account)
+        if scheme is Scheme.BITGET:
+            need = requirement.permission
+            if need is not None and not bitget_grants(key, account, need):
+                return VerifyResult(Reason.PERMISSION_DENIED, scheme, key, account, detail=need)
+        elif not whitebit_grants(key, requirement.key_type, request.path):
+            return VerifyResult(Reason.PERMISSION_DENIED, scheme, key, account, detail=request.path)
+        if nonce is not None:
+            verdict = self.nonces.accept(key.id, nonce[0], nonce[1], self._clock_ms())
+            if verdict is not Reason.VALID:
+                return VerifyResult(verdict, scheme, key, account)
+        if requirement.rate_limit is None:
+            return VerifyResult(Reason.VALID, scheme, key, account)
+        allowed, state = self.rate_limiter.hit(
+            requirement.rate_limit, scheme.value, requirement.rate_name, str(account.uid)
+        )
+        reason = Reason.VALID if allowed else Reason.RATE_LIMITED
+        return VerifyResult(reason, scheme, key, account, rate_limit=state)
+
+    def _load(self, api_key: str) -> Any:
+        with self.store.reading() as tx:
+            return tx.load_key_for_verification(api_key)

@@ -1,0 +1,182 @@
+"""The ``keyplane`` command: the operator's tool for main accounts, their keys, the audit log, the server."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from keyplane import errors
+from keyplane.config import Settings
+from keyplane.domain.model import Scheme
+from keyplane.runtime import Runtime, build_runtime
+
+app = typer.Typer(help="keyplane: sub-accounts and API keys for a trading venue.", no_args_is_help=True)
+accounts_app = typer.Typer(help="Main accounts.", no_args_is_help=True)
+keys_app = typer.Typer(help="Main-account API keys.", no_args_is_help=True)
+app.add_typer(accounts_app, name="accounts")
+app.add_typer(keys_app, name="keys")
+
+console = Console()
+err_console = Console(stderr=True)
+
+DatabaseOption = Annotated[
+    str | None, typer.Option("--database", help="Database URL (default: KEYPLANE_DATABASE_URL or ./keyplane.db).")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object, for scripts.")]
+
+
+def _runtime(database: str | None) -> Runtime:
+    return build_runtime(Settings.from_env(database))
+
+
+def _emit(data: dict[str, Any], as_json: bool, title: str) -> None:
+    if as_json:
+        print(json.dumps(data))
+        return
+    table = Table(title=title, show_header=False)
+    for name, value in data.items():
+        table.add_row(name, json.dumps(value) if isinstance(value, list | dict) else str(value))
+    console.print(table)
+
+
+@accounts_app.command("create")
+def accounts_create(
+    name: Annotated[str, typer.Option("--name", help="The main account's name.")],
+    database: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a main account."""
+    runtime = _runtime(database)
+    try:
+        account = runtime.service.create_main_account(name)
+    finally:
+        runtime.close()
+    _emit({"uid": str(account.uid), "id": account.public_id, "name": account.name}, as_json, "main account")
+
+
+@keys_app.command("create")
+def keys_create(
+    account: Annotated[int, typer.Option("--account", help="The main account's UID.")],
+    dialect: Annotated[Scheme, typer.Option("--dialect", help="Signing scheme of the key.")],
+    ip: Annotated[list[str] | None, typer.Option("--ip", help="Allowed IP or CIDR; repeat for more.")] = None,
+    perm: Annotated[list[str] | None, typer.Option("--perm", help="Permission; repeat for more.")] = None,
+    passphrase: Annotated[str | None, typer.Option(help="Bitget passphrase (generated if not given).")] = None,
+    label: Annotated[str, typer.Option(help="A note for the key.")] = "",
+    rsa_public_key: Annotated[
+        Path | None, typer.Option("--rsa-public-key", help="Register an RSA public key (PEM) instead of a secret.")
+    ] = None,
+    database: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a main-account API key; its secret is shown this once."""
+    runtime = _runtime(database)
+    try:
+        issued = runtime.service.issue_main_key(
+            account,
+            dialect,
+            label=label,
+            permissions=perm or _default_permissions(dialect),
+            ip_list=ip or [],
+            passphrase=passphrase,
+            public_key_pem=rsa_public_key.read_text() if rsa_public_key else None,
+        )
+    except errors.KeyplaneError as error:
+        err_console.print(f"[red]error:[/red] {error.message}")
+        raise typer.Exit(2) from None
+    finally:
+        runtime.close()
+    key = issued.key
+    data: dict[str, Any] = {"apiKey": key.api_key}
+    if dialect is Scheme.BITGET:
+        data.update(secretKey=issued.secret, passphrase=issued.passphrase)
+    else:
+        data.update(apiSecret=issued.secret)
+    data.update(
+        id=key.id, account=str(key.account_uid), signType=key.sign_type.value,
+        permissions=list(key.permissions), ipList=list(key.ip_list),
+    )
+    _emit(data, as_json, "API key (the secret is shown only now)")
+
+
+def _default_permissions(dialect: Scheme) -> list[str]:
+    if dialect is Scheme.BITGET:
+        return ["read", "spot_trade", "margin_trade", "contract_trade", "transfer"]
+    return []
+
+
+@app.command("audit")
+def audit(
+    account: Annotated[int | None, typer.Option("--account", help="Only this main account's events.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 1000,
+    database: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List audit events: who changed what, when, from which IP."""
+    runtime = _runtime(database)
+    try:
+        events = runtime.service.audit_events(account_uid=account, limit=limit)
+    finally:
+        runtime.close()
+    rows = [
+        {
+            "id": e.id,
+            "at": datetime.fromtimestamp(e.at / 1000, UTC).isoformat(timespec="milliseconds"),
+            "actorUid": str(e.actor_uid) if e.actor_uid is not None else None,
+            "actorKey": e.actor_key,
+            "action": e.action,
+            "target": e.target,
+            "ip": e.ip,
+            "detail": e.detail,
+        }
+        for e in events
+    ]
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table(title="audit events")
+    for column in ("at", "action", "target", "actorUid", "actorKey", "ip"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(row[c] or "") for c in ("at", "action", "target", "actorUid", "actorKey", "ip")))
+    console.print(table)
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    database: DatabaseOption = None,
+    workers: Annotated[int, typer.Option(help="Worker processes (1 keeps the key cache coherent).")] = 1,
+) -> None:
+    """Run the service (granian, ASGI). GET /health answers 200 once it is ready."""
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    if database:
+        os.environ["KEYPLANE_DATABASE_URL"] = database
+    # Make the schema and the master key before the server starts, so problems surface here.
+    build_runtime(Settings.from_env()).close()
+    Granian(
+        "keyplane.app:app_from_env",
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        factory=True,
+        workers=workers,
+        log_access=False,
+    ).serve()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

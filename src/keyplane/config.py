@@ -1,0 +1,61 @@
+"""Settings from the environment (``KEYPLANE_*``) and command-line flags. No file is required."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from keyplane.domain.policy import Policy
+
+DEFAULT_DATABASE_URL = "sqlite:///./keyplane.db"
+
+
+def _master_key_file_for(database_url: str) -> Path:
+    """On SQLite the master key lives beside the database file; otherwise in the working directory."""
+    if database_url.startswith("sqlite:///") and database_url != "sqlite:///:memory:":
+        db_path = Path(database_url.removeprefix("sqlite:///"))
+        return db_path.with_name(db_path.name + ".master-key")
+    return Path("keyplane.master-key")
+
+
+def _policy_from_env() -> Policy:
+    text = os.environ.get("KEYPLANE_POLICY")
+    path = os.environ.get("KEYPLANE_POLICY_FILE")
+    overrides: dict[str, Any] = {}
+    if path:
+        overrides = json.loads(Path(path).read_text())
+    elif text:
+        overrides = json.loads(text)
+    return Policy.from_overrides(overrides)
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    master_key: str | None = None
+    master_key_file: Path | None = None
+    redis_url: str | None = None
+    policy: Policy = field(default_factory=Policy)
+    trusted_proxies: frozenset[str] = frozenset()
+
+    @property
+    def resolved_master_key_file(self) -> Path:
+        return self.master_key_file or _master_key_file_for(self.database_url)
+
+    @classmethod
+    def from_env(cls, database_url: str | None = None) -> Settings:
+        env = os.environ
+        key_file = env.get("KEYPLANE_MASTER_KEY_FILE")
+        proxies = env.get("KEYPLANE_TRUSTED_PROXIES", "")
+        settings = cls(
+            database_url=env.get("KEYPLANE_DATABASE_URL") or DEFAULT_DATABASE_URL,
+            master_key=env.get("KEYPLANE_MASTER_KEY") or None,
+            master_key_file=Path(key_file) if key_file else None,
+            redis_url=env.get("KEYPLANE_REDIS_URL") or None,
+            policy=_policy_from_env(),
+            trusted_proxies=frozenset(p.strip() for p in proxies.split(",") if p.strip()),
+        )
+        return replace(settings, database_url=database_url) if database_url else settings

@@ -1,0 +1,451 @@
+"""Bitget API v2: the virtual sub-account family and account info, in Bitget's exact wire form.
+
+A thin translation: parse the wire form, call the service, render Bitget's envelope
+``{"code": "00000", "msg": "success", "requestTime": <ms>, "data": ...}``. Every error, from the
+verifier or the domain, is mapped to Bitget's code and message in the two tables below.
+
+Choices where Bitget's own docs disagree (``reference/exchanges.md`` section 3), and why:
+- every error is HTTP 400 as the error-code table says (ccxt reads the body, not the status), except
+  rate limiting, which is HTTP 429 with ``{"code":"429","msg":"Too Many Requests"}`` as seen in the wild;
+- ``requestTime`` is a number, as in the docs' examples;
+- the sub-account list pages with ``limit`` default 100, max 500 (the EN page), at 10/s (EN, and ccxt's
+  cost weight), and the key list is a GET (current docs, ccxt's implicit method);
+- ``permList`` accepts both ``["spot_trade","read"]`` and the examples' ``["spot_trade,read"]``;
+- batch-create answers with ``subAccountApiKey`` (the table), not ``apiKey`` (one example), and with the
+  name as given (the examples' masked e-mail form carries no information a client can use);
+- batch-create is all or nothing: one entry that cannot be made (bad field, taken name, over the limit)
+  refuses the whole batch with its code, so no half-made sub-account or key is ever left behind.
+  create-virtual-subaccount keeps its documented per-name ``failureList``;
+- modify-virtual-subaccount-apikey checks ``passphrase`` against the key's (Bitget's FAQ: a passphrase
+  "cannot be modified"), and answers ``secretKey: ""``: secrets are shown once, at creation;
+- an expired timestamp is 40008, an IP outside the allowlist 40018 "Invalid IP" (ccxt: PermissionDenied;
+  40038 would surface as a bare ExchangeError), a frozen sub-account's key 40013.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+import msgspec
+
+from keyplane import errors
+from keyplane.auth import Reason, Requirement, Verifier, VerifyResult
+from keyplane.domain.model import Account, AccountStatus, ApiKey, Scheme
+from keyplane.domain.policy import DialectLimits
+from keyplane.domain.rules import (
+    BITGET_DEFAULT_PERMISSIONS,
+    check_bitget_sub_name,
+    check_label,
+    check_passphrase,
+    normalize_bitget_permissions,
+)
+from keyplane.http import Request, Response, json_response
+from keyplane.service import Actor, IssuedKey, KeyplaneService, NewKeySpec, NewSubAccountWithKey
+
+PREFIX = "/api/v2/"
+USER = "/api/v2/user/"
+
+_DECODER = msgspec.json.Decoder()
+
+# Verifier reasons -> (code, message). Messages are Bitget's, exactly [BG-ERR].
+REASON_ERRORS: dict[Reason, tuple[str, str]] = {
+    Reason.MISSING_KEY: ("40001", "ACCESS_KEY cannot be empty"),
+    Reason.MISSING_SIGNATURE: ("40002", "ACCESS_SIGN cannot be empty"),
+    Reason.MISSING_TIMESTAMP: ("40005", "Invalid ACCESS_TIMESTAMP"),
+    Reason.INVALID_TIMESTAMP: ("40005", "Invalid ACCESS_TIMESTAMP"),
+    Reason.EXPIRED_TIMESTAMP: ("40008", "Request timestamp expired"),
+    Reason.MISSING_PASSPHRASE: ("40011", "ACCESS_PASSPHRASE cannot be empty"),
+    Reason.UNKNOWN_KEY: ("40037", "Apikey does not exist"),
+    Reason.BAD_SIGNATURE: ("40009", "sign signature error"),
+    Reason.BAD_PASSPHRASE: ("40012", "apikey/password is incorrect"),
+    Reason.ACCOUNT_FROZEN: ("40013", "User status is abnormal"),
+    Reason.KEY_DISABLED: ("40013", "User status is abnormal"),
+    Reason.IP_NOT_ALLOWED: ("40018", "Invalid IP"),
+    Reason.MAIN_KEY_NEEDS_IP: ("40018", "Invalid IP"),
+    Reason.NOT_MAIN_ACCOUNT: ("40048", "The user's ApiKey must be the parent account"),
+    Reason.PERMISSION_DENIED: ("40014", "Incorrect permissions, need {0} permissions"),
+}
+
+# Domain errors -> (code, message) [BG-ERR], most specific class first.
+DOMAIN_ERRORS: list[tuple[type[errors.KeyplaneError], str, str]] = [
+    (errors.InvalidName, "40055", "subName must be an English letter with a length of 8"),
+    (errors.InvalidPassphrase, "40070", "passphrase 8-32 characters with letters and numbers"),
+    (errors.InvalidLabel, "40056", "remark must be length of 1 ~ 20"),
+    (errors.InvalidIp, "40057", "Parameter {0} does not meet specification"),
+    (errors.InvalidPermission, "40057", "Parameter {0} does not meet specification"),
+    (errors.InvalidInput, "40020", "Parameter {0} error"),
+    (errors.ApiKeyNotFound, "40065", "This subApikey does not exist"),
+    (errors.AccountNotFound, "40028", "This subUid does not belong to this account"),
+    (errors.NameTaken, "40060", "subNames already exists"),
+    (errors.DuplicateInRequest, "40071", "subName exist duplication"),
+    (errors.SubAccountLimit, "40032", "The Max of sub-account created has reached the limit"),
+    (errors.ApiKeyLimit, "40063", "API exceeds the maximum limit added"),
+    (errors.IpLimit, "40058", "Parameter {0} Only a maximum of {1} is allowed"),
+    (errors.BatchTooLarge, "40058", "Parameter {0} Only a maximum of {1} is allowed"),
+    (errors.WrongPassphrase, "40036", "passphrase is error"),
+    (errors.NotMainAccount, "40048", "The user's ApiKey must be the parent account"),
+    (errors.KeyplaneError, "40017", "Parameter verification failed {0}"),
+]
+
+
+class WireError(Exception):
+    """A request that breaks Bitget's wire rules before it reaches the service."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _fill(template: str, *args: object) -> str:
+    text = template
+    for index, arg in enumerate(args):
+        text = text.replace("{" + str(index) + "}", str(arg))
+    return text.replace(" {0}", "").replace("{0}", "").replace("{1}", "")
+
+
+def ok(data: object) -> Response:
+    return json_response(200, {"code": "00000", "msg": "success", "requestTime": _ms(), "data": data})
+
+
+def fail(code: str, message: str, status: int = 400) -> Response:
+    return json_response(status, {"code": code, "msg": message, "requestTime": _ms(), "data": None})
+
+
+def rate_limited() -> Response:
+    return fail("429", "Too Many Requests", status=429)
+
+
+def not_found() -> Response:
+    return fail("40404", "Request URL NOT FOUND", status=404)
+
+
+def verify_error(result: VerifyResult) -> Response:
+    if result.reason is Reason.RATE_LIMITED:
+        return rate_limited()
+    code, message = REASON_ERRORS.get(result.reason, ("40009", "sign signature error"))
+    return fail(code, _fill(message, result.detail))
+
+
+def domain_error(error: errors.KeyplaneError, field: str | None = None) -> Response:
+    for error_type, code, message in DOMAIN_ERRORS:
+        if isinstance(error, error_type):
+            limit = getattr(error, "limit", "")
+            return fail(code, _fill(message, field or error.field or "", limit))
+    raise AssertionError("unreachable: KeyplaneError is the last row")
+
+
+# wire parsing ---------------------------------------------------------------------------------
+
+
+def _json_body(request: Request) -> Any:
+    try:
+        return _DECODER.decode(request.body) if request.body else {}
+    except msgspec.DecodeError:
+        raise WireError("40017", "Parameter verification failed") from None
+
+
+def _object_body(request: Request) -> dict[str, Any]:
+    body = _json_body(request)
+    if not isinstance(body, dict):
+        raise WireError("40017", "Parameter verification failed")
+    return body
+
+
+def _required(body: dict[str, Any], name: str) -> Any:
+    value = body.get(name)
+    if value is None or value == "" or value == []:
+        raise WireError("40019", f"Parameter {name} cannot be empty")
+    return value
+
+
+def _uid(value: object, name: str = "subAccountUid") -> int:
+    if isinstance(value, bool) or not isinstance(value, str | int) or not str(value).isdigit():
+        raise WireError("40020", f"Parameter {name} error")
+    uid = int(value)
+    if uid > 2**62:
+        raise WireError("40020", f"Parameter {name} error")
+    return uid
+
+
+def _str_list(value: object, name: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise WireError("40020", f"Parameter {name} error")
+    return value
+
+
+def _permissions(value: object, default: tuple[str, ...] | None = None) -> tuple[str, ...] | None:
+    if value is None:
+        return default
+    try:
+        return normalize_bitget_permissions(_str_list(value, "permList"))
+    except errors.InvalidPermission:
+        raise WireError("40057", "Parameter permList does not meet specification") from None
+
+
+def _ip_list(value: object, limits: DialectLimits) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    entries = _str_list(value, "ipList")
+    if len(entries) > limits.ips_per_key:
+        raise WireError("40058", f"Parameter ipList Only a maximum of {limits.ips_per_key} is allowed")
+    return tuple(entries)
+
+
+def _key_spec(entry: dict[str, Any], limits: DialectLimits) -> NewKeySpec:
+    passphrase = check_passphrase(_required(entry, "passphrase"))
+    label = check_label(_required(entry, "label"))
+    return NewKeySpec(
+        label=label,
+        passphrase=passphrase,
+        permissions=_permissions(entry.get("permList"), BITGET_DEFAULT_PERMISSIONS) or (),
+        ip_list=_ip_list(entry.get("ipList"), limits),
+    )
+
+
+# wire rendering -------------------------------------------------------------------------------
+
+
+def _sub_account(account: Account) -> dict[str, Any]:
+    return {
+        "subAccountUid": str(account.uid),
+        "subAccountName": account.name,
+        "label": account.label,
+        "status": account.status.value,
+        "permList": list(account.permissions),
+        "cTime": str(account.created_at),
+        "uTime": str(account.updated_at),
+    }
+
+
+def _key(key: ApiKey, secret: str | None = None, *, with_secret: bool = True) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "subAccountUid": str(key.account_uid),
+        "label": key.label,
+        "subAccountApiKey": key.api_key,
+    }
+    if with_secret:
+        data["secretKey"] = secret or ""
+    data["permList"] = list(key.permissions)
+    data["ipList"] = list(key.ip_list)
+    return data
+
+
+# routes ---------------------------------------------------------------------------------------
+
+Route = Callable[[Request, VerifyResult], Awaitable[Response]]
+
+
+class BitgetDialect:
+    """Routes under ``/api/v2/``: each declares what the signing key needs, then translates."""
+
+    def __init__(self, service: KeyplaneService, verifier: Verifier) -> None:
+        self.service = service
+        self.verifier = verifier
+        self.limits = service.policy.bitget
+        self.routes: dict[tuple[str, str], tuple[Requirement, Route]] = {}
+        user_routes: list[tuple[str, str, Route]] = [
+            ("POST", "create-virtual-subaccount", self.create_virtual_subaccount),
+            ("POST", "modify-virtual-subaccount", self.modify_virtual_subaccount),
+            ("POST", "batch-create-subaccount-and-apikey", self.batch_create),
+            ("GET", "virtual-subaccount-list", self.virtual_subaccount_list),
+            ("POST", "create-virtual-subaccount-apikey", self.create_apikey),
+            ("POST", "modify-virtual-subaccount-apikey", self.modify_apikey),
+            ("GET", "virtual-subaccount-apikey-list", self.apikey_list),
+        ]
+        for method, name, route in user_routes:
+            requirement = Requirement(
+                main_only=True,
+                main_needs_ip=True,
+                rate_limit=self.limits.rate_limits.get(name, self.limits.default_rate_limit),
+                rate_name=name,
+            )
+            self.routes[(method, USER + name)] = (requirement, route)
+        info = Requirement(rate_limit=self.limits.rate_limits.get("account-info"), rate_name="account-info")
+        self.routes[("GET", "/api/v2/spot/account/info")] = (info, self.account_info)
+
+    async def handle(self, request: Request) -> Response:
+        entry = self.routes.get((request.method, request.path))
+        if entry is None:
+            return not_found()
+        requirement, route = entry
+        result = self.verifier.verify(request.signed(), requirement, Scheme.BITGET)
+        if not result.valid:
+            return verify_error(result)
+        try:
+            return await route(request, result)
+        except WireError as error:
+            return fail(error.code, error.message)
+        except errors.KeyplaneError as error:
+            return domain_error(error)
+
+    @staticmethod
+    def _actor(request: Request, result: VerifyResult) -> Actor:
+        assert result.account is not None and result.key is not None
+        return Actor(account=result.account, api_key=result.key.api_key, ip=request.client_ip)
+
+    @staticmethod
+    async def _call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        # service calls hash passphrases and wait on database locks: keep them off the event loop
+        return await asyncio.to_thread(function, *args, **kwargs)
+
+    async def create_virtual_subaccount(self, request: Request, result: VerifyResult) -> Response:
+        body = _object_body(request)
+        names = _str_list(_required(body, "subAccountList"), "subAccountList")
+        for name in names:
+            check_bitget_sub_name(name)
+        outcome = await self._call(
+            self.service.create_sub_accounts,
+            self._actor(request, result),
+            names,
+            Scheme.BITGET,
+            BITGET_DEFAULT_PERMISSIONS,
+        )
+        # "subaAccount*" (with the doubled a) is how Bitget's docs spell these fields.
+        return ok(
+            {
+                "failureList": [{"subaAccountName": name} for name in outcome.failed],
+                "successList": [
+                    {
+                        "subaAccountUid": str(account.uid),
+                        "subaAccountName": account.name,
+                        "status": account.status.value,
+                        "label": account.label,
+                        "permList": list(account.permissions),
+                        "cTime": str(account.created_at),
+                        "uTime": str(account.updated_at),
+                    }
+                    for account in outcome.created
+                ],
+            }
+        )
+
+    async def modify_virtual_subaccount(self, request: Request, result: VerifyResult) -> Response:
+        body = _object_body(request)
+        uid = _uid(_required(body, "subAccountUid"))
+        if "permList" not in body or body["permList"] is None:
+            raise WireError("40019", "Parameter permList cannot be empty")
+        permissions = _permissions(body["permList"])
+        status = _required(body, "status")
+        if status not in (AccountStatus.NORMAL.value, AccountStatus.FREEZE.value):
+            raise WireError("40020", "Parameter status error")
+        await self._call(
+            self.service.modify_sub_account,
+            self._actor(request, result),
+            uid=uid,
+            permissions=permissions,
+            status=AccountStatus(status),
+        )
+        return ok({"result": "success"})
+
+    async def batch_create(self, request: Request, result: VerifyResult) -> Response:
+        body = _json_body(request)
+        # The documented request is a bare JSON array of entries.
+        if not isinstance(body, list) or not body:
+            raise WireError("40017", "Parameter verification failed")
+        if len(body) > self.limits.batch_size:
+            raise errors.BatchTooLarge("batch too large", limit=self.limits.batch_size, field="subAccountList")
+        entries: list[NewSubAccountWithKey] = []
+        for entry in body:
+            if not isinstance(entry, dict):
+                raise WireError("40017", "Parameter verification failed")
+            name = check_bitget_sub_name(_required(entry, "subAccountName"))
+            spec = _key_spec(entry, self.limits)
+            entries.append(
+                NewSubAccountWithKey(name=name, key=spec, label=spec.label, permissions=spec.permissions)
+            )
+        issued: list[IssuedKey] = await self._call(
+            self.service.batch_create_sub_accounts_with_keys, self._actor(request, result), entries, Scheme.BITGET
+        )
+        return ok(
+            [{"subAccountName": entry.name, **_key(item.key, item.secret)} for item, entry in zip(issued, entries, strict=True)]
+        )
+
+    async def virtual_subaccount_list(self, request: Request, result: VerifyResult) -> Response:
+        query = dict(parse_qsl(request.query, keep_blank_values=True))
+        limit = 100
+        if query.get("limit"):
+            if not query["limit"].isdigit() or not 1 <= int(query["limit"]) <= 500:
+                raise WireError("40020", "Parameter limit error")
+            limit = int(query["limit"])
+        id_less_than = _uid(query["idLessThan"], "idLessThan") if query.get("idLessThan") else None
+        status = query.get("status") or None
+        if status is not None and status not in (AccountStatus.NORMAL.value, AccountStatus.FREEZE.value):
+            raise WireError("40020", "Parameter status error")
+        accounts = await self._call(
+            self.service.list_sub_accounts,
+            self._actor(request, result),
+            status=status,
+            uid_less_than=id_less_than,
+            limit=limit,
+        )
+        return ok(
+            {
+                "endId": str(accounts[-1].uid) if accounts else None,
+                "subAccountList": [_sub_account(account) for account in accounts],
+            }
+        )
+
+    async def create_apikey(self, request: Request, result: VerifyResult) -> Response:
+        body = _object_body(request)
+        uid = _uid(_required(body, "subAccountUid"))
+        spec = _key_spec(body, self.limits)
+        issued: IssuedKey = await self._call(
+            self.service.create_sub_key, self._actor(request, result), Scheme.BITGET, spec, uid=uid
+        )
+        return ok(_key(issued.key, issued.secret))
+
+    async def modify_apikey(self, request: Request, result: VerifyResult) -> Response:
+        body = _object_body(request)
+        uid = _uid(_required(body, "subAccountUid"))
+        api_key = _required(body, "subAccountApiKey")
+        if not isinstance(api_key, str):
+            raise WireError("40020", "Parameter subAccountApiKey error")
+        passphrase = check_passphrase(_required(body, "passphrase"))
+        label = check_label(_required(body, "label"))
+        # Omitting ipList empties the allowlist; omitting permList keeps the permissions, and an
+        # empty permList removes them (the documented, asymmetric rules).
+        ip_list = _ip_list(body.get("ipList"), self.limits)
+        permissions = _permissions(body.get("permList"))
+        key: ApiKey = await self._call(
+            self.service.modify_sub_key,
+            self._actor(request, result),
+            api_key=api_key,
+            sub_uid=uid,
+            passphrase=passphrase,
+            label=label,
+            permissions=permissions,
+            ip_list=ip_list,
+        )
+        return ok(_key(key))
+
+    async def apikey_list(self, request: Request, result: VerifyResult) -> Response:
+        query = dict(parse_qsl(request.query, keep_blank_values=True))
+        uid = _uid(_required(query, "subAccountUid"))
+        keys = await self._call(self.service.list_sub_keys, self._actor(request, result), uid=uid)
+        return ok([_key(key, with_secret=False) for key, _account in keys])
+
+    async def account_info(self, request: Request, result: VerifyResult) -> Response:
+        assert result.account is not None and result.key is not None
+        account, key = result.account, result.key
+        return ok(
+            {
+                "userId": str(account.uid),
+                "inviterId": None,
+                "parentId": account.main_uid,
+                "ipWhiteList": ",".join(key.ip_list),
+                "authorities": list(key.permissions),
+                "traderType": "",
+                "channelCode": "",
+                "channel": "",
+                "regisTime": str(account.created_at),
+            }
+        )

@@ -1,0 +1,103 @@
+"""The things keyplane keeps: accounts (main and sub), API keys and audit events."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class AccountStatus(enum.StrEnum):
+    NORMAL = "normal"
+    FREEZE = "freeze"
+
+
+class Scheme(enum.StrEnum):
+    """The signing scheme, and so the dialect, a key belongs to."""
+
+    BITGET = "bitget"
+    WHITEBIT = "whitebit"
+
+
+class SignType(enum.StrEnum):
+    HMAC = "hmac"
+    RSA = "rsa"
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A main account (``parent_uid`` is None) or one of its sub-accounts.
+
+    ``uid`` is what Bitget calls ``subAccountUid``/``userId``; ``public_id`` is WhiteBIT's UUID ``id``.
+    """
+
+    uid: int
+    public_id: str
+    parent_uid: int | None
+    name: str
+    label: str
+    email: str | None
+    share_kyc: bool
+    permissions: tuple[str, ...]
+    status: AccountStatus
+    created_at: int
+    updated_at: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.parent_uid is None
+
+    @property
+    def main_uid(self) -> int:
+        return self.uid if self.parent_uid is None else self.parent_uid
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointRule:
+    """One entry of a key's endpoint allowlist (WhiteBIT's ``urls``/``accessEndpoints``)."""
+
+    url: str
+    enabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """An API key's public record. Its secret never lives here (see ``KeyCredentials``)."""
+
+    id: str
+    api_key: str
+    account_uid: int
+    scheme: Scheme
+    sign_type: SignType
+    label: str
+    permissions: tuple[str, ...]
+    key_type: int | None
+    ip_list: tuple[str, ...]
+    endpoints: tuple[EndpointRule, ...]
+    enabled: bool
+    created_at: int
+    updated_at: int
+
+    @property
+    def restricts_endpoints(self) -> bool:
+        return any(rule.enabled for rule in self.endpoints)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCredentials:
+    """What verification needs besides the public record: sealed, never plaintext."""
+
+    sealed_secret: bytes | None
+    public_key_pem: str | None
+    passphrase_hash: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    id: int
+    at: int
+    actor_uid: int | None
+    actor_key: str | None
+    action: str
+    target: str
+    ip: str | None
+    detail: dict[str, object] = field(default_factory=dict)

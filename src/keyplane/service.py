@@ -1,0 +1,595 @@
+"""Use-cases of keyplane. Each runs in one store transaction and writes one audit event per mutation.
+
+Nothing here knows HTTP or any wire dialect: dialects translate their requests into these calls and
+the results back into their envelopes. Rules come from ``domain``; limits from the ``Policy``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import sqlalchemy.exc
+
+from keyplane import crypto
+from keyplane.domain.ipnet import normalize_ip_rule
+from keyplane.domain.model import (
+    Account,
+    AccountStatus,
+    ApiKey,
+    AuditEvent,
+    EndpointRule,
+    Scheme,
+    SignType,
+)
+from keyplane.domain.policy import Policy
+from keyplane.domain.rules import check_passphrase
+from keyplane.errors import (
+    AccountNotFound,
+    AlreadyInState,
+    ApiKeyLimit,
+    ApiKeyNotFound,
+    BatchTooLarge,
+    DuplicateInRequest,
+    InvalidIp,
+    IpAlreadyListed,
+    IpLimit,
+    IpNotListed,
+    NameTaken,
+    NotMainAccount,
+    SubAccountLimit,
+    WrongPassphrase,
+)
+from keyplane.store import Store, Transaction
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who asks: the calling account, the key it signed with, and the IP it came from."""
+
+    account: Account
+    api_key: str | None = None
+    ip: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    """A key just made or reset: the only time its secret (and a generated passphrase) is shown."""
+
+    key: ApiKey
+    secret: str | None
+    passphrase: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewKeySpec:
+    """What a new sub-account key is made of, already in keyplane's terms."""
+
+    label: str
+    passphrase: str | None = None
+    permissions: tuple[str, ...] = ()
+    ip_list: tuple[str, ...] = ()
+    key_type: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewSubAccountWithKey:
+    name: str
+    key: NewKeySpec
+    label: str = ""
+    permissions: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class SubAccountOutcome:
+    """Per-name result of a create that documents partial failure (Bitget's failureList)."""
+
+    created: list[Account] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+def normalize_ip_list(entries: Iterable[object], limit: int) -> tuple[str, ...]:
+    out: list[str] = []
+    for entry in entries:
+        try:
+            rule = normalize_ip_rule(entry)
+        except InvalidIp as error:
+            raise InvalidIp(error.message, field="ipList") from None
+        if rule not in out:
+            out.append(rule)
+    if len(out) > limit:
+        raise IpLimit(f"at most {limit} IPs per key", limit=limit, field="ipList")
+    return tuple(out)
+
+
+KeyListener = Callable[[Sequence[str]], None]
+
+
+class KeyplaneService:
+    """The use-cases, over one store, one master key and one policy."""
+
+    def __init__(self, store: Store, master_key: crypto.MasterKey, policy: Policy | None = None) -> None:
+        self.store = store
+        self.master_key = master_key
+        self.policy = policy or Policy()
+        self._key_listeners: list[KeyListener] = []
+
+    # listeners: the verifier's cache hears of every key that changed, right after commit ----------
+
+    def on_keys_changed(self, listener: KeyListener) -> None:
+        self._key_listeners.append(listener)
+
+    def _keys_changed(self, api_keys: Sequence[str]) -> None:
+        if api_keys:
+            for listener in self._key_listeners:
+                listener(api_keys)
+
+    # main accounts (the operator, on the command line) -------------------------------------------
+
+    def create_main_account(self, name: str) -> Account:
+        with self.store.transaction() as tx:
+            account = tx.insert_account(name=name, parent_uid=None, permissions=())
+            tx.add_audit(
+                action="account.create", target=str(account.uid), account_uid=account.uid,
+                actor_uid=None, actor_key=None, ip=None, detail={"name": name},
+            )
+        return account
+
+    def issue_main_key(
+        self,
+        account_uid: int,
+        scheme: Scheme,
+        *,
+        label: str = "",
+        permissions: Sequence[str] = (),
+        ip_list: Sequence[str] = (),
+        passphrase: str | None = None,
+        public_key_pem: str | None = None,
+    ) -> IssuedKey:
+        with self.store.transaction() as tx:
+            account = tx.get_account(account_uid)
+            if account is None or not account.is_main:
+                raise AccountNotFound(f"no main account {account_uid}")
+            limits = self.policy.for_scheme(scheme)
+            ips = normalize_ip_list(ip_list, limits.ips_per_key)
+            if scheme is Scheme.BITGET and passphrase is None:
+                passphrase = crypto.new_passphrase()
+            if passphrase is not None:
+                check_passphrase(passphrase)
+            issued = self._insert_key(
+                tx, account, scheme, label=label, permissions=tuple(permissions), ip_list=ips,
+                passphrase=passphrase, public_key_pem=public_key_pem,
+                key_type=2 if scheme is Scheme.WHITEBIT else None,
+            )
+            tx.add_audit(
+                action="apikey.create", target=issued.key.api_key, account_uid=account.uid, actor_uid=None,
+                actor_key=None, ip=None, detail=_key_detail(issued.key),
+            )
+        return issued
+
+    # sub-accounts --------------------------------------------------------------------------------
+
+    def create_sub_accounts(
+        self, actor: Actor, names: Sequence[str], scheme: Scheme, permissions: Sequence[str]
+    ) -> SubAccountOutcome:
+        """Makes each name that can be made; the others land in ``failed`` (Bitget's failureList)."""
+        main = self._main_of(actor)
+        limit = self.policy.for_scheme(scheme).sub_accounts_per_main
+        outcome = SubAccountOutcome()
+        with self.store.transaction() as tx:
+            self._lock_main(tx, main)
+            count = tx.count_sub_accounts(main.uid)
+            seen: set[str] = set()
+            for name in names:
+                if count >= limit or name.lower() in seen or tx.alias_taken(name):
+                    outcome.failed.append(name)
+                    continue
+                seen.add(name.lower())
+                outcome.created.append(
+                    tx.insert_account(name=name, parent_uid=main.uid, permissions=tuple(permissions))
+                )
+                count += 1
+            for account in outcome.created:
+                self._audit(tx, actor, "subaccount.create", str(account.uid), {"name": account.name})
+        return outcome
+
+    def create_sub_account(
+        self,
+        actor: Actor,
+        scheme: Scheme,
+        *,
+        name: str,
+        email: str | None = None,
+        share_kyc: bool = False,
+        permissions: Sequence[str] = (),
+        label: str = "",
+    ) -> Account:
+        main = self._main_of(actor)
+        limit = self.policy.for_scheme(scheme).sub_accounts_per_main
+        with self._unique_names(), self.store.transaction() as tx:
+            self._lock_main(tx, main)
+            if tx.count_sub_accounts(main.uid) >= limit:
+                raise SubAccountLimit(f"at most {limit} sub-accounts", limit=limit)
+            if tx.alias_taken(name):
+                raise NameTaken("alias already exists", field="alias")
+            account = tx.insert_account(
+                name=name, parent_uid=main.uid, label=label, email=email, share_kyc=share_kyc,
+                permissions=tuple(permissions),
+            )
+            self._audit(tx, actor, "subaccount.create", str(account.uid), {"name": name})
+        return account
+
+    def batch_create_sub_accounts_with_keys(
+        self, actor: Actor, entries: Sequence[NewSubAccountWithKey], scheme: Scheme
+    ) -> list[IssuedKey]:
+        """All or nothing: one entry that cannot be made and the whole batch is refused."""
+        main = self._main_of(actor)
+        limits = self.policy.for_scheme(scheme)
+        if len(entries) > limits.batch_size:
+            raise BatchTooLarge(f"at most {limits.batch_size} entries", limit=limits.batch_size)
+        lowered = [entry.name.lower() for entry in entries]
+        if len(set(lowered)) != len(lowered):
+            raise DuplicateInRequest("the same name twice in one request", field="subAccountName")
+        issued: list[IssuedKey] = []
+        with self._unique_names(), self.store.transaction() as tx:
+            self._lock_main(tx, main)
+            count = tx.count_sub_accounts(main.uid)
+            if count + len(entries) > limits.sub_accounts_per_main:
+                limit = limits.sub_accounts_per_main
+                raise SubAccountLimit(f"at most {limit} sub-accounts", limit=limit)
+            if any(tx.alias_taken(entry.name) for entry in entries):
+                raise NameTaken("sub-account name already exists", field="subAccountName")
+            for entry in entries:
+                account = tx.insert_account(
+                    name=entry.name, parent_uid=main.uid, label=entry.label, permissions=entry.permissions
+                )
+                key = self._insert_sub_key(tx, account, scheme, entry.key)
+                issued.append(key)
+                self._audit(tx, actor, "subaccount.create", str(account.uid), {"name": entry.name})
+                self._audit(tx, actor, "apikey.create", key.key.api_key, _key_detail(key.key))
+        return issued
+
+    def get_sub_account(self, actor: Actor, *, uid: int | None = None, public_id: str | None = None) -> Account:
+        with self.store.reading() as tx:
+            return self._owned_sub(tx, actor, uid=uid, public_id=public_id)
+
+    def list_sub_accounts(
+        self,
+        actor: Actor,
+        *,
+        status: str | None = None,
+        uid_less_than: int | None = None,
+        search: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Account]:
+        main = self._main_of(actor)
+        with self.store.reading() as tx:
+            return tx.list_sub_accounts(
+                main.uid, status=status, uid_less_than=uid_less_than, search=search, limit=limit, offset=offset
+            )
+
+    def modify_sub_account(
+        self,
+        actor: Actor,
+        *,
+        uid: int | None = None,
+        public_id: str | None = None,
+        permissions: Sequence[str] | None = None,
+        status: AccountStatus | None = None,
+        name: str | None = None,
+    ) -> Account:
+        changes: dict[str, object] = {}
+        with self._unique_names(), self.store.transaction() as tx:
+            account = self._owned_sub(tx, actor, uid=uid, public_id=public_id, lock=True)
+            if permissions is not None:
+                changes["permissions"] = tuple(permissions)
+            if status is not None:
+                changes["status"] = status
+            if name is not None and name != account.name:
+                if tx.alias_taken(name, except_uid=account.uid):
+                    raise NameTaken("alias already exists", field="alias")
+                changes["name"] = name
+            updated = tx.update_account(account.uid, **changes)
+            self._audit(tx, actor, "subaccount.modify", str(account.uid), _changes_detail(changes))
+            keys = tx.api_key_ids_of(account.uid)
+        self._keys_changed(keys)
+        return updated
+
+    def set_sub_account_status(
+        self, actor: Actor, status: AccountStatus, *, uid: int | None = None, public_id: str | None = None
+    ) -> Account:
+        """Block/unblock: unlike modify, asking for the state it is already in is an error."""
+        with self.store.transaction() as tx:
+            account = self._owned_sub(tx, actor, uid=uid, public_id=public_id, lock=True)
+            if account.status is status:
+                raise AlreadyInState(f"sub-account already {status.value}")
+            updated = tx.update_account(account.uid, status=status)
+            action = "subaccount.freeze" if status is AccountStatus.FREEZE else "subaccount.unfreeze"
+            self._audit(tx, actor, action, str(account.uid), {})
+            keys = tx.api_key_ids_of(account.uid)
+        self._keys_changed(keys)
+        return updated
+
+    def delete_sub_account(self, actor: Actor, *, uid: int | None = None, public_id: str | None = None) -> None:
+        with self.store.transaction() as tx:
+            account = self._owned_sub(tx, actor, uid=uid, public_id=public_id, lock=True)
+            keys = tx.api_key_ids_of(account.uid)
+            tx.delete_account(account.uid)
+            self._audit(tx, actor, "subaccount.delete", str(account.uid), {"name": account.name})
+        self._keys_changed(keys)
+
+    # sub-account keys ----------------------------------------------------------------------------
+
+    def create_sub_key(
+        self, actor: Actor, scheme: Scheme, spec: NewKeySpec, *, uid: int | None = None, public_id: str | None = None
+    ) -> IssuedKey:
+        main = self._main_of(actor)
+        with self.store.transaction() as tx:
+            self._lock_main(tx, main)
+            account = self._owned_sub(tx, actor, uid=uid, public_id=public_id)
+            issued = self._insert_sub_key(tx, account, scheme, spec)
+            self._audit(tx, actor, "apikey.create", issued.key.api_key, _key_detail(issued.key))
+        return issued
+
+    def find_sub_key(self, actor: Actor, *, api_key: str | None = None, key_id: str | None = None) -> ApiKey:
+        with self.store.reading() as tx:
+            return self._owned_key(tx, actor, api_key=api_key, key_id=key_id)[0]
+
+    def modify_sub_key(
+        self,
+        actor: Actor,
+        *,
+        api_key: str | None = None,
+        key_id: str | None = None,
+        sub_uid: int | None = None,
+        passphrase: str | None = None,
+        label: str | None = None,
+        permissions: Sequence[str] | None = None,
+        ip_list: Sequence[object] | None = None,
+        endpoints: Sequence[EndpointRule] | None = None,
+    ) -> ApiKey:
+        """Changes what is given; ``passphrase``, when given, must match the key's (it cannot change)."""
+        with self.store.transaction() as tx:
+            key, account = self._owned_key(tx, actor, api_key=api_key, key_id=key_id)
+            if sub_uid is not None and account.uid != sub_uid:
+                raise ApiKeyNotFound("this key does not belong to that sub-account")
+            if passphrase is not None:
+                stored = tx.passphrase_hash(key.id)
+                if stored is None or not crypto.verify_passphrase(stored, passphrase):
+                    raise WrongPassphrase("passphrase is error", field="passphrase")
+            changes: dict[str, object] = {}
+            if label is not None:
+                changes["label"] = label
+            if permissions is not None:
+                changes["permissions"] = tuple(permissions)
+            if ip_list is not None:
+                changes["ip_list"] = normalize_ip_list(ip_list, self.policy.for_scheme(key.scheme).ips_per_key)
+            if endpoints is not None:
+                changes["endpoints"] = tuple(endpoints)
+            updated = tx.update_api_key(key.id, **changes)
+            self._audit(tx, actor, "apikey.modify", key.api_key, _changes_detail(changes))
+        self._keys_changed([key.api_key])
+        return updated
+
+    def reset_sub_key(self, actor: Actor, *, key_id: str) -> IssuedKey:
+        """A new secret in place: the old one stops working with the very next request."""
+        with self.store.transaction() as tx:
+            key, _account = self._owned_key(tx, actor, key_id=key_id)
+            secret = _new_secret(key.scheme)
+            tx.update_api_key(key.id, sealed_secret=self.master_key.seal(secret.encode(), key.id))
+            self._audit(tx, actor, "apikey.reset", key.api_key, {})
+            updated = tx.get_api_key(key.id)
+            assert updated is not None
+        self._keys_changed([key.api_key])
+        return IssuedKey(key=updated, secret=secret)
+
+    def delete_sub_key(self, actor: Actor, *, key_id: str) -> None:
+        with self.store.transaction() as tx:
+            key, _account = self._owned_key(tx, actor, key_id=key_id)
+            tx.delete_api_key(key.id)
+            self._audit(tx, actor, "apikey.delete", key.api_key, {})
+        self._keys_changed([key.api_key])
+
+    def add_key_ip(self, actor: Actor, *, key_id: str, ip: object) -> ApiKey:
+        with self.store.transaction() as tx:
+            key, _account = self._owned_key(tx, actor, key_id=key_id)
+            try:
+                rule = normalize_ip_rule(ip)
+            except InvalidIp:
+                raise InvalidIp("Invalid IP address.", field="ip") from None
+            if rule in key.ip_list:
+                raise IpAlreadyListed("This IP address is already in allowlist", field="ip")
+            limit = self.policy.for_scheme(key.scheme).ips_per_key
+            if len(key.ip_list) >= limit:
+                raise IpLimit(f"You have reached the maximum number of allowed IPs: {limit}", limit=limit)
+            updated = tx.update_api_key(key.id, ip_list=(*key.ip_list, rule))
+            self._audit(tx, actor, "apikey.ip.add", key.api_key, {"ip": rule})
+        self._keys_changed([key.api_key])
+        return updated
+
+    def remove_key_ip(self, actor: Actor, *, key_id: str, ip: str) -> ApiKey:
+        with self.store.transaction() as tx:
+            key, _account = self._owned_key(tx, actor, key_id=key_id)
+            try:
+                rule = normalize_ip_rule(ip)
+            except InvalidIp:
+                rule = ip
+            if rule not in key.ip_list:
+                raise IpNotListed(f"IP address {ip} is not in the allowlist", field="ip")
+            updated = tx.update_api_key(key.id, ip_list=tuple(r for r in key.ip_list if r != rule))
+            self._audit(tx, actor, "apikey.ip.remove", key.api_key, {"ip": rule})
+        self._keys_changed([key.api_key])
+        return updated
+
+    def list_sub_keys(
+        self,
+        actor: Actor,
+        *,
+        uid: int | None = None,
+        public_id: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[tuple[ApiKey, Account]]:
+        """The keys of one sub-account, or of all the caller's sub-accounts; never a secret."""
+        main = self._main_of(actor)
+        with self.store.reading() as tx:
+            if uid is None and public_id is None:
+                subs = {a.uid: a for a in tx.list_sub_accounts(main.uid, limit=1_000_000)}
+            else:
+                sub = self._owned_sub(tx, actor, uid=uid, public_id=public_id)
+                subs = {sub.uid: sub}
+            keys = tx.list_api_keys(list(subs), limit=limit, offset=offset)
+        return [(key, subs[key.account_uid]) for key in keys]
+
+    def audit_events(self, *, account_uid: int | None = None, limit: int = 1000) -> list[AuditEvent]:
+        with self.store.reading() as tx:
+            return tx.list_audit(account_uid=account_uid, limit=limit)
+
+    def account_of(self, uid: int) -> Account | None:
+        with self.store.reading() as tx:
+            return tx.get_account(uid)
+
+    # internals -----------------------------------------------------------------------------------
+
+    def _main_of(self, actor: Actor) -> Account:
+        if not actor.account.is_main:
+            raise NotMainAccount("the caller's key must belong to a main account")
+        return actor.account
+
+    def _lock_main(self, tx: Transaction, main: Account) -> None:
+        if tx.lock_account(main.uid) is None:
+            raise AccountNotFound("main account is gone")
+
+    def _owned_sub(
+        self,
+        tx: Transaction,
+        actor: Actor,
+        *,
+        uid: int | None = None,
+        public_id: str | None = None,
+        lock: bool = False,
+    ) -> Account:
+        main = self._main_of(actor)
+        account: Account | None
+        if uid is not None:
+            account = tx.lock_account(uid) if lock else tx.get_account(uid)
+        elif public_id is not None:
+            account = tx.get_account_by_public_id(public_id)
+        else:
+            account = None
+        if account is None or account.parent_uid != main.uid:
+            raise AccountNotFound("this sub-account does not belong to the caller")
+        return account
+
+    def _owned_key(
+        self, tx: Transaction, actor: Actor, *, api_key: str | None = None, key_id: str | None = None
+    ) -> tuple[ApiKey, Account]:
+        main = self._main_of(actor)
+        key = tx.find_api_key(api_key) if api_key is not None else tx.get_api_key(key_id) if key_id else None
+        account = tx.get_account(key.account_uid) if key is not None else None
+        if key is None or account is None or account.parent_uid != main.uid:
+            raise ApiKeyNotFound("API key not found")
+        return key, account
+
+    def _insert_sub_key(self, tx: Transaction, account: Account, scheme: Scheme, spec: NewKeySpec) -> IssuedKey:
+        limits = self.policy.for_scheme(scheme)
+        if tx.count_api_keys(account.uid) >= limits.keys_per_sub_account:
+            raise ApiKeyLimit(f"at most {limits.keys_per_sub_account} keys", limit=limits.keys_per_sub_account)
+        ips = normalize_ip_list(spec.ip_list, limits.ips_per_key)
+        if spec.passphrase is not None:
+            check_passphrase(spec.passphrase)
+        return self._insert_key(
+            tx, account, scheme, label=spec.label, permissions=spec.permissions, ip_list=ips,
+            passphrase=spec.passphrase, key_type=spec.key_type,
+        )
+
+    def _insert_key(
+        self,
+        tx: Transaction,
+        account: Account,
+        scheme: Scheme,
+        *,
+        label: str,
+        permissions: tuple[str, ...],
+        ip_list: tuple[str, ...],
+        passphrase: str | None,
+        key_type: int | None,
+        public_key_pem: str | None = None,
+    ) -> IssuedKey:
+        key_id = str(uuid.uuid4())
+        api_key = crypto.new_bitget_api_key() if scheme is Scheme.BITGET else crypto.new_whitebit_api_key()
+        secret = None if public_key_pem else _new_secret(scheme)
+        key = tx.insert_api_key(
+            key_id=key_id,
+            api_key=api_key,
+            account_uid=account.uid,
+            scheme=scheme,
+            sign_type=SignType.RSA if public_key_pem else SignType.HMAC,
+            sealed_secret=self.master_key.seal(secret.encode(), key_id) if secret else None,
+            public_key_pem=public_key_pem,
+            passphrase_hash=crypto.hash_passphrase(passphrase) if passphrase is not None else None,
+            label=label,
+            permissions=permissions,
+            key_type=key_type,
+            ip_list=ip_list,
+        )
+        return IssuedKey(key=key, secret=secret, passphrase=passphrase)
+
+    def _audit(self, tx: Transaction, actor: Actor, action: str, target: str, detail: dict[str, object]) -> None:
+        tx.add_audit(
+            action=action, target=target, account_uid=actor.account.main_uid, actor_uid=actor.account.uid,
+            actor_key=actor.api_key, ip=actor.ip, detail=detail,
+        )
+
+    class _UniqueNames:
+        """Turns a lost race on the venue-wide unique alias index into ``NameTaken``."""
+
+        def __enter__(self) -> None:
+            return None
+
+        def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> bool:
+            if isinstance(exc, sqlalchemy.exc.IntegrityError):
+                raise NameTaken("alias already exists", field="alias") from None
+            return False
+
+    def _unique_names(self) -> KeyplaneService._UniqueNames:
+        return KeyplaneService._UniqueNames()
+
+
+def _new_secret(scheme: Scheme) -> str:
+    return crypto.new_bitget_secret() if scheme is Scheme.BITGET else crypto.new_whitebit_secret()
+
+
+def _key_detail(key: ApiKey) -> dict[str, object]:
+    return {
+        "accountUid": key.account_uid,
+        "scheme": key.scheme.value,
+        "label": key.label,
+        "permissions": list(key.permissions),
+        "ipList": list(key.ip_list),
+        "keyType": key.key_type,
+    }
+
+
+def _changes_detail(changes: dict[str, object]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for name, value in changes.items():
+        if isinstance(value, tuple):
+            out[name] = [e.url if isinstance(e, EndpointRule) else e for e in value]
+        elif isinstance(value, AccountStatus):
+            out[name] = value.value
+        else:
+            out[name] = value
+    return out
+
+
+__all__ = [
+    "Actor",
+    "IssuedKey",
+    "KeyplaneService",
+    "NewKeySpec",
+    "NewSubAccountWithKey",
+    "SubAccountOutcome",
+]

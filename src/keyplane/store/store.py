@@ -1,0 +1,458 @@
+"""The store: every read and write keyplane makes, over one SQLAlchemy engine.
+
+Writes run in ``Store.transaction()``. On SQLite that transaction starts with ``BEGIN IMMEDIATE``,
+which takes the database's write lock up front: two writers can then never both read a count and
+both insert past a limit. On PostgreSQL the same guarantee comes from ``lock_account`` (``SELECT …
+FOR UPDATE`` on the main account's row), which every limit-checking use-case takes first.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Connection, Engine, Row
+
+from keyplane.domain.model import (
+    Account,
+    AccountStatus,
+    ApiKey,
+    AuditEvent,
+    EndpointRule,
+    KeyCredentials,
+    Scheme,
+    SignType,
+)
+from keyplane.store.tables import accounts, api_keys, audit_events, key_nonces, seen_nonces
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def normalize_url(url: str) -> str:
+    """Plain ``postgresql://`` URLs use psycopg 3, the driver keyplane ships with."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def _make_engine(url: str) -> Engine:
+    url = normalize_url(url)
+    if not url.startswith("sqlite"):
+        return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, decide when a transaction begins (see _on_begin).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        read_only = conn.get_execution_options().get("keyplane_read_only", False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _account(row: Row[Any]) -> Account:
+    return Account(
+        uid=row.uid,
+        public_id=row.public_id,
+        parent_uid=row.parent_uid,
+        name=row.name,
+        label=row.label,
+        email=row.email,
+        share_kyc=bool(row.share_kyc),
+        permissions=tuple(row.permissions),
+        status=AccountStatus(row.status),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _api_key(row: Row[Any]) -> ApiKey:
+    return ApiKey(
+        id=row.id,
+        api_key=row.api_key,
+        account_uid=row.account_uid,
+        scheme=Scheme(row.scheme),
+        sign_type=SignType(row.sign_type),
+        label=row.label,
+        permissions=tuple(row.permissions),
+        key_type=row.key_type,
+        ip_list=tuple(row.ip_list),
+        endpoints=tuple(EndpointRule(url=e["url"], enabled=bool(e["enabled"])) for e in row.endpoints),
+        enabled=bool(row.enabled),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _credentials(row: Row[Any]) -> KeyCredentials:
+    return KeyCredentials(
+        sealed_secret=row.sealed_secret, public_key_pem=row.public_key, passphrase_hash=row.passphrase_hash
+    )
+
+
+_PUBLIC_KEY_COLUMNS = [c for c in api_keys.c if c.name not in ("sealed_secret", "public_key", "passphrase_hash")]
+
+
+class Transaction:
+    """The reads and writes of one use-case, inside one database transaction."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    # accounts ---------------------------------------------------------------------------------
+
+    def lock_account(self, uid: int) -> Account | None:
+        """Reads an account and holds its row until commit (a no-op lock on SQLite, see module doc)."""
+        row = self.conn.execute(sa.select(accounts).where(accounts.c.uid == uid).with_for_update()).first()
+        return _account(row) if row else None
+
+    def get_account(self, uid: int) -> Account | None:
+        row = self.conn.execute(sa.select(accounts).where(accounts.c.uid == uid)).first()
+        return _account(row) if row else None
+
+    def get_account_by_public_id(self, public_id: str) -> Account | None:
+        row = self.conn.execute(sa.select(accounts).where(accounts.c.public_id == public_id)).first()
+        return _account(row) if row else None
+
+    def insert_account(
+        self,
+        *,
+        name: str,
+        parent_uid: int | None,
+        label: str = "",
+        email: str | None = None,
+        share_kyc: bool = False,
+        permissions: Sequence[str] = (),
+        status: AccountStatus = AccountStatus.NORMAL,
+    ) -> Account:
+        at = now_ms()
+        values: dict[str, Any] = {
+            "public_id": str(uuid.uuid4()),
+            "parent_uid": parent_uid,
+            "name": name,
+            "alias_key": name.lower() if parent_uid is not None else None,
+            "label": label,
+            "email": email,
+            "share_kyc": share_kyc,
+            "permissions": list(permissions),
+            "status": status.value,
+            "created_at": at,
+            "updated_at": at,
+        }
+        uid = self.conn.execute(sa.insert(accounts).values(**values).returning(accounts.c.uid)).scalar_one()
+        return Account(
+            uid=uid,
+            public_id=values["public_id"],
+            parent_uid=parent_uid,
+            name=name,
+            label=label,
+            email=email,
+            share_kyc=share_kyc,
+            permissions=tuple(permissions),
+            status=status,
+            created_at=at,
+            updated_at=at,
+        )
+
+    def update_account(self, uid: int, **values: Any) -> Account:
+        if "name" in values:
+            values["alias_key"] = values["name"].lower()
+        if "permissions" in values:
+            values["permissions"] = list(values["permissions"])
+        if "status" in values:
+            values["status"] = AccountStatus(values["status"]).value
+        values["updated_at"] = now_ms()
+        self.conn.execute(sa.update(accounts).where(accounts.c.uid == uid).values(**values))
+        account = self.get_account(uid)
+        assert account is not None
+        return account
+
+    def delete_account(self, uid: int) -> None:
+        self.conn.execute(sa.delete(api_keys).where(api_keys.c.account_uid == uid))
+        self.conn.execute(sa.delete(accounts).where(accounts.c.uid == uid))
+
+    def alias_taken(self, alias: str, *, except_uid: int | None = None) -> bool:
+        query = sa.select(accounts.c.uid).where(accounts.c.alias_key == alias.lower())
+        if except_uid is not None:
+            query = query.where(accounts.c.uid != except_uid)
+        return self.conn.execute(query).first() is not None
+
+    def count_sub_accounts(self, main_uid: int) -> int:
+        query = sa.select(sa.func.count()).select_from(accounts).where(accounts.c.parent_uid == main_uid)
+        return int(self.conn.execute(query).scalar_one())
+
+    def list_sub_accounts(
+        self,
+        main_uid: int,
+        *,
+        status: str | None = None,
+        uid_less_than: int | None = None,
+        search: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Account]:
+        """Newest first (highest UID first), which is also the order Bitget's ``idLessThan`` pages in."""
+        query = sa.select(accounts).where(accounts.c.parent_uid == main_uid)
+        if status is not None:
+            query = query.where(accounts.c.status == status)
+        if uid_less_than is not None:
+            query = query.where(accounts.c.uid < uid_less_than)
+        if search:
+            pattern = "%" + search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            query = query.where(
+                sa.or_(
+                    accounts.c.alias_key.like(pattern, escape="\\"),
+                    sa.func.lower(accounts.c.email).like(pattern, escape="\\"),
+                )
+            )
+        query = query.order_by(accounts.c.uid.desc()).limit(limit).offset(offset)
+        return [_account(row) for row in self.conn.execute(query)]
+
+    # API keys ---------------------------------------------------------------------------------
+
+    def insert_api_key(
+        self,
+        *,
+        key_id: str,
+        api_key: str,
+        account_uid: int,
+        scheme: Scheme,
+        sign_type: SignType,
+        sealed_secret: bytes | None,
+        public_key_pem: str | None,
+        passphrase_hash: str | None,
+        label: str,
+        permissions: Sequence[str],
+        key_type: int | None,
+        ip_list: Sequence[str],
+        endpoints: Sequence[EndpointRule] = (),
+    ) -> ApiKey:
+        at = now_ms()
+        self.conn.execute(
+            sa.insert(api_keys).values(
+                id=key_id,
+                api_key=api_key,
+                account_uid=account_uid,
+                scheme=scheme.value,
+                sign_type=sign_type.value,
+                sealed_secret=sealed_secret,
+                public_key=public_key_pem,
+                passphrase_hash=passphrase_hash,
+                label=label,
+                permissions=list(permissions),
+                key_type=key_type,
+                ip_list=list(ip_list),
+                endpoints=[{"url": e.url, "enabled": e.enabled} for e in endpoints],
+                enabled=True,
+                created_at=at,
+                updated_at=at,
+            )
+        )
+        key = self.get_api_key(key_id)
+        assert key is not None
+        return key
+
+    def update_api_key(self, key_id: str, **values: Any) -> ApiKey:
+        for name in ("permissions", "ip_list"):
+            if name in values:
+                values[name] = list(values[name])
+        if "endpoints" in values:
+            values["endpoints"] = [{"url": e.url, "enabled": e.enabled} for e in values["endpoints"]]
+        values["updated_at"] = now_ms()
+        self.conn.execute(sa.update(api_keys).where(api_keys.c.id == key_id).values(**values))
+        key = self.get_api_key(key_id)
+        assert key is not None
+        return key
+
+    def delete_api_key(self, key_id: str) -> None:
+        self.conn.execute(sa.delete(key_nonces).where(key_nonces.c.api_key_id == key_id))
+        self.conn.execute(sa.delete(seen_nonces).where(seen_nonces.c.api_key_id == key_id))
+        self.conn.execute(sa.delete(api_keys).where(api_keys.c.id == key_id))
+
+    def get_api_key(self, key_id: str) -> ApiKey | None:
+        row = self.conn.execute(sa.select(*_PUBLIC_KEY_COLUMNS).where(api_keys.c.id == key_id)).first()
+        return _api_key(row) if row else None
+
+    def find_api_key(self, api_key: str) -> ApiKey | None:
+        row = self.conn.execute(sa.select(*_PUBLIC_KEY_COLUMNS).where(api_keys.c.api_key == api_key)).first()
+        return _api_key(row) if row else None
+
+    def load_key_for_verification(self, api_key: str) -> tuple[ApiKey, KeyCredentials, Account] | None:
+        """The one indexed lookup a verifier cache miss costs: the key, its credentials, its account."""
+        query = (
+            sa.select(api_keys, *[c.label(f"acct_{c.name}") for c in accounts.c])
+            .join(accounts, accounts.c.uid == api_keys.c.account_uid)
+            .where(api_keys.c.api_key == api_key)
+        )
+        row = self.conn.execute(query).first()
+        if row is None:
+            return None
+        mapping = row._mapping
+        account = Account(
+            uid=mapping["acct_uid"],
+            public_id=mapping["acct_public_id"],
+            parent_uid=mapping["acct_parent_uid"],
+            name=mapping["acct_name"],
+            label=mapping["acct_label"],
+            email=mapping["acct_email"],
+            share_kyc=bool(mapping["acct_share_kyc"]),
+            permissions=tuple(mapping["acct_permissions"]),
+            status=AccountStatus(mapping["acct_status"]),
+            created_at=mapping["acct_created_at"],
+            updated_at=mapping["acct_updated_at"],
+        )
+        return _api_key(row), _credentials(row), account
+
+    def passphrase_hash(self, key_id: str) -> str | None:
+        query = sa.select(api_keys.c.passphrase_hash).where(api_keys.c.id == key_id)
+        value = self.conn.execute(query).scalar()
+        return str(value) if value is not None else None
+
+    def count_api_keys(self, account_uid: int) -> int:
+        query = sa.select(sa.func.count()).select_from(api_keys).where(api_keys.c.account_uid == account_uid)
+        return int(self.conn.execute(query).scalar_one())
+
+    def list_api_keys(
+        self, account_uids: Sequence[int], *, limit: int | None = None, offset: int = 0
+    ) -> list[ApiKey]:
+        """Newest first."""
+        query = (
+            sa.select(*_PUBLIC_KEY_COLUMNS)
+            .where(api_keys.c.account_uid.in_(list(account_uids)))
+            .order_by(api_keys.c.created_at.desc(), api_keys.c.id.desc())
+            .offset(offset)
+        )
+        if limit is not None:
+            query = query.limit(limit)
+        return [_api_key(row) for row in self.conn.execute(query)]
+
+    def sub_account_uids(self, main_uid: int) -> list[int]:
+        query = sa.select(accounts.c.uid).where(accounts.c.parent_uid == main_uid)
+        return [row.uid for row in self.conn.execute(query)]
+
+    def api_key_ids_of(self, account_uid: int) -> list[str]:
+        query = sa.select(api_keys.c.api_key).where(api_keys.c.account_uid == account_uid)
+        return [row.api_key for row in self.conn.execute(query)]
+
+    # nonces (WhiteBIT) ------------------------------------------------------------------------
+
+    def last_nonce(self, key_id: str) -> int | None:
+        query = sa.select(key_nonces.c.last_nonce).where(key_nonces.c.api_key_id == key_id)
+        value = self.conn.execute(query).scalar()
+        return int(value) if value is not None else None
+
+    def set_last_nonce(self, key_id: str, nonce: int) -> None:
+        updated = self.conn.execute(
+            sa.update(key_nonces).where(key_nonces.c.api_key_id == key_id).values(last_nonce=nonce)
+        )
+        if updated.rowcount == 0:
+            self.conn.execute(sa.insert(key_nonces).values(api_key_id=key_id, last_nonce=nonce))
+
+    def record_seen_nonce(self, key_id: str, nonce: int, expires_at: int) -> bool:
+        """Records a windowed nonce; False when it was already seen (a replay)."""
+        seen = sa.select(seen_nonces.c.nonce).where(
+            seen_nonces.c.api_key_id == key_id, seen_nonces.c.nonce == nonce
+        )
+        if self.conn.execute(seen).first() is not None:
+            return False
+        self.conn.execute(sa.insert(seen_nonces).values(api_key_id=key_id, nonce=nonce, expires_at=expires_at))
+        return True
+
+    def purge_seen_nonces(self, before: int) -> None:
+        self.conn.execute(sa.delete(seen_nonces).where(seen_nonces.c.expires_at < before))
+
+    # audit --------------------------------------------------------------------------------------
+
+    def add_audit(
+        self,
+        *,
+        action: str,
+        target: str,
+        account_uid: int | None,
+        actor_uid: int | None,
+        actor_key: str | None,
+        ip: str | None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        self.conn.execute(
+            sa.insert(audit_events).values(
+                at=now_ms(),
+                account_uid=account_uid,
+                actor_uid=actor_uid,
+                actor_key=actor_key,
+                action=action,
+                target=target,
+                ip=ip,
+                detail=detail or {},
+            )
+        )
+
+    def list_audit(self, *, account_uid: int | None = None, limit: int = 1000) -> list[AuditEvent]:
+        query = sa.select(audit_events).order_by(audit_events.c.id.desc()).limit(limit)
+        if account_uid is not None:
+            query = query.where(audit_events.c.account_uid == account_uid)
+        return [
+            AuditEvent(
+                id=row.id,
+                at=row.at,
+                actor_uid=row.actor_uid,
+                actor_key=row.actor_key,
+                action=row.action,
+                target=row.target,
+                ip=row.ip,
+                detail=dict(row.detail),
+            )
+            for row in self.conn.execute(query)
+        ]
+
+
+class Store:
+    """The database behind keyplane: SQLite (WAL) by default, PostgreSQL to scale."""
+
+    def __init__(self, url: str) -> None:
+        self.url = normalize_url(url)
+        self.engine = _make_engine(self.url)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+
+    def migrate(self) -> None:
+        """Brings the schema to the newest Alembic revision."""
+        config = Config()
+        config.set_main_option("script_location", str(_MIGRATIONS))
+        with self.engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        with self.engine.begin() as conn:
+            yield Transaction(conn)
+
+    @contextmanager
+    def reading(self) -> Iterator[Transaction]:
+        """A read-only transaction: on SQLite it does not take the write lock."""
+        with self.engine.connect().execution_options(keyplane_read_only=True) as conn, conn.begin():
+            yield Transaction(conn)
+
+    def close(self) -> None:
+        self.engine.dispose()

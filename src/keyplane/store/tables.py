@@ -1,0 +1,87 @@
+"""The schema, in SQLAlchemy Core. The same tables serve SQLite and PostgreSQL unchanged."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+# SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+# Sub-account UIDs look like Bitget's (10 digits): the sequence starts here on both databases.
+FIRST_UID = 1_000_000_001
+
+accounts = sa.Table(
+    "accounts",
+    metadata,
+    sa.Column("uid", BigId, sa.Identity(start=FIRST_UID), primary_key=True),
+    sa.Column("public_id", sa.String(36), nullable=False, unique=True),
+    sa.Column("parent_uid", sa.BigInteger, sa.ForeignKey("accounts.uid"), nullable=True, index=True),
+    sa.Column("name", sa.String(64), nullable=False),
+    # lower-cased alias of a sub-account: names are unique across the venue; NULL for main accounts
+    sa.Column("alias_key", sa.String(64), nullable=True, unique=True),
+    sa.Column("label", sa.String(64), nullable=False, server_default=""),
+    sa.Column("email", sa.String(255), nullable=True),
+    sa.Column("share_kyc", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("permissions", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sqlite_autoincrement=True,
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("api_key", sa.String(64), nullable=False, unique=True),
+    sa.Column(
+        "account_uid", sa.BigInteger, sa.ForeignKey("accounts.uid", ondelete="CASCADE"), nullable=False,
+        index=True,
+    ),
+    sa.Column("scheme", sa.String(16), nullable=False),
+    sa.Column("sign_type", sa.String(8), nullable=False),
+    sa.Column("sealed_secret", sa.LargeBinary, nullable=True),
+    sa.Column("public_key", sa.Text, nullable=True),
+    sa.Column("passphrase_hash", sa.String(255), nullable=True),
+    sa.Column("label", sa.String(64), nullable=False, server_default=""),
+    sa.Column("permissions", sa.JSON, nullable=False),
+    sa.Column("key_type", sa.SmallInteger, nullable=True),
+    sa.Column("ip_list", sa.JSON, nullable=False),
+    sa.Column("endpoints", sa.JSON, nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)
+
+# WhiteBIT nonce state, kept in the store so that a restarted server still refuses a replay.
+key_nonces = sa.Table(
+    "key_nonces",
+    metadata,
+    sa.Column("api_key_id", sa.String(36), sa.ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("last_nonce", sa.BigInteger, nullable=False),
+)
+
+seen_nonces = sa.Table(
+    "seen_nonces",
+    metadata,
+    sa.Column("api_key_id", sa.String(36), sa.ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("nonce", sa.BigInteger, primary_key=True),
+    sa.Column("expires_at", sa.BigInteger, nullable=False, index=True),
+)
+
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.BigInteger, nullable=False),
+    # the main account whose plane changed: `keyplane audit --account UID` filters on it
+    sa.Column("account_uid", sa.BigInteger, nullable=True, index=True),
+    sa.Column("actor_uid", sa.BigInteger, nullable=True),
+    sa.Column("actor_key", sa.String(64), nullable=True),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("target", sa.String(128), nullable=False),
+    sa.Column("ip", sa.String(64), nullable=True),
+    sa.Column("detail", sa.JSON, nullable=False),
+)

@@ -1,0 +1,114 @@
+"""Shared fixtures: a real keyplane server (``keyplane serve``, granian) on a free port, over a temporary
+SQLite database, and helpers that create main accounts and keys through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+KEYPLANE = [sys.executable, "-m", "keyplane.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """A running ``keyplane serve`` and the database it uses."""
+
+    base_url: str
+    database_url: str
+    workdir: Path
+    log_path: Path
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def cli(self, *args: str) -> Any:
+        """Runs ``keyplane ARGS --database URL --json`` and returns the parsed JSON."""
+        out = subprocess.run(
+            [*KEYPLANE, *args, "--database", self.database_url, "--json"],
+            check=True, capture_output=True, env=self.env, cwd=self.workdir,
+        )
+        return json.loads(out.stdout)
+
+    def main_account(self, name: str = "venue") -> str:
+        return str(self.cli("accounts", "create", "--name", name)["uid"])
+
+    def bitget_main_key(self, uid: str, *extra: str, ips: tuple[str, ...] = ("127.0.0.1",)) -> dict[str, Any]:
+        args = ["keys", "create", "--account", uid, "--dialect", "bitget"]
+        for ip in ips:
+            args += ["--ip", ip]
+        return dict(self.cli(*args, *extra))
+
+    def whitebit_main_key(self, uid: str, *extra: str) -> dict[str, Any]:
+        return dict(self.cli("keys", "create", "--account", uid, "--dialect", "whitebit", *extra))
+
+    def start(self) -> None:
+        port = int(self.base_url.rsplit(":", 1)[1])
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [*KEYPLANE, "serve", "--port", str(port), "--database", self.database_url],
+            stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.workdir,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.base_url + "/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.process.poll() is not None:
+                raise RuntimeError("keyplane serve exited:\n" + self.log_path.read_text())
+            time.sleep(0.1)
+        raise RuntimeError("keyplane serve did not become ready:\n" + self.log_path.read_text())
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+def make_server(workdir: Path, env_extra: dict[str, str] | None = None) -> Server:
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYPLANE_")}
+    env.update(env_extra or {})
+    return Server(
+        base_url=f"http://127.0.0.1:{free_port()}",
+        database_url=f"sqlite:///{workdir / 'keyplane.db'}",
+        workdir=workdir,
+        log_path=workdir / "server.log",
+        env=env,
+    )
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server per test module (starting one costs about a second)."""
+    srv = make_server(tmp_path_factory.mktemp("keyplane"))
+    srv.start()
+    yield srv
+    srv.stop()
