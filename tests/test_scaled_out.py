@@ -1,0 +1,124 @@
+"""keyplane scaled out: the same schema and rules on real PostgreSQL, rate limits shared through Redis."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import sqlalchemy as sa
+
+from keyplane import crypto
+from keyplane.domain.model import Scheme
+from keyplane.domain.policy import Policy
+from keyplane.errors import SubAccountLimit
+from keyplane.ratelimit import RateLimiter
+from keyplane.service import Actor, KeyplaneService, NewKeySpec, NewSubAccountWithKey
+from keyplane.store import Store
+
+from conftest import make_server
+
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh schema in the `test` database, dropped afterwards."""
+    schema = "kp_" + uuid.uuid4().hex[:12]
+    admin = sa.create_engine(PG_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://"))
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    yield f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+    admin.dispose()
+
+
+def _service(url: str, policy: Policy | None = None) -> KeyplaneService:
+    store = Store(url)
+    store.migrate()
+    return KeyplaneService(store, crypto.MasterKey(b"k" * 32), policy)
+
+
+def test_postgres_schema_migrates_and_starts_uids_like_bitget(pg_url: str) -> None:
+    service = _service(pg_url)
+    service.store.migrate()  # idempotent
+    main = service.create_main_account("venue")
+    assert main.uid >= 1_000_000_001
+    assert service.store.engine.dialect.name == "postgresql"
+
+
+def test_postgres_parallel_batches_never_pass_the_sub_account_limit(pg_url: str) -> None:
+    policy = Policy.from_overrides({"bitget": {"sub_accounts_per_main": 7}})
+    service = _service(pg_url, policy)
+    main = service.create_main_account("venue")
+    actor = Actor(account=main)
+    outcomes: list[str] = []
+
+    def batch(worker: int) -> None:
+        entries = [
+            NewSubAccountWithKey(
+                name="".join(chr(ord("a") + (worker * 3 + i + j) % 26) for j in range(8)),
+                key=NewKeySpec(label="l", passphrase="abcd1234"),
+            )
+            for i in range(3)
+        ]
+        try:
+            service.batch_create_sub_accounts_with_keys(actor, entries, Scheme.BITGET)
+            outcomes.append("ok")
+        except SubAccountLimit:
+            outcomes.append("limit")
+
+    threads = [threading.Thread(target=batch, args=(w,)) for w in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    count = len(service.list_sub_accounts(actor, limit=500))
+    assert count <= 7
+    assert count == 3 * outcomes.count("ok")
+    assert outcomes.count("ok") == 2
+
+
+def test_redis_rate_limit_is_shared_between_limiters() -> None:
+    redis.Redis.from_url(REDIS_URL).ping()
+    first, second = RateLimiter(REDIS_URL), RateLimiter(REDIS_URL)
+    identity = uuid.uuid4().hex
+    allowed = [first.hit("3/second", "t", identity)[0], second.hit("3/second", "t", identity)[0]]
+    allowed += [first.hit("3/second", "t", identity)[0], second.hit("3/second", "t", identity)[0]]
+    assert allowed == [True, True, True, False]
+
+
+def test_server_on_postgres_and_redis_serves_ccxt(pg_url: str, tmp_path: Path) -> None:
+    import ccxt
+
+    policy = '{"bitget": {"rate_limits": {"batch-create-subaccount-and-apikey": "1/minute"}}}'
+    srv = make_server(tmp_path, {"KEYPLANE_REDIS_URL": REDIS_URL, "KEYPLANE_POLICY": policy})
+    srv.database_url = pg_url
+    srv.start()
+    try:
+        uid = srv.main_account()
+        key = srv.bitget_main_key(uid)
+        exchange = ccxt.bitget({"apiKey": key["apiKey"], "secret": key["secretKey"], "password": key["passphrase"]})
+        for group in exchange.urls["api"]:
+            exchange.urls["api"][group] = srv.base_url
+        created = exchange.privateUserPostV2UserBatchCreateSubaccountAndApikey(
+            [{"subAccountName": "pgredisa", "passphrase": "abcd1234", "label": "pg"}]
+        )
+        assert created["code"] == "00000"
+        listed = exchange.privateUserGetV2UserVirtualSubaccountList()
+        assert [s["subAccountName"] for s in listed["data"]["subAccountList"]] == ["pgredisa"]
+        # the batch limit (made 1/minute by the operator here) is counted in Redis
+        assert redis.Redis.from_url(REDIS_URL).keys(f"*batch-create-subaccount-and-apikey*{uid}*")
+        with pytest.raises(ccxt.DDoSProtection):
+            exchange.privateUserPostV2UserBatchCreateSubaccountAndApikey(
+                [{"subAccountName": "pgredisb", "passphrase": "abcd1234", "label": "pg"}]
+            )
+    finally:
+        srv.stop()
