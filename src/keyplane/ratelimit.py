@@ -24,6 +24,7 @@ def _item(spec: str) -> RateLimitItem:
 class RateLimiter:
     def __init__(self, redis_url: str | None = None) -> None:
         storage: Storage = RedisStorage(redis_url) if redis_url else MemoryStorage()
+        self._storage = storage
         self._limiter = MovingWindowRateLimiter(storage)
 
     def hit(self, spec: str, *identifiers: str) -> tuple[bool, RateLimitState]:
@@ -39,4 +40,4 @@ class RateLimiter:
         return allowed, state
 
     def reset(self) -> None:
-        self._limiter.reset()
+        self._storage.reset()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import sqlalchemy.exc
 
@@ -549,7 +550,7 @@ class KeyplaneService:
         def __enter__(self) -> None:
             return None
 
-        def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> bool:
+        def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> Literal[False]:
             if isinstance(exc, sqlalchemy.exc.IntegrityError):
                 raise NameTaken("alias already exists", field="alias") from None
             return False
