@@ -11,6 +11,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
+from conftest import make_server
 from keyplane import crypto
 from keyplane.domain.model import Scheme
 from keyplane.domain.policy import Policy
@@ -18,8 +19,6 @@ from keyplane.errors import SubAccountLimit
 from keyplane.ratelimit import RateLimiter
 from keyplane.service import Actor, KeyplaneService, NewKeySpec, NewSubAccountWithKey
 from keyplane.store import Store
-
-from conftest import make_server
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -105,6 +104,10 @@ def test_server_on_postgres_and_redis_serves_ccxt(pg_url: str, tmp_path: Path) -
     try:
         uid = srv.main_account()
         key = srv.bitget_main_key(uid)
+        # a fresh schema reuses UIDs: forget what earlier runs counted for this one in Redis
+        client = redis.Redis.from_url(REDIS_URL)
+        for stale in client.keys(f"*batch-create-subaccount-and-apikey*{uid}*"):
+            client.delete(stale)
         exchange = ccxt.bitget({"apiKey": key["apiKey"], "secret": key["secretKey"], "password": key["passphrase"]})
         for group in exchange.urls["api"]:
             exchange.urls["api"][group] = srv.base_url
@@ -122,3 +125,41 @@ def test_server_on_postgres_and_redis_serves_ccxt(pg_url: str, tmp_path: Path) -
             )
     finally:
         srv.stop()
+
+
+def test_a_change_on_one_instance_stops_the_key_on_another_instance_at_once(pg_url: str) -> None:
+    import time
+
+    from keyplane.auth import Requirement, SignedRequest
+    from keyplane.auth.bitget import prehash, sign_hmac
+    from keyplane.config import Settings
+    from keyplane.domain.model import AccountStatus
+    from keyplane.runtime import build_runtime
+
+    settings = Settings(database_url=pg_url, master_key="ab" * 32, redis_url=REDIS_URL)
+    first, second = build_runtime(settings), build_runtime(settings)
+    try:
+        main = first.service.create_main_account("venue")
+        actor = Actor(account=main)
+        sub = first.service.create_sub_account(actor, Scheme.BITGET, name="instance")
+        issued = first.service.create_sub_key(
+            actor, Scheme.BITGET, NewKeySpec(label="k", passphrase="abcd1234", permissions=("read",)), uid=sub.uid
+        )
+
+        def request() -> SignedRequest:
+            timestamp = str(int(time.time() * 1000))
+            assert issued.secret is not None
+            signature = sign_hmac(issued.secret.encode(), prehash(timestamp, "GET", "/api/v2/x", "", b""))
+            headers = {"access-key": issued.key.api_key, "access-sign": signature,
+                       "access-timestamp": timestamp, "access-passphrase": "abcd1234"}
+            return SignedRequest("GET", "/api/v2/x", "", headers, b"", "127.0.0.1")
+
+        assert second.verifier.verify(request(), Requirement()).valid  # now cached in the second instance
+        first.service.modify_sub_account(actor, uid=sub.uid, status=AccountStatus.FREEZE)
+        deadline = time.monotonic() + 2
+        while second.verifier.verify(request(), Requirement()).valid and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert not second.verifier.verify(request(), Requirement()).valid
+    finally:
+        first.close()
+        second.close()

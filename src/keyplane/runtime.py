@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from keyplane.auth import Verifier
+from keyplane.auth.invalidation import RedisInvalidationBus
 from keyplane.config import Settings
 from keyplane.crypto import load_or_create_master_key
 from keyplane.ratelimit import RateLimiter
@@ -18,8 +19,11 @@ class Runtime:
     store: Store
     service: KeyplaneService
     verifier: Verifier
+    bus: RedisInvalidationBus | None = None
 
     def close(self) -> None:
+        if self.bus is not None:
+            self.bus.close()
         self.store.close()
 
 
@@ -30,4 +34,9 @@ def build_runtime(settings: Settings) -> Runtime:
     service = KeyplaneService(store, master_key, settings.policy)
     verifier = Verifier(store, master_key, RateLimiter(settings.redis_url))
     service.on_keys_changed(verifier.invalidate)
-    return Runtime(settings=settings, store=store, service=service, verifier=verifier)
+    bus = None
+    if settings.redis_url:
+        # several processes or instances: each change reaches every other process's cache too
+        bus = RedisInvalidationBus(settings.redis_url, verifier.invalidate, verifier.cache.clear)
+        service.on_keys_changed(bus.publish)
+    return Runtime(settings=settings, store=store, service=service, verifier=verifier, bus=bus)
