@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from keyplane import errors
+from keyplane import crypto, errors
 from keyplane.config import Settings
 from keyplane.domain.model import Scheme
 from keyplane.runtime import Runtime, build_runtime
@@ -22,6 +23,8 @@ accounts_app = typer.Typer(help="Main accounts.", no_args_is_help=True)
 keys_app = typer.Typer(help="Main-account API keys.", no_args_is_help=True)
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(keys_app, name="keys")
+master_key_app = typer.Typer(help="The master key that seals every API secret.", no_args_is_help=True)
+app.add_typer(master_key_app, name="master-key")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -146,6 +149,49 @@ def audit(
     for row in rows:
         table.add_row(*(str(row[c] or "") for c in ("at", "action", "target", "actorUid", "actorKey", "ip")))
     console.print(table)
+
+
+@master_key_app.command("rotate")
+def master_key_rotate(
+    new_key: Annotated[
+        str | None, typer.Option("--new-key", help="The new key (64 hex digits); generated if not given.")
+    ] = None,
+    database: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Re-seal every API secret under a new master key, without downtime.
+
+    With a key file, the file first holds the new key and the old one (so running servers open both),
+    then, once every secret is re-sealed, the new key only. With KEYPLANE_MASTER_KEY, set the printed
+    value on every instance afterwards.
+    """
+    settings = Settings.from_env(database)
+    new_text = new_key or crypto.new_master_key_text()
+    crypto.MasterKey.from_text(new_text)  # refuse a malformed key before touching anything
+    key_file = settings.resolved_master_key_file
+    if settings.master_key:
+        old_text = settings.master_key
+    else:
+        old_text = load_master_key_text(key_file)
+        crypto.write_key_file(key_file, "\n".join([new_text, *old_text.split(",")]) + "\n")
+    ring = crypto.MasterKey.from_text(f"{new_text},{old_text}")
+    runtime = build_runtime(replace(settings, master_key=f"{new_text},{old_text}"))
+    try:
+        count = runtime.service.reseal_secrets(ring)
+    finally:
+        runtime.close()
+    if not settings.master_key:
+        crypto.write_key_file(key_file, new_text + "\n")
+        _emit({"resealed": count, "keyFile": str(key_file)}, as_json, "master key rotated")
+    else:
+        _emit({"resealed": count, "KEYPLANE_MASTER_KEY": new_text}, as_json, "master key rotated: set it")
+
+
+def load_master_key_text(key_file: Path) -> str:
+    if not key_file.exists():
+        err_console.print(f"[red]error:[/red] no master key file at {key_file}")
+        raise typer.Exit(2)
+    return ",".join(key_file.read_text().split())  # all of them: an earlier rotation may not have finished
 
 
 @app.command("serve")

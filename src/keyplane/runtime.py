@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from keyplane.auth import Verifier
 from keyplane.auth.invalidation import RedisInvalidationBus
 from keyplane.config import Settings
-from keyplane.crypto import load_or_create_master_key
+from keyplane.crypto import MasterKey, load_or_create_master_key
 from keyplane.ratelimit import RateLimiter
 from keyplane.service import KeyplaneService
 from keyplane.store import Store
@@ -27,12 +27,18 @@ class Runtime:
         self.store.close()
 
 
+def load_master_key(settings: Settings) -> MasterKey:
+    return load_or_create_master_key(settings.master_key, settings.resolved_master_key_file)
+
+
 def build_runtime(settings: Settings) -> Runtime:
     store = Store(settings.database_url)
     store.migrate()
-    master_key = load_or_create_master_key(settings.master_key, settings.resolved_master_key_file)
+    master_key = load_master_key(settings)
     service = KeyplaneService(store, master_key, settings.policy)
-    verifier = Verifier(store, master_key, RateLimiter(settings.redis_url))
+    verifier = Verifier(
+        store, master_key, RateLimiter(settings.redis_url), reload_master_key=lambda: load_master_key(settings)
+    )
     service.on_keys_changed(verifier.invalidate)
     bus = None
     if settings.redis_url:

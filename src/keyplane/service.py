@@ -448,6 +448,22 @@ class KeyplaneService:
             keys = tx.list_api_keys(list(subs), limit=limit, offset=offset)
         return [(key, subs[key.account_uid]) for key in keys]
 
+    def reseal_secrets(self, new_master_key: crypto.MasterKey) -> int:
+        """Re-seals every stored secret under ``new_master_key`` in one transaction; returns how many.
+
+        ``new_master_key`` must still open the old seals (a key ring with the old key after the new one).
+        """
+        with self.store.transaction() as tx:
+            sealed = tx.sealed_secrets()
+            for key_id, secret in sealed:
+                tx.reseal(key_id, new_master_key.seal(new_master_key.unseal(secret, key_id), key_id))
+            tx.add_audit(
+                action="masterkey.rotate", target="*", account_uid=None, actor_uid=None, actor_key=None,
+                ip=None, detail={"resealed": len(sealed)},
+            )
+        self.master_key = new_master_key
+        return len(sealed)
+
     def audit_events(self, *, account_uid: int | None = None, limit: int = 1000) -> list[AuditEvent]:
         with self.store.reading() as tx:
             return tx.list_audit(account_uid=account_uid, limit=limit)

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import threading
 from collections.abc import Callable, Iterable
+
+from cryptography.exceptions import InvalidTag
 
 from keyplane import crypto
 from keyplane.auth import bitget, whitebit
 from keyplane.domain.ipnet import IpAllowlist
 from keyplane.domain.model import Account, ApiKey, KeyCredentials, Scheme, SignType
+
+log = logging.getLogger("keyplane.cache")
 
 Checker = bitget.HmacChecker | bitget.RsaChecker | whitebit.HmacChecker
 
@@ -42,6 +47,7 @@ class CachedKey:
 
 
 Loader = Callable[[str], tuple[ApiKey, KeyCredentials, Account] | None]
+MasterKeySource = Callable[[], crypto.MasterKey]
 
 
 class KeyCache:
@@ -51,9 +57,12 @@ class KeyCache:
     right after its transaction commits, so the very next request sees the change.
     """
 
-    def __init__(self, loader: Loader, master_key: crypto.MasterKey) -> None:
+    def __init__(
+        self, loader: Loader, master_key: crypto.MasterKey, reload_master_key: MasterKeySource | None = None
+    ) -> None:
         self._loader = loader
         self._master_key = master_key
+        self._reload_master_key = reload_master_key
         self._entries: dict[str, CachedKey] = {}
         self._lock = threading.Lock()
         self._generation = 0
@@ -69,7 +78,19 @@ class KeyCache:
         loaded = self._loader(api_key)
         if loaded is None:
             return None
-        entry = self._build(*loaded)
+        try:
+            entry = self._build(*loaded)
+        except InvalidTag:
+            # The master key was rotated since this process started: read it again, once.
+            if self._reload_master_key is None:
+                log.error("no master key opens the secret of key %s", loaded[0].id)
+                return None
+            self._master_key = self._reload_master_key()
+            try:
+                entry = self._build(*loaded)
+            except InvalidTag:
+                log.error("no master key opens the secret of key %s", loaded[0].id)
+                return None
         with self._lock:
             # An invalidation that raced with this load wins: do not cache what may be stale.
             if generation == self._generation:

@@ -49,9 +49,10 @@ class Verifier:
         master_key: crypto.MasterKey,
         rate_limiter: RateLimiter | None = None,
         clock_ms: Callable[[], int] = _now_ms,
+        reload_master_key: Callable[[], crypto.MasterKey] | None = None,
     ) -> None:
         self.store = store
-        self.cache = KeyCache(self._load, master_key)
+        self.cache = KeyCache(self._load, master_key, reload_master_key)
         self.nonces = NonceGuard(store)
         self.rate_limiter = rate_limiter or RateLimiter()
         self._clock_ms = clock_ms

@@ -324,6 +324,14 @@ class Transaction:
         )
         return _api_key(row), _credentials(row), account
 
+    def sealed_secrets(self) -> list[tuple[str, bytes]]:
+        query = sa.select(api_keys.c.id, api_keys.c.sealed_secret).where(api_keys.c.sealed_secret.is_not(None))
+        return [(row.id, row.sealed_secret) for row in self.conn.execute(query)]
+
+    def reseal(self, key_id: str, sealed_secret: bytes) -> None:
+        """Replaces a sealed secret by the same secret sealed under another master key."""
+        self.conn.execute(sa.update(api_keys).where(api_keys.c.id == key_id).values(sealed_secret=sealed_secret))
+
     def passphrase_hash(self, key_id: str) -> str | None:
         query = sa.select(api_keys.c.passphrase_hash).where(api_keys.c.id == key_id)
         value = self.conn.execute(query).scalar()
