@@ -10,6 +10,7 @@ from pathlib import Path
 
 import ccxt
 import pytest
+
 from conftest import KEYPLANE, Server
 
 
@@ -88,3 +89,33 @@ def test_audit_lists_every_mutation_with_caller_and_ip_and_never_a_secret(server
 @pytest.mark.parametrize("command", [["--help"], ["accounts", "--help"], ["keys", "create", "--help"]])
 def test_help_is_available(tmp_path: Path, command: list[str]) -> None:
     assert "Usage" in _run(tmp_path, *command).stdout
+
+
+def test_a_key_revoked_on_the_command_line_stops_on_the_running_server(server: Server) -> None:
+    import time
+
+    import httpx
+
+    from keyplane.auth.bitget import prehash, sign_hmac
+
+    uid = server.main_account("revoking")
+    key = server.bitget_main_key(uid)
+
+    def account_info() -> dict[str, object]:
+        timestamp = str(int(time.time() * 1000))
+        path = "/api/v2/spot/account/info"
+        signature = sign_hmac(key["secretKey"].encode(), prehash(timestamp, "GET", path, "", b""))
+        headers = {"ACCESS-KEY": key["apiKey"], "ACCESS-SIGN": signature, "ACCESS-TIMESTAMP": timestamp,
+                   "ACCESS-PASSPHRASE": key["passphrase"]}
+        return dict(httpx.get(server.base_url + path, headers=headers).json())
+
+    assert account_info()["code"] == "00000"  # now in the server's cache
+    listed = server.cli("keys", "list", "--account", uid)
+    assert [k["apiKey"] for k in listed] == [key["apiKey"]]
+    assert "secretKey" not in json.dumps(listed) and key["secretKey"] not in json.dumps(listed)
+    assert server.cli("keys", "revoke", "--key", key["apiKey"])["revoked"] == key["apiKey"]
+    deadline = time.monotonic() + 2
+    while account_info()["code"] == "00000" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert account_info()["code"] == "40037"
+    assert server.cli("audit", "--account", uid)[0]["action"] == "apikey.revoke"

@@ -60,7 +60,7 @@ class KeyplaneApp:
             if message["type"] == "lifespan.startup":
                 try:
                     if self.runtime is None:
-                        self.runtime = build_runtime(self.settings)
+                        self.runtime = build_runtime(self.settings, follow_changes=True)
                         self._mount(self.runtime)
                 except Exception as error:  # tell the server why the app cannot start
                     await send({"type": "lifespan.startup.failed", "message": str(error)})

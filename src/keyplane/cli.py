@@ -108,6 +108,54 @@ def keys_create(
     _emit(data, as_json, "API key (the secret is shown only now)")
 
 
+@keys_app.command("list")
+def keys_list(
+    account: Annotated[int, typer.Option("--account", help="The account's UID (main or sub).")],
+    database: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List an account's keys (never a secret)."""
+    runtime = _runtime(database)
+    try:
+        keys = runtime.service.list_account_keys(account)
+    finally:
+        runtime.close()
+    rows = [
+        {
+            "apiKey": k.api_key, "id": k.id, "dialect": k.scheme.value, "signType": k.sign_type.value,
+            "label": k.label, "permissions": list(k.permissions), "ipList": list(k.ip_list),
+        }
+        for k in keys
+    ]
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table(title=f"keys of {account}")
+    for column in ("apiKey", "dialect", "signType", "label", "permissions", "ipList"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(row[c]) for c in ("apiKey", "dialect", "signType", "label", "permissions", "ipList")))
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key: Annotated[str, typer.Option("--key", help="The API key to delete.")],
+    database: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Delete a key; running servers refuse it within a second."""
+    runtime = _runtime(database)
+    try:
+        revoked = runtime.service.revoke_key(key)
+    except errors.KeyplaneError as error:
+        err_console.print(f"[red]error:[/red] {error.message}")
+        raise typer.Exit(2) from None
+    finally:
+        runtime.close()
+    _emit({"revoked": revoked.api_key, "account": str(revoked.account_uid)}, as_json, "key revoked")
+
+
 def _default_permissions(dialect: Scheme) -> list[str]:
     if dialect is Scheme.BITGET:
         return ["read", "spot_trade", "margin_trade", "contract_trade", "transfer"]

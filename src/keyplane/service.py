@@ -114,17 +114,10 @@ class KeyplaneService:
         self.store = store
         self.master_key = master_key
         self.policy = policy or Policy()
-        self._key_listeners: list[KeyListener] = []
-
-    # listeners: the verifier's cache hears of every key that changed, right after commit ----------
 
     def on_keys_changed(self, listener: KeyListener) -> None:
-        self._key_listeners.append(listener)
-
-    def _keys_changed(self, api_keys: Sequence[str]) -> None:
-        if api_keys:
-            for listener in self._key_listeners:
-                listener(api_keys)
+        """``listener`` hears of every key whose record or account changed, right after the commit."""
+        self.store.on_keys_changed(listener)
 
     # main accounts (the operator, on the command line) -------------------------------------------
 
@@ -167,6 +160,25 @@ class KeyplaneService:
                 actor_key=None, ip=None, detail=_key_detail(issued.key),
             )
         return issued
+
+    def list_account_keys(self, account_uid: int) -> list[ApiKey]:
+        """The operator's view: the keys of one account, main or sub; never a secret."""
+        with self.store.reading() as tx:
+            return tx.list_api_keys([account_uid])
+
+    def revoke_key(self, api_key: str) -> ApiKey:
+        """The operator deletes any key; running servers stop accepting it (see auth/changes.py)."""
+        with self.store.transaction() as tx:
+            key = tx.find_api_key(api_key)
+            if key is None:
+                raise ApiKeyNotFound("API key not found")
+            account = tx.get_account(key.account_uid)
+            tx.delete_api_key(key.id)
+            tx.add_audit(
+                action="apikey.revoke", target=key.api_key,
+                account_uid=account.main_uid if account else None, actor_uid=None, actor_key=None, ip=None,
+            )
+        return key
 
     # sub-accounts --------------------------------------------------------------------------------
 
@@ -294,8 +306,6 @@ class KeyplaneService:
                 changes["name"] = name
             updated = tx.update_account(account.uid, **changes)
             self._audit(tx, actor, "subaccount.modify", str(account.uid), _changes_detail(changes))
-            keys = tx.api_key_ids_of(account.uid)
-        self._keys_changed(keys)
         return updated
 
     def set_sub_account_status(
@@ -309,17 +319,13 @@ class KeyplaneService:
             updated = tx.update_account(account.uid, status=status)
             action = "subaccount.freeze" if status is AccountStatus.FREEZE else "subaccount.unfreeze"
             self._audit(tx, actor, action, str(account.uid), {})
-            keys = tx.api_key_ids_of(account.uid)
-        self._keys_changed(keys)
         return updated
 
     def delete_sub_account(self, actor: Actor, *, uid: int | None = None, public_id: str | None = None) -> None:
         with self.store.transaction() as tx:
             account = self._owned_sub(tx, actor, uid=uid, public_id=public_id, lock=True)
-            keys = tx.api_key_ids_of(account.uid)
             tx.delete_account(account.uid)
             self._audit(tx, actor, "subaccount.delete", str(account.uid), {"name": account.name})
-        self._keys_changed(keys)
 
     # sub-account keys ----------------------------------------------------------------------------
 
@@ -375,7 +381,6 @@ class KeyplaneService:
                 changes["endpoints"] = tuple(endpoints)
             updated = tx.update_api_key(key.id, **changes)
             self._audit(tx, actor, "apikey.modify", key.api_key, _changes_detail(changes))
-        self._keys_changed([key.api_key])
         return updated
 
     def reset_sub_key(self, actor: Actor, *, key_id: str) -> IssuedKey:
@@ -387,7 +392,6 @@ class KeyplaneService:
             self._audit(tx, actor, "apikey.reset", key.api_key, {})
             updated = tx.get_api_key(key.id)
             assert updated is not None
-        self._keys_changed([key.api_key])
         return IssuedKey(key=updated, secret=secret)
 
     def delete_sub_key(self, actor: Actor, *, key_id: str) -> None:
@@ -395,7 +399,6 @@ class KeyplaneService:
             key, _account = self._owned_key(tx, actor, key_id=key_id)
             tx.delete_api_key(key.id)
             self._audit(tx, actor, "apikey.delete", key.api_key, {})
-        self._keys_changed([key.api_key])
 
     def add_key_ip(self, actor: Actor, *, key_id: str, ip: object) -> ApiKey:
         with self.store.transaction() as tx:
@@ -411,7 +414,6 @@ class KeyplaneService:
                 raise IpLimit(f"You have reached the maximum number of allowed IPs: {limit}", limit=limit)
             updated = tx.update_api_key(key.id, ip_list=(*key.ip_list, rule))
             self._audit(tx, actor, "apikey.ip.add", key.api_key, {"ip": rule})
-        self._keys_changed([key.api_key])
         return updated
 
     def remove_key_ip(self, actor: Actor, *, key_id: str, ip: str) -> ApiKey:
@@ -425,7 +427,6 @@ class KeyplaneService:
                 raise IpNotListed(f"IP address {ip} is not in the allowlist", field="ip")
             updated = tx.update_api_key(key.id, ip_list=tuple(r for r in key.ip_list if r != rule))
             self._audit(tx, actor, "apikey.ip.remove", key.api_key, {"ip": rule})
-        self._keys_changed([key.api_key])
         return updated
 
     def list_sub_keys(

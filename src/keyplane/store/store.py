@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from keyplane.domain.model import (
     Scheme,
     SignType,
 )
-from keyplane.store.tables import accounts, api_keys, audit_events, key_nonces, seen_nonces
+from keyplane.store.tables import accounts, api_keys, audit_events, key_changes, key_nonces, seen_nonces
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -114,11 +114,28 @@ def _credentials(row: Row[Any]) -> KeyCredentials:
 _PUBLIC_KEY_COLUMNS = [c for c in api_keys.c if c.name not in ("sealed_secret", "public_key", "passphrase_hash")]
 
 
+KeyListener = Callable[[Sequence[str]], None]
+
+
 class Transaction:
-    """The reads and writes of one use-case, inside one database transaction."""
+    """The reads and writes of one use-case, inside one database transaction.
+
+    Every write that touches a key or its account records the key in ``changed_keys``; the store turns
+    them into ``key_changes`` rows in the same transaction and tells its listeners after the commit, so
+    no use-case can forget to invalidate a cache.
+    """
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self.changed_keys: set[str] = set()
+
+    def _key_changed(self, key_id: str) -> None:
+        api_key = self.conn.execute(sa.select(api_keys.c.api_key).where(api_keys.c.id == key_id)).scalar()
+        if api_key is not None:
+            self.changed_keys.add(api_key)
+
+    def _account_changed(self, uid: int) -> None:
+        self.changed_keys.update(self.api_key_ids_of(uid))
 
     # accounts ---------------------------------------------------------------------------------
 
@@ -184,11 +201,13 @@ class Transaction:
             values["status"] = AccountStatus(values["status"]).value
         values["updated_at"] = now_ms()
         self.conn.execute(sa.update(accounts).where(accounts.c.uid == uid).values(**values))
+        self._account_changed(uid)
         account = self.get_account(uid)
         assert account is not None
         return account
 
     def delete_account(self, uid: int) -> None:
+        self._account_changed(uid)
         self.conn.execute(sa.delete(api_keys).where(api_keys.c.account_uid == uid))
         self.conn.execute(sa.delete(accounts).where(accounts.c.uid == uid))
 
@@ -281,11 +300,13 @@ class Transaction:
             values["endpoints"] = [{"url": e.url, "enabled": e.enabled} for e in values["endpoints"]]
         values["updated_at"] = now_ms()
         self.conn.execute(sa.update(api_keys).where(api_keys.c.id == key_id).values(**values))
+        self._key_changed(key_id)
         key = self.get_api_key(key_id)
         assert key is not None
         return key
 
     def delete_api_key(self, key_id: str) -> None:
+        self._key_changed(key_id)
         self.conn.execute(sa.delete(key_nonces).where(key_nonces.c.api_key_id == key_id))
         self.conn.execute(sa.delete(seen_nonces).where(seen_nonces.c.api_key_id == key_id))
         self.conn.execute(sa.delete(api_keys).where(api_keys.c.id == key_id))
@@ -331,6 +352,7 @@ class Transaction:
     def reseal(self, key_id: str, sealed_secret: bytes) -> None:
         """Replaces a sealed secret by the same secret sealed under another master key."""
         self.conn.execute(sa.update(api_keys).where(api_keys.c.id == key_id).values(sealed_secret=sealed_secret))
+        self._key_changed(key_id)
 
     def passphrase_hash(self, key_id: str) -> str | None:
         query = sa.select(api_keys.c.passphrase_hash).where(api_keys.c.id == key_id)
@@ -390,6 +412,23 @@ class Transaction:
     def purge_seen_nonces(self, before: int) -> None:
         self.conn.execute(sa.delete(seen_nonces).where(seen_nonces.c.expires_at < before))
 
+    # key changes (cache invalidation across processes) ----------------------------------------------
+
+    def last_key_change(self) -> int:
+        return int(self.conn.execute(sa.select(sa.func.coalesce(sa.func.max(key_changes.c.id), 0))).scalar_one())
+
+    def key_changes_after(self, change_id: int, limit: int = 10_000) -> list[tuple[int, str]]:
+        query = (
+            sa.select(key_changes.c.id, key_changes.c.api_key)
+            .where(key_changes.c.id > change_id)
+            .order_by(key_changes.c.id)
+            .limit(limit)
+        )
+        return [(row.id, row.api_key) for row in self.conn.execute(query)]
+
+    def purge_key_changes(self, before: int) -> None:
+        self.conn.execute(sa.delete(key_changes).where(key_changes.c.at < before))
+
     # audit --------------------------------------------------------------------------------------
 
     def add_audit(
@@ -442,6 +481,11 @@ class Store:
         self.url = normalize_url(url)
         self.engine = _make_engine(self.url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self._key_listeners: list[KeyListener] = []
+
+    def on_keys_changed(self, listener: KeyListener) -> None:
+        """``listener`` hears of the keys each transaction changed, right after it commits."""
+        self._key_listeners.append(listener)
 
     def migrate(self) -> None:
         """Brings the schema to the newest Alembic revision."""
@@ -454,7 +498,15 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         with self.engine.begin() as conn:
-            yield Transaction(conn)
+            tx = Transaction(conn)
+            yield tx
+            if tx.changed_keys:
+                at = now_ms()
+                conn.execute(sa.insert(key_changes), [{"api_key": k, "at": at} for k in sorted(tx.changed_keys)])
+        if tx.changed_keys:
+            changed = sorted(tx.changed_keys)
+            for listener in self._key_listeners:
+                listener(changed)
 
     @contextmanager
     def reading(self) -> Iterator[Transaction]:

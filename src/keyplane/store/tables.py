@@ -71,6 +71,16 @@ seen_nonces = sa.Table(
     sa.Column("expires_at", sa.BigInteger, nullable=False, index=True),
 )
 
+# Every committed change of a key or of its account, so that other processes drop it from their caches
+# (auth/changes.py polls it; Redis pub/sub, when configured, only makes that faster).
+key_changes = sa.Table(
+    "key_changes",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("api_key", sa.String(64), nullable=False),
+    sa.Column("at", sa.BigInteger, nullable=False, index=True),
+)
+
 audit_events = sa.Table(
     "audit_events",
     metadata,
