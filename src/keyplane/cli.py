@@ -247,7 +247,9 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
     database: DatabaseOption = None,
-    workers: Annotated[int, typer.Option(help="Worker processes; above 1 needs KEYPLANE_REDIS_URL.")] = 1,
+    workers: Annotated[
+        int, typer.Option(help="Worker processes. Each has its own key cache (see docs/architecture.md).")
+    ] = 1,
 ) -> None:
     """Run the service (granian, ASGI). GET /health answers 200 once it is ready."""
     from granian import Granian
@@ -255,10 +257,6 @@ def serve(
 
     if database:
         os.environ["KEYPLANE_DATABASE_URL"] = database
-    if workers > 1 and not os.environ.get("KEYPLANE_REDIS_URL"):
-        # each worker has its own key cache; without Redis a change would not reach the other workers
-        err_console.print("[red]error:[/red] --workers above 1 needs KEYPLANE_REDIS_URL (cache invalidation)")
-        raise typer.Exit(2)
     # Make the schema and the master key before the server starts, so problems surface here.
     build_runtime(Settings.from_env()).close()
     Granian(
