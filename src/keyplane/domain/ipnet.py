@@ -18,7 +18,8 @@ def normalize_ip_rule(entry: object) -> str:
         if "/" in entry:
             net = ipaddress.ip_network(entry.strip(), strict=False)
             return str(net)
-        return str(ipaddress.ip_address(entry.strip()))
+        # an IPv4-mapped entry is kept as the plain IPv4 that canonical_client_ip compares it with
+        return canonical_client_ip(str(ipaddress.ip_address(entry.strip())))
     except ValueError:
         raise InvalidIp(f"invalid IP address {entry!r}", field="ip") from None
 
