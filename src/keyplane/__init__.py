@@ -6,5 +6,17 @@ The public surface: the app factory, the verifier and its request/result types, 
 from keyplane.app import create_app
 from keyplane.auth import Reason, Requirement, SignedRequest, Verifier, VerifyResult
 from keyplane.config import Settings
+from keyplane.endpoints import EndpointTable
+from keyplane.runtime import open_verifier
 
-__all__ = ["Reason", "Requirement", "Settings", "SignedRequest", "Verifier", "VerifyResult", "create_app"]
+__all__ = [
+    "EndpointTable",
+    "Reason",
+    "Requirement",
+    "Settings",
+    "SignedRequest",
+    "Verifier",
+    "VerifyResult",
+    "create_app",
+    "open_verifier",
+]

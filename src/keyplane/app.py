@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from keyplane.config import Settings
-from keyplane.dialects import bitget
+from keyplane.dialects import bitget, native
 from keyplane.http import (
     BodyTooLarge,
     Receive,
@@ -43,6 +43,7 @@ class KeyplaneApp:
     def _mount(self, runtime: Runtime) -> None:
         bitget_dialect = bitget.BitgetDialect(runtime.service, runtime.verifier)
         self.mounts = [
+            (native.PREFIX, native.NativeDialect(runtime.verifier).handle, lambda: native.bad_call("body too large")),
             (bitget.PREFIX, bitget_dialect.handle, lambda: bitget.fail("40017", "Parameter verification failed")),
         ]
         self.ready = True

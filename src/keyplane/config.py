@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from keyplane.domain.policy import Policy
+from keyplane.endpoints import EndpointTable, endpoints_from_env
 
 DEFAULT_DATABASE_URL = "sqlite:///./keyplane.db"
 
@@ -40,6 +41,8 @@ class Settings:
     redis_url: str | None = None
     policy: Policy = field(default_factory=Policy)
     trusted_proxies: frozenset[str] = frozenset()
+    # what each private endpoint needs (KEYPLANE_ENDPOINTS / KEYPLANE_ENDPOINTS_FILE; see endpoints.py)
+    endpoints: EndpointTable = field(default_factory=EndpointTable.defaults)
 
     @property
     def resolved_master_key_file(self) -> Path:
@@ -57,5 +60,6 @@ class Settings:
             redis_url=env.get("KEYPLANE_REDIS_URL") or None,
             policy=_policy_from_env(),
             trusted_proxies=frozenset(p.strip() for p in proxies.split(",") if p.strip()),
+            endpoints=endpoints_from_env(env),
         )
         return replace(settings, database_url=database_url) if database_url else settings

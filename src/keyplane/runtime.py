@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from keyplane.auth import Verifier
 from keyplane.auth.changes import KeyChangeFeed
 from keyplane.auth.invalidation import RedisInvalidationBus
 from keyplane.config import Settings
 from keyplane.crypto import MasterKey, load_or_create_master_key
+from keyplane.endpoints import EndpointTable
 from keyplane.ratelimit import RateLimiter
 from keyplane.service import KeyplaneService
 from keyplane.store import Store
@@ -42,7 +44,8 @@ def build_runtime(settings: Settings, *, follow_changes: bool = False) -> Runtim
     master_key = load_master_key(settings)
     service = KeyplaneService(store, master_key, settings.policy)
     verifier = Verifier(
-        store, master_key, RateLimiter(settings.redis_url), reload_master_key=lambda: load_master_key(settings)
+        store, master_key, RateLimiter(settings.redis_url), reload_master_key=lambda: load_master_key(settings),
+        endpoints=settings.endpoints,
     )
     service.on_keys_changed(verifier.invalidate)
     bus = None
@@ -52,3 +55,39 @@ def build_runtime(settings: Settings, *, follow_changes: bool = False) -> Runtim
         service.on_keys_changed(bus.publish)
     feed = KeyChangeFeed(store, verifier.invalidate) if follow_changes else None
     return Runtime(settings=settings, store=store, service=service, verifier=verifier, bus=bus, feed=feed)
+
+
+def open_verifier(
+    database_url: str | None = None,
+    *,
+    master_key: str | None = None,
+    master_key_file: str | Path | None = None,
+    redis_url: str | None = None,
+    endpoints: EndpointTable | None = None,
+    follow_changes: bool = True,
+) -> Verifier:
+    """A verifier over the store at ``database_url``, for a venue's own Python process.
+
+    Arguments left out come from the environment as for ``keyplane serve`` (``KEYPLANE_DATABASE_URL``,
+    ``KEYPLANE_MASTER_KEY`` or ``KEYPLANE_MASTER_KEY_FILE``, ``KEYPLANE_REDIS_URL``,
+    ``KEYPLANE_ENDPOINTS[_FILE]``). With ``follow_changes`` (the default) a background thread follows the
+    store's key changes, so a key changed by the server or the CLI stops verifying here within 0.25 s;
+    use it as a context manager, or call ``close()``. Example::
+
+        with keyplane.open_verifier("sqlite:///keyplane.db") as verifier:
+            result = verifier.verify(keyplane.SignedRequest(method, path, query, headers, body, client_ip))
+            if result.valid: ...  # result.account, result.key, result.rate_limit
+    """
+    settings = Settings.from_env(database_url)
+    changes: dict[str, object] = {}
+    if master_key is not None:
+        changes["master_key"] = master_key
+    if master_key_file is not None:
+        changes["master_key_file"] = Path(master_key_file)
+    if redis_url is not None:
+        changes["redis_url"] = redis_url
+    if endpoints is not None:
+        changes["endpoints"] = endpoints
+    runtime = build_runtime(replace(settings, **changes), follow_changes=follow_changes)  # type: ignore[arg-type]
+    runtime.verifier._closers.append(runtime.close)
+    return runtime.verifier

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -24,6 +24,9 @@ from keyplane.domain.model import AccountStatus, Scheme
 from keyplane.domain.scopes import bitget_grants, whitebit_grants
 from keyplane.ratelimit import RateLimiter
 from keyplane.store import Store
+
+if TYPE_CHECKING:
+    from keyplane.endpoints import EndpointTable
 
 _JSON = msgspec.json.Decoder()
 
@@ -50,21 +53,46 @@ class Verifier:
         rate_limiter: RateLimiter | None = None,
         clock_ms: Callable[[], int] = _now_ms,
         reload_master_key: Callable[[], crypto.MasterKey] | None = None,
+        endpoints: EndpointTable | None = None,
     ) -> None:
         self.store = store
         self.cache = KeyCache(self._load, master_key, reload_master_key)
         self.nonces = NonceGuard(store)
         self.rate_limiter = rate_limiter or RateLimiter()
         self._clock_ms = clock_ms
+        if endpoints is None:
+            from keyplane.endpoints import EndpointTable  # imported late: it imports keyplane.auth
+
+            endpoints = EndpointTable.defaults()
+        # what each private endpoint needs, for callers that give no Requirement (gateway, /v1/verify)
+        self.endpoints = endpoints
+        self._closers: list[Callable[[], None]] = []
+
+    def close(self) -> None:
+        """Stops what ``keyplane.open_verifier`` started for this verifier (the change feed, the store)."""
+        while self._closers:
+            self._closers.pop()()
+
+    def __enter__(self) -> Verifier:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def invalidate(self, api_keys: list[str] | tuple[str, ...] | Any) -> None:
         self.cache.invalidate(api_keys)
 
     def verify(
-        self, request: SignedRequest, requirement: Requirement, scheme: Scheme | None = None
+        self, request: SignedRequest, requirement: Requirement | None = None, scheme: Scheme | None = None
     ) -> VerifyResult:
-        """Valid, or the first reason it is not. Never raises for anything a client can send."""
+        """Valid, or the first reason it is not. Never raises for anything a client can send.
+
+        Without ``requirement`` the endpoint table (``self.endpoints``) says what the request's method
+        and path need; without ``scheme`` the signing headers say which scheme it is.
+        """
         scheme = scheme or detect_scheme(request.headers)
+        if requirement is None:
+            requirement = self.endpoints.requirement_for(scheme, request.method, request.path)
         if scheme is Scheme.BITGET:
             return self._verify_bitget(request, requirement)
         if scheme is Scheme.WHITEBIT:

@@ -1,0 +1,205 @@
+"""keyplane's own JSON API for gateways: ``POST /v1/verify``, and ``POST /v1/noop`` (a benchmark baseline).
+
+``POST /v1/verify`` takes a venue's signed request as received and answers in the manner of Unkey's
+``verifyKey``: always HTTP 200 with ``valid`` and ``code``; on success the caller's identity and
+rate-limit state; on failure also ``error``, the answer the venue's own API (Bitget or WhiteBIT) would
+have given, status and body, for a gateway to return verbatim. HTTP 400 means the verify call itself
+was malformed. The endpoint is for the venue's internal network: anyone who can reach it can spend
+keys' rate limits and nonces, so bind it, or the gateway's upstream block, to a private address.
+
+Request (JSON object)::
+
+    {"method": "POST",                       # required
+     "uri": "/api/v4/trade-account/balance", # the request target as received (path and query), or
+     "path": "/api/v2/spot/account/assets", "query": "coin=BTC",   # the two parts apart
+     "headers": {"X-TXC-APIKEY": "...", ...} # names in any case; a list value counts by its first item
+     "body": "{...}",                        # the body as text (UTF-8), or
+     "body_base64": "eyJ...",                # the body's exact bytes, base64
+     "client_ip": "203.0.113.7",             # the client's address as the gateway saw it
+     "scheme": "bitget"}                     # optional: otherwise detected from the signing headers
+
+Response::
+
+    {"valid": true, "code": "VALID", "scheme": "bitget",
+     "identity": {"account_uid": "1000000001", "main_account_uid": "1000000001", "is_main": true,
+                  "account_id": "<uuid>", "key_id": "<uuid>", "api_key": "bg_...",
+                  "permissions": ["read", "spot_trade"], "key_type": null},
+     "ratelimit": {"limit": 10, "remaining": 9, "reset": 1700000000000}}
+
+    {"valid": false, "code": "BAD_SIGNATURE", "scheme": "bitget", "identity": null, "ratelimit": null,
+     "error": {"status": 400, "content_type": "application/json",
+               "body": "{\\"code\\":\\"40009\\",\\"msg\\":\\"sign signature error\\",...}"}}
+
+The permission each endpoint needs comes from the endpoint table (``keyplane.endpoints``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+from urllib.parse import unquote
+
+import msgspec
+
+from keyplane.auth import Reason, Requirement, SignedRequest, Verifier, VerifyResult
+from keyplane.auth.verifier import detect_scheme
+from keyplane.dialects import bitget
+from keyplane.domain.model import Scheme
+from keyplane.http import Request, Response, json_response
+
+PREFIX = "/v1/"
+VERIFY = "/v1/verify"
+NOOP = "/v1/noop"
+
+
+class VerifyCall(msgspec.Struct, forbid_unknown_fields=False):
+    method: str
+    uri: str | None = None
+    path: str | None = None
+    query: str = ""
+    headers: dict[str, str | list[str]] = {}
+    body: str | None = None
+    body_base64: str | None = None
+    client_ip: str | None = None
+    scheme: str | None = None
+
+
+_DECODER = msgspec.json.Decoder(VerifyCall)
+_ENCODER = msgspec.json.Encoder()
+_JSON = [(b"content-type", b"application/json")]
+
+
+def bad_call(message: str) -> Response:
+    return json_response(400, {"valid": False, "code": "BAD_REQUEST", "message": message})
+
+
+def dialect_error(scheme: Scheme | None, path: str, result: VerifyResult, requirement: Requirement) -> Response:
+    """The answer the venue's own API gives for ``result``: Bitget's or WhiteBIT's error envelope."""
+    if scheme is Scheme.WHITEBIT or (scheme is None and path.startswith("/api/v4/")):
+        try:
+            from keyplane.dialects import whitebit
+        except ImportError:  # a build without the WhiteBIT dialect: its generic auth error
+            return json_response(401, {"code": 10, "message": "Unauthorized request.", "errors": {}})
+        return whitebit.verify_error(result, requirement)
+    return bitget.verify_error(result)
+
+
+def identity_of(result: VerifyResult) -> dict[str, Any] | None:
+    key, account = result.key, result.account
+    if key is None or account is None:
+        return None
+    return {
+        "account_uid": str(account.uid),
+        "main_account_uid": str(account.main_uid),
+        "is_main": account.is_main,
+        "account_id": account.public_id,
+        "key_id": key.id,
+        "api_key": key.api_key,
+        "permissions": list(key.permissions),
+        "key_type": key.key_type,
+    }
+
+
+class NativeDialect:
+    """``/v1/verify`` and ``/v1/noop``: pure ASGI handlers, no framework on the hot path."""
+
+    def __init__(self, verifier: Verifier) -> None:
+        self.verifier = verifier
+
+    async def handle(self, request: Request) -> Response:
+        if request.path == VERIFY and request.method == "POST":
+            return self.verify(request.body, request.client_ip)
+        if request.path == NOOP and request.method == "POST":
+            return noop(request)
+        return json_response(404, {"code": "NOT_FOUND", "message": "Not found"})
+
+    def verify(self, raw: bytes, caller_ip: str) -> Response:
+        try:
+            call = _DECODER.decode(raw)
+        except msgspec.DecodeError as error:
+            return bad_call(f"invalid verify request: {error}")
+        signed = _signed_request(call, caller_ip)
+        if isinstance(signed, str):
+            return bad_call(signed)
+        scheme: Scheme | None
+        if call.scheme:
+            try:
+                scheme = Scheme(call.scheme)
+            except ValueError:
+                return bad_call("scheme must be 'bitget' or 'whitebit'")
+        else:
+            # no signing headers at all: the path says whose API it is, and so whose error to answer
+            scheme = detect_scheme(signed.headers) or _scheme_of_path(signed.path)
+        requirement = self.verifier.endpoints.requirement_for(scheme, signed.method, signed.path)
+        result = self.verifier.verify(signed, requirement, scheme)
+        state = result.rate_limit
+        out: dict[str, Any] = {
+            "valid": result.valid,
+            "code": result.reason.value,
+            "scheme": result.scheme.value if result.scheme else (scheme.value if scheme else None),
+            "identity": identity_of(result),
+            "ratelimit": None if state is None else
+            {"limit": state.limit, "remaining": state.remaining, "reset": state.reset_ms},
+        }
+        if result.reason is not Reason.VALID:
+            answer = dialect_error(result.scheme or scheme, signed.path, result, requirement)
+            content_type = next((v for k, v in answer.headers if k == b"content-type"), b"application/json")
+            out["error"] = {
+                "status": answer.status,
+                "content_type": content_type.decode("latin-1"),
+                "body": answer.body.decode("utf-8", "replace"),
+            }
+        return Response(200, _ENCODER.encode(out), list(_JSON))
+
+
+def _scheme_of_path(path: str) -> Scheme | None:
+    if path.startswith("/api/v4/"):
+        return Scheme.WHITEBIT
+    if path.startswith("/api/v2/"):
+        return Scheme.BITGET
+    return None
+
+
+def _signed_request(call: VerifyCall, caller_ip: str) -> SignedRequest | str:
+    if call.uri is not None:
+        path, _, query = call.uri.partition("?")
+    elif call.path is not None:
+        path, query = call.path, call.query
+    else:
+        return "give 'uri', or 'path' (and 'query')"
+    if not path.startswith("/"):
+        return "the path must start with '/'"
+    if "%" in path:  # as an ASGI server hands keyplane's own routes their path: percent-decoded
+        path = unquote(path)
+    if call.body_base64 is not None:
+        try:
+            body = base64.b64decode(call.body_base64, validate=True)
+        except (binascii.Error, ValueError):
+            return "body_base64 is not base64"
+    else:
+        body = (call.body or "").encode()
+    headers: dict[str, str] = {}
+    for name, value in call.headers.items():
+        if isinstance(value, list):
+            if not value:
+                continue
+            value = value[0]
+        headers[name.lower()] = value
+    return SignedRequest(call.method.upper(), path, query, headers, body, call.client_ip or caller_ip)
+
+
+def noop(request: Request) -> Response:
+    """A benchmark baseline: reads the body and answers a JSON body of ``?size=N`` bytes (default: as read).
+
+    It does what ``/v1/verify`` does around verification (route, read, answer), so ``bench/http_verify.py``
+    can compare the two and isolate the cost of verifying.
+    """
+    size = len(request.body)
+    if request.query.startswith("size="):
+        try:
+            size = min(int(request.query[5:]), 1 << 16)
+        except ValueError:
+            pass
+    # '{"ok":true,"p":""}' is 18 bytes: pad to ``size``
+    return Response(200, b'{"ok":true,"p":"' + b"x" * max(size - 18, 0) + b'"}', list(_JSON))
