@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from keyplane.config import Settings
-from keyplane.dialects import bitget, native
+from keyplane.dialects import bitget, native, whitebit
 from keyplane.http import (
     BodyTooLarge,
     Receive,
@@ -45,6 +45,7 @@ class KeyplaneApp:
         self.mounts = [
             (native.PREFIX, native.NativeDialect(runtime.verifier).handle, lambda: native.bad_call("body too large")),
             (bitget.PREFIX, bitget_dialect.handle, lambda: bitget.fail("40017", "Parameter verification failed")),
+            (whitebit.PREFIX, whitebit.WhitebitDialect(runtime.service, runtime.verifier).handle, whitebit.too_large),
         ]
         self.ready = True
 
