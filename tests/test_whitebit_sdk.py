@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from clients.whitebit_http import WhitebitClient
+from clients.whitebit_http import Operator, WhitebitClient
 from conftest import Server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,15 +42,20 @@ def sdk_python() -> Path:
 def run_sdk(sdk_python: Path, server: Server, key: dict[str, Any]) -> dict[str, Any]:
     out = subprocess.run(
         [str(sdk_python), str(DRIVER), server.base_url, key["apiKey"], key["apiSecret"]],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr
     return dict(json.loads(out.stdout))
 
 
 def test_sdk_creates_and_lists_sub_accounts_and_keys(server: Server, sdk_python: Path) -> None:
-    uid = server.main_account("sdk")
-    key = server.whitebit_main_key(uid)
+    operator = Operator(server.database_url)
+    try:
+        key = operator.whitebit_main_key(operator.main_account("sdk"))
+    finally:
+        operator.close()
     got = run_sdk(sdk_python, server, key)
     assert got["sdkVersion"] == SDK_VERSION
 

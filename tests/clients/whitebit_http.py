@@ -15,6 +15,10 @@ from typing import Any
 
 import httpx
 
+from keyplane.config import Settings
+from keyplane.domain.model import Scheme
+from keyplane.runtime import build_runtime
+
 _COUNTER = itertools.count()
 
 
@@ -81,3 +85,32 @@ class WhitebitClient:
         response = self.post(path, fields)
         assert response.status_code == expect, (response.status_code, response.text)
         return response.json()
+
+
+class Operator:
+    """Makes main accounts and main keys straight in a server's store, as ``keyplane accounts create`` and
+    ``keyplane keys create`` do, without starting a process per call (the CLI itself is used by
+    test_whitebit_ccxt.py). The server loads such a key from the store on its first request."""
+
+    def __init__(self, database_url: str) -> None:
+        self.runtime = build_runtime(Settings(database_url=database_url))
+
+    def main_account(self, name: str = "venue") -> str:
+        return str(self.runtime.service.create_main_account(name).uid)
+
+    def whitebit_main_key(self, uid: str, ips: tuple[str, ...] = ()) -> dict[str, Any]:
+        issued = self.runtime.service.issue_main_key(int(uid), Scheme.WHITEBIT, ip_list=ips)
+        return {"apiKey": issued.key.api_key, "apiSecret": issued.secret, "id": issued.key.id}
+
+    def bitget_main_key(self, uid: str, ips: tuple[str, ...] = ("127.0.0.1",)) -> dict[str, Any]:
+        perms = ("read", "spot_trade", "margin_trade", "contract_trade", "transfer")
+        issued = self.runtime.service.issue_main_key(int(uid), Scheme.BITGET, permissions=perms, ip_list=ips)
+        return {"apiKey": issued.key.api_key, "secretKey": issued.secret, "passphrase": issued.passphrase}
+
+    def client(self, base_url: str, name: str = "venue") -> WhitebitClient:
+        """A new main account with one WhiteBIT key, as a client."""
+        key = self.whitebit_main_key(self.main_account(name))
+        return WhitebitClient(base_url, key["apiKey"], key["apiSecret"])
+
+    def close(self) -> None:
+        self.runtime.close()
