@@ -129,10 +129,13 @@ DEFAULT_FALLBACK: dict[Scheme, Requirement] = {
 class EndpointTable:
     """Maps ``(scheme, method, path)`` to a ``Requirement``; exact paths by dict, prefixes longest first."""
 
-    __slots__ = ("_exact", "_fallback", "_prefixes", "rules")
+    __slots__ = ("_exact", "_fallback", "_memo", "_prefixes", "rules")
+
+    MEMO_SIZE = 4096  # distinct (scheme, method, path) answers remembered; the venue has far fewer paths
 
     def __init__(self, rules: Iterable[EndpointRule], fallback: Mapping[Scheme, Requirement] | None = None) -> None:
         self.rules: tuple[EndpointRule, ...] = tuple(rules)
+        self._memo: dict[tuple[Scheme | None, str, str], Requirement] = {}
         self._fallback = dict(DEFAULT_FALLBACK)
         self._fallback.update(fallback or {})
         # later operator rules replace earlier rules of the same (method, path)
@@ -165,10 +168,18 @@ class EndpointTable:
         return None
 
     def requirement_for(self, scheme: Scheme | None, method: str, path: str) -> Requirement:
-        found = self.lookup(method, path)
+        """What a request needs: its rule's requirement, or the scheme's fallback. Memoized per path."""
+        memo_key = (scheme, method, path)
+        found = self._memo.get(memo_key)
         if found is not None:
             return found
-        return self._fallback.get(scheme or Scheme.BITGET, DEFAULT_FALLBACK[Scheme.BITGET])
+        found = self.lookup(method, path)
+        if found is None:
+            found = self._fallback.get(scheme or Scheme.BITGET, DEFAULT_FALLBACK[Scheme.BITGET])
+        if len(self._memo) >= self.MEMO_SIZE:  # unknown paths cannot grow it without bound
+            self._memo.clear()
+        self._memo[memo_key] = found
+        return found
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -123,10 +124,14 @@ class Verifier:
         if cached is None:
             return VerifyResult(Reason.UNKNOWN_KEY, scheme)
         signature_bytes = signature.encode()
-        if not any(
-            cached.checker.matches(message, signature_bytes)
-            for message in bitget.prehash_candidates(
-                timestamp, request.method, request.path, request.query, request.body
+        checker = cached.checker
+        # the exact reading first, without a generator: a valid request costs one HMAC and nothing else
+        if not checker.matches(
+            bitget.prehash(timestamp, request.method, request.path, request.query, request.body), signature_bytes
+        ) and not any(
+            checker.matches(message, signature_bytes)
+            for message in islice(
+                bitget.prehash_candidates(timestamp, request.method, request.path, request.query, request.body), 1, None
             )
         ):
             return VerifyResult(Reason.BAD_SIGNATURE, scheme)

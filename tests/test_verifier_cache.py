@@ -1,0 +1,184 @@
+"""The key cache never serves a stale key: a modified, frozen, reset or deleted key stops verifying on the
+very next request. The service and the in-process verifier share one real SQLite store, as in
+``keyplane serve``; a second verifier (``keyplane.open_verifier``, as a venue's own process) hears of the
+same changes through the store's change feed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import ccxt
+import httpx
+import pytest
+
+import keyplane
+from keyplane import Reason, SignedRequest, Verifier
+from keyplane.config import Settings
+from keyplane.domain.model import AccountStatus, Scheme
+from keyplane.runtime import Runtime, build_runtime
+from keyplane.service import Actor, NewKeySpec
+
+MASTER_KEY = "11" * 32
+PASSPHRASE = "passphrase123"
+ORDER = {"symbol": "BTCUSDT", "side": "buy", "orderType": "market", "size": "1"}
+
+
+@pytest.fixture()
+def runtime(tmp_path: Path) -> Iterator[Runtime]:
+    rt = build_runtime(Settings(database_url=f"sqlite:///{tmp_path / 'keyplane.db'}", master_key=MASTER_KEY))
+    yield rt
+    rt.close()
+
+
+class Plane:
+    """A main account with a Bitget and a WhiteBIT sub-account, each with one key."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        service = runtime.service
+        self.runtime = runtime
+        main = service.create_main_account("venue")
+        self.actor = Actor(account=main)
+        self.sub = service.create_sub_account(self.actor, Scheme.BITGET, name="cachesub", permissions=("spot_trade",))
+        issued = service.create_sub_key(
+            self.actor, Scheme.BITGET,
+            NewKeySpec(label="k", passphrase=PASSPHRASE, permissions=("spot_trade", "read")), uid=self.sub.uid,
+        )
+        self.bitget_key, self.bitget_secret = issued.key, issued.secret
+        self.wb_sub = service.create_sub_account(self.actor, Scheme.WHITEBIT, name="cachewbs")
+        issued = service.create_sub_key(self.actor, Scheme.WHITEBIT, NewKeySpec(label="w", key_type=1),
+                                        uid=self.wb_sub.uid)
+        self.whitebit_key, self.whitebit_secret = issued.key, issued.secret
+
+    def bitget(self, path: str = "v2/spot/trade/place-order", secret: str | None = None, method: str = "POST",
+               params: dict[str, str] | None = None) -> SignedRequest:
+        client = ccxt.bitget({"apiKey": self.bitget_key.api_key, "secret": secret or self.bitget_secret,
+                              "password": PASSPHRASE})
+        return as_signed(client.sign(path, ["private", "spot"], method, ORDER if params is None else params))
+
+    def whitebit(self, secret: str | None = None) -> SignedRequest:
+        client = ccxt.whitebit({"apiKey": self.whitebit_key.api_key, "secret": secret or self.whitebit_secret})
+        return as_signed(client.sign("trade-account/balance", ["v4", "private"], "POST", {}))
+
+
+def as_signed(signed: dict[str, Any], client_ip: str = "127.0.0.1") -> SignedRequest:
+    url = httpx.URL(signed["url"])
+    headers = {k.lower(): v for k, v in signed["headers"].items()}
+    body = (signed["body"] or "").encode()
+    return SignedRequest(signed["method"], url.path, url.query.decode(), headers, body, client_ip)
+
+
+@pytest.fixture()
+def plane(runtime: Runtime) -> Plane:
+    return Plane(runtime)
+
+
+def verify(verifier: Verifier, request: SignedRequest) -> Reason:
+    return verifier.verify(request).reason
+
+
+def test_modified_permissions_stop_verifying_on_the_next_request(plane: Plane) -> None:
+    verifier = plane.runtime.verifier
+    assert verify(verifier, plane.bitget()) is Reason.VALID
+    plane.runtime.service.modify_sub_key(plane.actor, key_id=plane.bitget_key.id, passphrase=PASSPHRASE,
+                                         permissions=("read",))
+    assert verify(verifier, plane.bitget()) is Reason.PERMISSION_DENIED
+
+
+def test_modified_ip_list_stops_verifying_on_the_next_request(plane: Plane) -> None:
+    verifier = plane.runtime.verifier
+    assert verify(verifier, plane.bitget()) is Reason.VALID
+    plane.runtime.service.modify_sub_key(plane.actor, key_id=plane.bitget_key.id, passphrase=PASSPHRASE,
+                                         ip_list=["10.9.9.9"])
+    assert verify(verifier, plane.bitget()) is Reason.IP_NOT_ALLOWED
+
+
+def test_frozen_sub_account_stops_verifying_on_the_next_request(plane: Plane) -> None:
+    verifier = plane.runtime.verifier
+    assert verify(verifier, plane.bitget()) is Reason.VALID
+    assert verify(verifier, plane.whitebit()) is Reason.VALID
+    plane.runtime.service.set_sub_account_status(plane.actor, AccountStatus.FREEZE, uid=plane.sub.uid)
+    plane.runtime.service.modify_sub_account(plane.actor, uid=plane.wb_sub.uid, status=AccountStatus.FREEZE)
+    assert verify(verifier, plane.bitget()) is Reason.ACCOUNT_FROZEN
+    assert verify(verifier, plane.whitebit()) is Reason.ACCOUNT_FROZEN
+    plane.runtime.service.set_sub_account_status(plane.actor, AccountStatus.NORMAL, uid=plane.sub.uid)
+    assert verify(verifier, plane.bitget()) is Reason.VALID
+
+
+def test_reset_secret_stops_verifying_on_the_next_request(plane: Plane) -> None:
+    verifier = plane.runtime.verifier
+    assert verify(verifier, plane.bitget()) is Reason.VALID
+    assert verify(verifier, plane.whitebit()) is Reason.VALID
+    new_bitget = plane.runtime.service.reset_sub_key(plane.actor, key_id=plane.bitget_key.id).secret
+    new_whitebit = plane.runtime.service.reset_sub_key(plane.actor, key_id=plane.whitebit_key.id).secret
+    assert verify(verifier, plane.bitget()) is Reason.BAD_SIGNATURE
+    assert verify(verifier, plane.whitebit()) is Reason.BAD_SIGNATURE
+    assert verify(verifier, plane.bitget(secret=new_bitget)) is Reason.VALID
+    assert verify(verifier, plane.whitebit(secret=new_whitebit)) is Reason.VALID
+
+
+def test_deleted_key_stops_verifying_on_the_next_request(plane: Plane) -> None:
+    verifier = plane.runtime.verifier
+    assert verify(verifier, plane.bitget()) is Reason.VALID
+    assert verify(verifier, plane.whitebit()) is Reason.VALID
+    plane.runtime.service.delete_sub_key(plane.actor, key_id=plane.bitget_key.id)
+    plane.runtime.service.delete_sub_account(plane.actor, uid=plane.wb_sub.uid)
+    assert verify(verifier, plane.bitget()) is Reason.UNKNOWN_KEY
+    assert verify(verifier, plane.whitebit()) is Reason.UNKNOWN_KEY
+
+
+def test_revoked_main_key_stops_verifying_on_the_next_request(runtime: Runtime) -> None:
+    main = runtime.service.create_main_account("main")
+    issued = runtime.service.issue_main_key(main.uid, Scheme.WHITEBIT)
+    client = ccxt.whitebit({"apiKey": issued.key.api_key, "secret": issued.secret})
+
+    def request() -> SignedRequest:
+        return as_signed(client.sign("trade-account/balance", ["v4", "private"], "POST", {}))
+
+    assert verify(runtime.verifier, request()) is Reason.VALID
+    runtime.service.revoke_key(issued.key.api_key)
+    assert verify(runtime.verifier, request()) is Reason.UNKNOWN_KEY
+
+
+def test_a_miss_loads_once_then_hits(plane: Plane) -> None:
+    verifier = plane.runtime.verifier
+    verifier.cache.clear()
+    loads: list[str] = []
+    original = verifier.cache._loader
+
+    def counting(api_key: str) -> Any:
+        loads.append(api_key)
+        return original(api_key)
+
+    verifier.cache._loader = counting
+    for _ in range(3):
+        assert verify(verifier, plane.whitebit()) is Reason.VALID
+    assert loads == [plane.whitebit_key.api_key]
+
+
+def test_open_verifier_in_another_process_role_hears_of_changes(plane: Plane, tmp_path: Path) -> None:
+    """A venue's own process verifying from the same store: a change made by the service reaches it."""
+    url = f"sqlite:///{tmp_path / 'keyplane.db'}"
+    with keyplane.open_verifier(url, master_key=MASTER_KEY) as verifier:
+        assert verify(verifier, plane.bitget()) is Reason.VALID
+        plane.runtime.service.modify_sub_key(plane.actor, key_id=plane.bitget_key.id, passphrase=PASSPHRASE,
+                                             permissions=("read",))
+        deadline = time.monotonic() + 3
+        reason = verify(verifier, plane.bitget())
+        while reason is Reason.VALID and time.monotonic() < deadline:
+            time.sleep(0.05)
+            reason = verify(verifier, plane.bitget())
+        assert reason is Reason.PERMISSION_DENIED
+
+
+def test_verify_without_requirement_uses_the_endpoint_table(plane: Plane) -> None:
+    verifier = plane.runtime.verifier
+    plane.runtime.service.modify_sub_key(plane.actor, key_id=plane.bitget_key.id, passphrase=PASSPHRASE,
+                                         permissions=("read",))
+    result = verifier.verify(plane.bitget())
+    assert result.reason is Reason.PERMISSION_DENIED and result.detail == "spot_trade"
+    result = verifier.verify(plane.bitget("v2/spot/account/assets", method="GET", params={"coin": "BTC"}))
+    assert result.valid and result.account is not None and result.account.uid == plane.sub.uid
+    assert result.rate_limit is not None and result.rate_limit.limit == 10 and result.rate_limit.remaining == 9
