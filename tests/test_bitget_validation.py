@@ -503,3 +503,12 @@ def test_operator_policy_overrides_the_documented_limits(tuned: Server) -> None:
         assert len(h.sub_accounts(raw)) == 3
     finally:
         raw.close()
+
+
+def test_a_mistyped_policy_stops_the_server_at_start(tmp_path: Path) -> None:
+    # before, a string limit started fine and then answered every create with HTTP 500
+    srv = make_server(tmp_path, {"KEYPLANE_POLICY": '{"bitget":{"sub_accounts_per_main":"3"}}'})
+    with pytest.raises(RuntimeError) as failed:
+        srv.start()
+    srv.stop()
+    assert "bitget.sub_accounts_per_main must be a positive integer" in str(failed.value)

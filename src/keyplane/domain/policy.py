@@ -57,13 +57,40 @@ class Policy:
 
     @classmethod
     def from_overrides(cls, overrides: dict[str, Any]) -> Policy:
-        """``{"bitget": {"sub_accounts_per_main": 50, "rate_limits": {...}}, "whitebit": {...}}``."""
+        """``{"bitget": {"sub_accounts_per_main": 50, "rate_limits": {...}}, "whitebit": {...}}``.
+
+        Raises ``ValueError`` naming the setting for an unknown name or a value of the wrong kind: a
+        mistyped override must stop the server at start, not fail every request that reads it.
+        """
         base = cls()
+        unknown = set(overrides) - {"bitget", "whitebit"}
+        if unknown:
+            raise ValueError(f"unknown policy dialect(s): {', '.join(sorted(unknown))}")
         values: dict[str, DialectLimits] = {}
         for name in ("bitget", "whitebit"):
             current: DialectLimits = getattr(base, name)
             changes = dict(overrides.get(name, {}))
+            _check_overrides(name, changes)
             if "rate_limits" in changes:
                 changes["rate_limits"] = {**current.rate_limits, **changes["rate_limits"]}
             values[name] = dataclasses.replace(current, **changes)
         return cls(**values)
+
+
+_COUNTS = ("sub_accounts_per_main", "keys_per_sub_account", "ips_per_key", "batch_size")
+
+
+def _check_overrides(dialect: str, changes: dict[str, Any]) -> None:
+    known = {f.name for f in dataclasses.fields(DialectLimits)}
+    unknown = set(changes) - known
+    if unknown:
+        raise ValueError(f"unknown {dialect} policy setting(s): {', '.join(sorted(unknown))}")
+    for name in _COUNTS:
+        value = changes.get(name, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{dialect}.{name} must be a positive integer, not {value!r}")
+    rates = changes.get("rate_limits", {})
+    if not isinstance(rates, dict) or not all(isinstance(v, str) for v in rates.values()):
+        raise ValueError(f'{dialect}.rate_limits must map endpoint names to limits like "5/second"')
+    if not isinstance(changes.get("default_rate_limit", ""), str):
+        raise ValueError(f'{dialect}.default_rate_limit must be a limit like "10/second"')
