@@ -73,6 +73,7 @@ import msgspec
 
 from keyplane import errors
 from keyplane.auth import Reason, Requirement, Verifier, VerifyResult
+from keyplane.domain.ipnet import normalize_ip_rule
 from keyplane.domain.model import Account, AccountStatus, ApiKey, EndpointRule, Scheme
 from keyplane.domain.scopes import COLLATERAL, SPOT, permissions_from_whitebit, whitebit_flags
 from keyplane.http import Request, Response, json_response
@@ -627,8 +628,12 @@ class WhitebitDialect:
 
     async def remove_ip(self, request: Request, result: VerifyResult) -> Response:
         key_id, ip = self._ip(_form(result, laravel=False))
-        if not isinstance(ip, str):
-            raise invalid("ip", "Invalid IP address.")
+        try:
+            # refuse what is not an address before the "not in the allowlist" message could echo it
+            normalize_ip_rule(ip)
+        except errors.InvalidIp:
+            raise invalid("ip", "Invalid IP address.") from None
+        assert isinstance(ip, str)
         actor = self._actor(request, result)
         await self._own_key(actor, key_id)
         key: ApiKey = await self._call(self.service.remove_key_ip, actor, key_id=key_id, ip=ip)
