@@ -141,7 +141,7 @@ def test_python_bitget_style_spaced_json_and_unsorted_unencoded_query_verify(fre
         uid = created["successList"][0]["subaAccountUid"]
         listed = h.assert_ok(raw.get("virtual-subaccount-list", "status=normal&limit=5"))  # not key-sorted
         assert [a["subAccountUid"] for a in listed["subAccountList"]] == [uid]
-        modify = '{"subAccountUid": "%s", "permList": ["read"], "status": "normal"}' % uid
+        modify = json.dumps({"subAccountUid": uid, "permList": ["read"], "status": "normal"})
         assert h.assert_ok(raw.post("modify-virtual-subaccount", modify)) == {"result": "success"}
     finally:
         raw.close()

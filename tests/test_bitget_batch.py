@@ -212,29 +212,33 @@ def test_parallel_batches_and_creates_together_stay_within_the_limit(server: Ser
             client.close()
 
 
+def _race_for(server: Server, contested: str) -> None:
+    players = [h.raw_main(server, h.main_key(server)) for _ in range(2)]
+    entries = [[h.batch_entry(), h.batch_entry(contested)] for _ in players]
+    start = threading.Barrier(2)
+
+    def fire(index: int) -> Any:
+        start.wait()
+        return players[index].post("batch-create-subaccount-and-apikey", entries[index]).json()
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(fire, range(2)))
+        assert sorted(r["code"] for r in results) == ["00000", "40060"]
+        for player, result, mine in zip(players, results, entries, strict=True):
+            names = {a["subAccountName"] for a in h.sub_accounts(player)}
+            if result["code"] == "00000":
+                assert names == {e["subAccountName"] for e in mine}
+            else:
+                assert names == set()
+    finally:
+        for player in players:
+            player.close()
+
+
 def test_two_main_accounts_racing_for_one_name_leave_exactly_one_owner(server: Server) -> None:
     for _ in range(3):
         contested = h.new_name()
-        players = [h.raw_main(server, h.main_key(server)) for _ in range(2)]
-        entries = [[h.batch_entry(), h.batch_entry(contested)] for _ in players]
-        start = threading.Barrier(2)
-
-        def fire(index: int) -> Any:
-            start.wait()
-            return players[index].post("batch-create-subaccount-and-apikey", entries[index]).json()
-
-        try:
-            with ThreadPoolExecutor(2) as pool:
-                results = list(pool.map(fire, range(2)))
-            assert sorted(r["code"] for r in results) == ["00000", "40060"]
-            for player, result, mine in zip(players, results, entries, strict=True):
-                names = {a["subAccountName"] for a in h.sub_accounts(player)}
-                if result["code"] == "00000":
-                    assert names == {e["subAccountName"] for e in mine}
-                else:
-                    assert names == set()
-        finally:
-            for player in players:
-                player.close()
+        _race_for(server, contested)
         owners = _rows(server, "SELECT count(*) FROM accounts WHERE alias_key = ?", contested.lower())
         assert owners == [(1,)]

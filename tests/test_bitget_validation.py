@@ -115,7 +115,10 @@ def test_create_virtual_subaccount_lists_a_name_repeated_in_the_request_as_faile
 # passphrases and labels ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("passphrase", ["abc1234", "a" * 33, "abcd123!", "abcd 1234", "пароль123", 12345678])
+CYRILLIC_PASSWORD = "\u043f\u0430\u0440\u043e\u043b\u044c123"
+
+
+@pytest.mark.parametrize("passphrase", ["abc1234", "a" * 33, "abcd123!", "abcd 1234", CYRILLIC_PASSWORD, 12345678])
 def test_batch_create_rejects_a_passphrase_outside_8_to_32_letters_and_digits(raw: h.Raw, passphrase: object) -> None:
     h.assert_error(raw.post("batch-create-subaccount-and-apikey", [h.batch_entry(passphrase=passphrase)]),
                    *PASSPHRASE_ERROR)

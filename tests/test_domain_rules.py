@@ -41,7 +41,10 @@ def test_a_bitget_name_is_exactly_8_ascii_letters(name: str) -> None:
             check_bitget_sub_name(name)
 
 
-@pytest.mark.parametrize("name", [None, 12345678, ["abcdefgh"], "abcdefgh\n", "ａｂｃｄｅｆｇｈ"])
+FULLWIDTH_ABCDEFGH = "".join(chr(0xFF41 + i) for i in range(8))
+
+
+@pytest.mark.parametrize("name", [None, 12345678, ["abcdefgh"], "abcdefgh\n", FULLWIDTH_ABCDEFGH])
 def test_a_bitget_name_that_is_not_a_plain_string_is_invalid(name: object) -> None:
     with pytest.raises(InvalidName):
         check_bitget_sub_name(name)
@@ -168,7 +171,8 @@ def test_the_bitget_defaults_are_the_documented_limits() -> None:
 
 
 def test_policy_overrides_change_only_what_they_name() -> None:
-    policy = Policy.from_overrides({"bitget": {"sub_accounts_per_main": 50, "rate_limits": {"account-info": "1/second"}}})
+    overrides = {"bitget": {"sub_accounts_per_main": 50, "rate_limits": {"account-info": "1/second"}}}
+    policy = Policy.from_overrides(overrides)
     assert policy.bitget.sub_accounts_per_main == 50
     assert policy.bitget.keys_per_sub_account == BITGET_DEFAULTS.keys_per_sub_account
     assert policy.bitget.rate_limits["account-info"] == "1/second"
