@@ -67,7 +67,7 @@ class Verifier:
             endpoints = EndpointTable.defaults()
         # what each private endpoint needs, for callers that give no Requirement (gateway, /v1/verify)
         self.endpoints = endpoints
-        self._closers: list[Callable[[], None]] = []
+        self._closers: list[Callable[[], None]] = [self.nonces.close]
 
     def close(self) -> None:
         """Stops what ``keyplane.open_verifier`` started for this verifier (the change feed, the store)."""
@@ -115,7 +115,8 @@ class Verifier:
             return VerifyResult(Reason.MISSING_SIGNATURE, scheme)
         if not timestamp:
             return VerifyResult(Reason.MISSING_TIMESTAMP, scheme)
-        if not timestamp.isdigit() or len(timestamp) > 16:
+        # isdigit() alone accepts '²' and other digits int() refuses
+        if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 16:
             return VerifyResult(Reason.INVALID_TIMESTAMP, scheme)
         if abs(self._clock_ms() - int(timestamp)) > bitget.TIMESTAMP_WINDOW_MS:
             return VerifyResult(Reason.EXPIRED_TIMESTAMP, scheme)

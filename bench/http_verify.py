@@ -1,0 +1,166 @@
+"""``POST /v1/verify`` over HTTP against ``POST /v1/noop`` of the same server, with wrk on loopback.
+
+    python bench/http_verify.py --keys 1000 --seconds 10 --connections 64
+
+One ``keyplane serve`` (granian, one worker) over a store of ``--keys`` keys. wrk (Debian's package)
+sends Bitget requests signed by ``--sample`` distinct keys, as the nginx gateway would forward them,
+from one thread with ``--connections`` connections. Ceiling: ``/v1/noop`` on the same server, sent the
+same bodies, answering a body as large as a verify answer: the same routing, body read and response
+write, with no verification. Figures: requests per second and p50/p99 latency of each; the ratio
+isolates what verifying costs. Every verify answer is checked to be ``valid`` before the run.
+The last line is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from common import ROOT, bitget_request, fill_store, machine
+
+from keyplane.domain.model import Scheme
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from inprocess import BENCH_ENDPOINTS  # noqa: E402
+
+WRK_SCRIPT = """
+local bodies = {}
+for line in io.lines("%(bodies)s") do bodies[#bodies + 1] = line end
+local i = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+    i = i + 1
+    return wrk.format(nil, "%(path)s", nil, bodies[(i %% #bodies) + 1])
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(url: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYPLANE_")}
+    env["KEYPLANE_ENDPOINTS"] = json.dumps(BENCH_ENDPOINTS)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keyplane.cli", "serve", "--port", str(port), "--database", url],
+        stdout=subprocess.DEVNULL, stderr=open(workdir / "server.log", "wb"), env=env, cwd=workdir,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(base + "/health", timeout=1).status_code == 200:
+                return process, base
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None:
+            raise RuntimeError("keyplane serve exited: " + (workdir / "server.log").read_text())
+        time.sleep(0.1)
+    raise RuntimeError("keyplane serve did not start")
+
+
+def parse_wrk(text: str) -> dict[str, Any]:
+    def ms(value: str, unit: str) -> float:
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    found = {p: ms(v, u) for p, v, u in re.findall(r"^\s+(50|99)(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)}
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    socket_errors = re.search(r"Socket errors:(.*)", text)
+    return {"rps": round(rps), "p50_ms": found.get("50"), "p99_ms": found.get("99"),
+            "non_2xx": int(errors.group(1)) if errors else 0,
+            "socket_errors": socket_errors.group(1).strip() if socket_errors else ""}
+
+
+def run_wrk(wrk: str, base: str, path: str, bodies: Path, seconds: float, connections: int, workdir: Path) -> dict[str, Any]:
+    script = workdir / f"wrk-{path.strip('/').replace('/', '-').replace('?', '-')}.lua"
+    script.write_text(WRK_SCRIPT % {"bodies": bodies, "path": path})
+    out = subprocess.run(
+        [wrk, "-t1", f"-c{connections}", f"-d{max(int(seconds), 1)}s", "--latency", "-s", str(script), base + path],
+        capture_output=True, text=True, check=True,
+    )
+    return parse_wrk(out.stdout)
+
+
+def measure(keys_total: int, sample: int, seconds: float, connections: int, workdir: Path) -> dict[str, Any]:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise SystemExit("wrk not found: apt-get install -y wrk (bench/README.md)")
+    url = f"sqlite:///{workdir / 'bench.db'}"
+    started = time.perf_counter()
+    chosen = fill_store(url, keys_total, sample=sample)
+    fill_s = time.perf_counter() - started
+    process, base = start_server(url, workdir)
+    try:
+        now = int(time.time() * 1000)  # Bitget's 30 s window: the run must end within it
+        calls = []
+        for key in chosen[Scheme.BITGET]:
+            r = bitget_request(key, now)
+            calls.append({"method": r["method"], "uri": f"{r['path']}?{r['query']}", "headers": r["headers"],
+                          "body": "", "client_ip": r["client_ip"]})
+        bodies = workdir / "bodies.jsonl"
+        bodies.write_text("".join(json.dumps(c, separators=(",", ":")) + "\n" for c in calls))
+        answer_sizes = set()
+        with httpx.Client(base_url=base) as client:
+            for call in calls:  # every call valid (and the cache warm) before the run
+                answer = client.post("/v1/verify", json=call)
+                assert answer.json()["valid"] is True, answer.text
+                answer_sizes.add(len(answer.content))
+        size = round(sum(answer_sizes) / len(answer_sizes))
+        request_size = round(bodies.stat().st_size / len(calls))
+        noop_path = f"/v1/noop?size={size}"
+        run_wrk(wrk, base, noop_path, bodies, 1, connections, workdir)  # warm-up
+        noop = run_wrk(wrk, base, noop_path, bodies, seconds, connections, workdir)
+        verify = run_wrk(wrk, base, "/v1/verify", bodies, seconds, connections, workdir)
+        assert int(time.time() * 1000) - now < 30_000, "the run outlived Bitget's 30 s window: lower --seconds"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    return {
+        "keys": keys_total, "sample_keys": len(calls), "fill_s": round(fill_s, 1), "connections": connections,
+        "request_bytes": request_size, "answer_bytes": size, "noop": noop, "verify": verify,
+        "ratio_to_noop": round(verify["rps"] / noop["rps"], 3),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--keys", type=int, default=1000, help="keys in the store (half per dialect)")
+    parser.add_argument("--sample", type=int, default=500, help="distinct Bitget keys signing the requests")
+    parser.add_argument("--seconds", type=float, default=10.0, help="duration of each wrk run (max 12)")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="keyplane-http-") as tmp:
+        workdir = args.workdir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        figures = measure(args.keys, min(args.sample, args.keys // 2), min(args.seconds, 12.0), args.connections, workdir)
+    noop, verify = figures["noop"], figures["verify"]
+    print(f"ceiling  POST /v1/noop   {noop['rps']:>7,} req/s  p50 {noop['p50_ms']} ms  p99 {noop['p99_ms']} ms",
+          file=sys.stderr)
+    print(f"figure   POST /v1/verify {verify['rps']:>7,} req/s  p50 {verify['p50_ms']} ms  p99 {verify['p99_ms']} ms"
+          f"  = {figures['ratio_to_noop']:.0%} of the ceiling", file=sys.stderr)
+    out = {"bench": "http_verify", **figures, "machine": machine()}
+    print(json.dumps(out))
+    return out
+
+
+if __name__ == "__main__":
+    os.chdir(ROOT)
+    main()

@@ -1,0 +1,192 @@
+"""In-process verifications per second on one core, per dialect, against the bare signature check.
+
+    python bench/inprocess.py --keys 1000 --seconds 3
+
+Ceiling: the bare check of the same requests in a tight loop (prehash, HMAC, encoding, constant-time
+compare; WhiteBIT also decodes the payload and compares it with the body), with the secret already at
+hand: no header parsing, no lookup, no state. Figure: ``Verifier.verify(request)`` on the same requests
+with a warm cache (no ``Requirement``: the endpoint table decides; rate limit counted on every call),
+and on a cold cache (``miss``: every call is the store's indexed lookup plus unsealing).
+The last line is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import hmac
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from common import BITGET_PATH, WHITEBIT_PATH, BenchKey, bitget_request, fill_store, machine, one_core
+
+import keyplane
+from keyplane import SignedRequest
+from keyplane.domain.model import Scheme
+
+# The default table's per-account limits (10/s) would refuse most of a benchmark's calls; the limiter
+# still counts every call, with limits no benchmark reaches.
+BENCH_ENDPOINTS = {
+    "rules": [
+        {"path": BITGET_PATH, "method": "GET", "permission": "read", "rate_limit": "1000000000/minute",
+         "rate_name": "bench"},
+        {"path": WHITEBIT_PATH, "method": "POST", "key_type": 1, "rate_limit": "1000000000/minute",
+         "rate_name": "bench"},
+    ]
+}
+
+
+def rate(fn: Callable[[int], int], seconds: float) -> float:
+    """Calls ``fn(n)`` (which does n operations) until ``seconds`` pass; operations per second."""
+    done, n = 0, 256
+    started = time.perf_counter()
+    deadline = started + seconds
+    while True:
+        done += fn(n)
+        now = time.perf_counter()
+        if now >= deadline:
+            return done / (now - started)
+
+
+def bare_bitget(requests: list[dict[str, Any]], secrets: list[bytes]) -> Callable[[int], int]:
+    pairs = list(zip(requests, secrets, strict=True))
+
+    def run(n: int) -> int:
+        for i in range(n):
+            request, secret = pairs[i % len(pairs)]
+            headers = request["headers"]
+            message = (headers["access-timestamp"] + request["method"] + request["path"] + "?" + request["query"]).encode()
+            digest = base64.b64encode(hmac.new(secret, message + request["body"], hashlib.sha256).digest())
+            assert hmac.compare_digest(digest, headers["access-sign"].encode())
+        return n
+
+    return run
+
+
+def bare_whitebit(requests: list[dict[str, Any]], secrets: list[bytes]) -> Callable[[int], int]:
+    pairs = list(zip(requests, secrets, strict=True))
+
+    def run(n: int) -> int:
+        for i in range(n):
+            request, secret = pairs[i % len(pairs)]
+            headers = request["headers"]
+            payload = headers["x-txc-payload"]
+            digest = hmac.new(secret, payload.encode(), hashlib.sha512).hexdigest().encode()
+            assert hmac.compare_digest(digest, headers["x-txc-signature"].encode())
+            assert base64.b64decode(payload) == request["body"]
+        return n
+
+    return run
+
+
+def whitebit_requests(keys: list[BenchKey], count: int) -> list[dict[str, Any]]:
+    from common import whitebit_request
+
+    base = int(time.time() * 1000)
+    return [whitebit_request(keys[i % len(keys)], base + i // len(keys)) for i in range(count)]
+
+
+def measure(keys_total: int, sample: int, seconds: float, workdir: Path) -> dict[str, Any]:
+    with one_core():
+        return _measure(keys_total, sample, seconds, workdir)
+
+
+def _measure(keys_total: int, sample: int, seconds: float, workdir: Path) -> dict[str, Any]:
+    url = f"sqlite:///{workdir / 'bench.db'}"
+    started = time.perf_counter()
+    chosen = fill_store(url, keys_total, sample=sample)
+    fill_s = time.perf_counter() - started
+    table = keyplane.EndpointTable.from_overrides(BENCH_ENDPOINTS)
+    verifier = keyplane.open_verifier(url, endpoints=table, follow_changes=False)
+    figures: dict[str, Any] = {"keys": keys_total, "sample_keys": sample, "fill_s": round(fill_s, 1)}
+    try:
+        # --- Bitget: no nonce, so the same signed requests can be verified again and again (30 s window)
+        keys = chosen[Scheme.BITGET]
+        now = int(time.time() * 1000)
+        raw = [bitget_request(key, now) for key in keys]
+        signed = [SignedRequest(**r) for r in raw]
+        bare = rate(bare_bitget(raw, [k.secret for k in keys]), seconds)
+        results: dict[str, int] = {}
+
+        def verify_bitget(n: int) -> int:
+            for i in range(n):
+                reason = verifier.verify(signed[i % len(signed)]).reason
+                results[reason] = results.get(reason, 0) + 1
+            return n
+
+        verify_bitget(len(signed))  # warm the cache
+        results.clear()
+        warm = rate(verify_bitget, seconds)
+        assert set(results) == {"VALID"}, results
+
+        def miss_bitget(n: int) -> int:
+            for i in range(n):
+                verifier.cache.clear()
+                verifier.verify(signed[i % len(signed)])
+            return n
+
+        miss = rate(miss_bitget, min(seconds, 2.0))
+        figures["bitget"] = {"bare_per_s": round(bare), "verify_per_s": round(warm), "miss_per_s": round(miss),
+                             "ratio_to_bare": round(warm / bare, 3)}
+
+        # --- WhiteBIT: every request carries a new nonce, recorded in the store before it is accepted
+        keys = chosen[Scheme.WHITEBIT]
+        estimate = int(max(warm, 50_000) * seconds * 1.2) + len(keys)
+        raw = whitebit_requests(keys, min(estimate, 2_000_000))
+        signed = [SignedRequest(**r) for r in raw]
+        bare = rate(bare_whitebit(raw, [keys[i % len(keys)].secret for i in range(len(raw))]), seconds)
+        position = 0
+        results = {}
+
+        def verify_whitebit(n: int) -> int:
+            nonlocal position
+            end = min(position + n, len(signed))
+            for i in range(position, end):
+                reason = verifier.verify(signed[i]).reason
+                results[reason] = results.get(reason, 0) + 1
+            done = end - position
+            position = end
+            if done == 0:
+                raise RuntimeError("ran out of pre-signed WhiteBIT requests; lower --seconds")
+            return done
+
+        verify_whitebit(len(keys))  # warm the cache
+        results.clear()
+        warm = rate(verify_whitebit, seconds)
+        assert set(results) == {"VALID"}, results
+        figures["whitebit"] = {"bare_per_s": round(bare), "verify_per_s": round(warm),
+                               "ratio_to_bare": round(warm / bare, 3)}
+    finally:
+        verifier.close()
+    return figures
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--keys", type=int, default=1000, help="keys in the store (half per dialect)")
+    parser.add_argument("--sample", type=int, default=500, help="distinct keys signing requests, per dialect")
+    parser.add_argument("--seconds", type=float, default=3.0, help="duration of each measurement")
+    parser.add_argument("--workdir", type=Path, default=None, help="where the SQLite store goes (default: tmp)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="keyplane-bench-") as tmp:
+        workdir = args.workdir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        figures = measure(args.keys, min(args.sample, args.keys // 2), args.seconds, workdir)
+    for scheme in ("bitget", "whitebit"):
+        f = figures[scheme]
+        print(f"{scheme:8s} ceiling (bare check): {f['bare_per_s']:>9,}/s   verify (warm cache): "
+              f"{f['verify_per_s']:>9,}/s   = {f['ratio_to_bare']:.0%} of the ceiling", file=sys.stderr)
+    print(f"bitget   cold cache (store lookup + unseal per call): {figures['bitget']['miss_per_s']:,}/s", file=sys.stderr)
+    out = {"bench": "inprocess", **figures, "machine": machine()}
+    print(json.dumps(out))
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""The in-process and HTTP figures with 1,000 and with 1,000,000 keys in the store.
+
+    python bench/scale.py --small 1000 --large 1000000 --seconds 3 --http-seconds 8
+
+Runs ``inprocess.py`` and ``http_verify.py`` once over a store of ``--small`` keys (the ceiling) and once
+over ``--large`` keys, with the same number of distinct keys signing requests (``--sample``) drawn from
+the whole store, and reports each large figure as a share of the small one (target: at least 95%).
+The large store is filled with bulk SQL (about a minute for a million keys). The last line is one JSON
+object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import http_verify
+import inprocess
+from common import machine
+
+
+def run(keys: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    (workdir / "inprocess").mkdir(parents=True)
+    figures: dict[str, Any] = {"inprocess": inprocess.measure(keys, args.sample, args.seconds, workdir / "inprocess")}
+    if not args.no_http:
+        (workdir / "http").mkdir(parents=True)
+        figures["http"] = http_verify.measure(keys, args.sample, args.http_seconds, args.connections, workdir / "http")
+    shutil.rmtree(workdir, ignore_errors=True)
+    return figures
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--small", type=int, default=1000)
+    parser.add_argument("--large", type=int, default=1_000_000)
+    parser.add_argument("--sample", type=int, default=500)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--http-seconds", type=float, default=8.0)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--no-http", action="store_true", help="in-process figures only")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="keyplane-scale-") as tmp:
+        small = run(args.small, args, Path(tmp) / "small")
+        large = run(args.large, args, Path(tmp) / "large")
+    shares: dict[str, float] = {}
+    for scheme in ("bitget", "whitebit"):
+        shares[f"inprocess_{scheme}"] = round(
+            large["inprocess"][scheme]["verify_per_s"] / small["inprocess"][scheme]["verify_per_s"], 3)
+    shares["inprocess_bitget_miss"] = round(
+        large["inprocess"]["bitget"]["miss_per_s"] / small["inprocess"]["bitget"]["miss_per_s"], 3)
+    if not args.no_http:
+        shares["http_rps"] = round(large["http"]["verify"]["rps"] / small["http"]["verify"]["rps"], 3)
+    for name, share in shares.items():
+        print(f"{name:24s} {args.large:>9,} keys = {share:.0%} of the {args.small:,}-key figure", file=sys.stderr)
+    out = {"bench": "scale", "small": small, "large": large, "large_share_of_small": shares, "machine": machine()}
+    print(json.dumps(out))
+    return out
+
+
+if __name__ == "__main__":
+    main()
