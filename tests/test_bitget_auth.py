@@ -74,6 +74,14 @@ def test_a_timestamp_that_is_not_milliseconds_is_invalid(client: h.Raw, timestam
     h.assert_error(client.request("GET", INFO, timestamp=timestamp), "40005", "Invalid ACCESS_TIMESTAMP")
 
 
+def test_a_timestamp_with_a_non_ascii_digit_is_invalid_not_a_server_error(client: h.Raw) -> None:
+    # '²' (latin-1 0xB2) passes str.isdigit() but not int(): it used to answer HTTP 500
+    ts = h.now_ms()[:-1].encode() + b"\xb2"
+    headers = {"ACCESS-KEY": client.api_key, "ACCESS-SIGN": "x", "ACCESS-TIMESTAMP": ts,
+               "ACCESS-PASSPHRASE": client.passphrase}
+    h.assert_error(client.http.get(INFO, headers=headers), "40005", "Invalid ACCESS_TIMESTAMP")
+
+
 def test_header_names_are_case_insensitive(client: h.Raw, sub: dict[str, Any]) -> None:
     ts = h.now_ms()
     headers = {"access-key": client.api_key, "access-sign": h.sign(client.secret, ts, "GET", INFO, "", b""),
@@ -189,10 +197,17 @@ def test_malformed_requests_answer_in_bitgets_envelope(fresh: h.MainKey, server:
                        "40020", "Parameter status error")
         h.assert_error(raw.post("modify-virtual-subaccount", {"subAccountUid": "1", "status": "normal"}),
                        "40019", "Parameter permList cannot be empty")
+        h.assert_error(raw.post("modify-virtual-subaccount", {"subAccountUid": "1\u00b2", "permList": ["read"],
+                                                              "status": "normal"}),
+                       "40020", "Parameter subAccountUid error")
         for query in ("limit=0", "limit=501", "limit=abc", "status=del", "idLessThan=abc"):
             param = query.split("=")[0]
             h.assert_error(raw.get("virtual-subaccount-list", query), "40020", f"Parameter {param} error")
+        h.assert_error(raw.get("virtual-subaccount-list", "limit=1%C2%B2", signed_query="limit=1\u00b2"),
+                       "40020", "Parameter limit error")
         h.assert_error(raw.get("virtual-subaccount-apikey-list"), "40019", "Parameter subAccountUid cannot be empty")
+        h.assert_error(raw.get("virtual-subaccount-apikey-list", "subAccountUid=1%C2%B2",
+                               signed_query="subAccountUid=1\u00b2"), "40020", "Parameter subAccountUid error")
         h.assert_error(raw.request("POST", "/api/v2/user/no-such-endpoint", body={}), "40404",
                        "Request URL NOT FOUND", status=404)
         h.assert_error(raw.request("GET", "/api/v2/user/create-virtual-subaccount"), "40404",

@@ -167,8 +167,13 @@ def _required(body: dict[str, Any], name: str) -> Any:
     return value
 
 
+def _digits(text: str) -> bool:
+    # str.isdigit() alone accepts '²' and other digits that int() refuses
+    return text.isascii() and text.isdigit()
+
+
 def _uid(value: object, name: str = "subAccountUid") -> int:
-    if isinstance(value, bool) or not isinstance(value, str | int) or not str(value).isdigit():
+    if isinstance(value, bool) or not isinstance(value, str | int) or not _digits(str(value)):
         raise WireError("40020", f"Parameter {name} error")
     uid = int(value)
     if uid > 2**62:
@@ -373,7 +378,7 @@ class BitgetDialect:
         query = dict(parse_qsl(request.query, keep_blank_values=True))
         limit = 100
         if query.get("limit"):
-            if not query["limit"].isdigit() or not 1 <= int(query["limit"]) <= 500:
+            if not _digits(query["limit"]) or not 1 <= int(query["limit"]) <= 500:
                 raise WireError("40020", "Parameter limit error")
             limit = int(query["limit"])
         id_less_than = _uid(query["idLessThan"], "idLessThan") if query.get("idLessThan") else None
