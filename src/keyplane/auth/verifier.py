@@ -67,7 +67,7 @@ class Verifier:
             endpoints = EndpointTable.defaults()
         # what each private endpoint needs, for callers that give no Requirement (gateway, /v1/verify)
         self.endpoints = endpoints
-        self._closers: list[Callable[[], None]] = []
+        self._closers: list[Callable[[], None]] = [self.nonces.close]
 
     def close(self) -> None:
         """Stops what ``keyplane.open_verifier`` started for this verifier (the change feed, the store)."""
