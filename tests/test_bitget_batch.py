@@ -20,6 +20,7 @@ from conftest import Server, make_server
 FAST = {"bitget": {"rate_limits": {
     "batch-create-subaccount-and-apikey": "1000/second",
     "create-virtual-subaccount": "1000/second",
+    "create-virtual-subaccount-apikey": "1000/second",
     "virtual-subaccount-list": "1000/second",
     "virtual-subaccount-apikey-list": "1000/second",
 }}}
@@ -242,3 +243,24 @@ def test_two_main_accounts_racing_for_one_name_leave_exactly_one_owner(server: S
         _race_for(server, contested)
         owners = _rows(server, "SELECT count(*) FROM accounts WHERE alias_key = ?", contested.lower())
         assert owners == [(1,)]
+
+
+def test_parallel_key_creation_never_passes_10_keys_per_sub_account(server: Server, main: h.MainKey) -> None:
+    clients = [h.raw_main(server, main) for _ in range(4)]
+    (made,) = h.assert_ok(clients[0].post("batch-create-subaccount-and-apikey", [h.batch_entry()]))
+    uid = made["subAccountUid"]
+    start = threading.Barrier(15)
+
+    def fire(index: int) -> str:
+        start.wait()
+        body = {"subAccountUid": uid, "passphrase": h.new_passphrase(), "label": f"k{index}"}
+        return str(clients[index % len(clients)].post("create-virtual-subaccount-apikey", body).json()["code"])
+
+    try:
+        with ThreadPoolExecutor(15) as pool:
+            codes = list(pool.map(fire, range(15)))
+        assert sorted(codes) == ["00000"] * 9 + ["40063"] * 6
+        assert len(h.keys_of(clients[0], uid)) == 10
+    finally:
+        for client in clients:
+            client.close()

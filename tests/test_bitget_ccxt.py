@@ -3,6 +3,7 @@ sub-account family through its implicit methods, and raises the error class each
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -95,6 +96,14 @@ def test_ccxt_drives_the_whole_family_then_a_new_sub_key_is_accepted(server: Ser
     assert info["userId"] == third_uid and str(info["parentId"]) == main.uid
     assert info["authorities"] == ["spot_trade", "read"]
     assert info["ipWhiteList"] == "127.0.0.0/24,2001:db8::/32"
+    # every mutation left an audit event: who, what, from which IP, and never a secret
+    events = [e for e in server.cli("audit", "--account", main.uid) if e["actorUid"] is not None]
+    actions = sorted(e["action"] for e in events)
+    assert actions == sorted(["subaccount.create"] * 3 + ["apikey.create"] * 3 + ["apikey.modify",
+                                                                                   "subaccount.modify"])
+    assert {(e["actorKey"], e["ip"]) for e in events} == {(main.api_key, "127.0.0.1")}
+    assert key["secretKey"] not in json.dumps(events) and passphrase not in json.dumps(events)
+
     batch_client = h.ccxt_client(server, made[0]["subAccountApiKey"], made[0]["secretKey"], "unused")
     _raises(ccxt.AuthenticationError, "40012", batch_client.privateSpotGetV2SpotAccountInfo)
 

@@ -287,6 +287,21 @@ def test_modify_apikey_of_another_sub_account_is_refused(raw: h.Raw) -> None:
                    "This subApikey does not exist")
 
 
+def test_a_main_key_cannot_be_modified_through_the_sub_account_endpoints(server: Server, main: h.MainKey,
+                                                                         raw: h.Raw) -> None:
+    # else a main key could drop its own IP binding, or another main account's
+    body = {"subAccountUid": main.uid, "subAccountApiKey": main.api_key, "passphrase": main.passphrase,
+            "label": "mine"}
+    h.assert_error(raw.post("modify-virtual-subaccount-apikey", body), "40065", "This subApikey does not exist")
+    h.assert_error(raw.post("create-virtual-subaccount-apikey",
+                            {"subAccountUid": main.uid, "passphrase": h.new_passphrase(), "label": "x"}),
+                   "40028", "This subUid does not belong to this account")
+    h.assert_error(raw.post("modify-virtual-subaccount", {"subAccountUid": main.uid, "permList": [],
+                                                          "status": "freeze"}),
+                   "40028", "This subUid does not belong to this account")
+    h.assert_ok(raw.get("virtual-subaccount-list"))  # still bound, still working
+
+
 def test_another_main_accounts_sub_account_is_not_found(server: Server, raw: h.Raw) -> None:
     sub = _one_sub(raw)
     other = h.raw_main(server, h.main_key(server))
