@@ -85,6 +85,31 @@ def bare_whitebit(requests: list[dict[str, Any]], secrets: list[bytes]) -> Calla
     return run
 
 
+def nonce_write_rate(db: Path, seconds: float) -> float:
+    """The second ceiling of a WhiteBIT verification: recording its nonce in the store, alone, in a loop."""
+    import sqlite3
+
+    from keyplane.auth.nonces import _ADVANCE_SQLITE
+
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    key_id = conn.execute("SELECT id FROM api_keys WHERE scheme = 'whitebit' LIMIT 1").fetchone()[0]
+    nonce = int(time.time() * 1000) * 1000
+
+    def run(n: int) -> int:
+        nonlocal nonce
+        for _ in range(n):
+            nonce += 1
+            conn.execute(_ADVANCE_SQLITE, (key_id, nonce))
+        return n
+
+    try:
+        return rate(run, seconds)
+    finally:
+        conn.close()
+
+
 def whitebit_requests(keys: list[BenchKey], count: int) -> list[dict[str, Any]]:
     from common import whitebit_request
 
@@ -160,8 +185,10 @@ def _measure(keys_total: int, sample: int, seconds: float, workdir: Path) -> dic
         results.clear()
         warm = rate(verify_whitebit, seconds)
         assert set(results) == {"VALID"}, results
+        store_write = nonce_write_rate(workdir / "bench.db", seconds)
         figures["whitebit"] = {"bare_per_s": round(bare), "verify_per_s": round(warm),
-                               "ratio_to_bare": round(warm / bare, 3)}
+                               "ratio_to_bare": round(warm / bare, 3), "nonce_write_per_s": round(store_write),
+                               "ratio_to_nonce_write": round(warm / store_write, 3)}
     finally:
         verifier.close()
     return figures
@@ -182,6 +209,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f = figures[scheme]
         print(f"{scheme:8s} ceiling (bare check): {f['bare_per_s']:>9,}/s   verify (warm cache): "
               f"{f['verify_per_s']:>9,}/s   = {f['ratio_to_bare']:.0%} of the ceiling", file=sys.stderr)
+    wb = figures["whitebit"]
+    print(f"whitebit ceiling (nonce write to the store alone): {wb['nonce_write_per_s']:,}/s   verify = "
+          f"{wb['ratio_to_nonce_write']:.0%} of it", file=sys.stderr)
     print(f"bitget   cold cache (store lookup + unseal per call): {figures['bitget']['miss_per_s']:,}/s", file=sys.stderr)
     out = {"bench": "inprocess", **figures, "machine": machine()}
     print(json.dumps(out))

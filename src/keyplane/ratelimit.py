@@ -40,13 +40,17 @@ class LocalWindows:
         self._hits = 0
 
     def hit(self, spec: str, identifiers: tuple[str, ...]) -> tuple[bool, RateLimitState]:
+        return self.hit_key((spec, *identifiers))
+
+    def hit_key(self, key: tuple[str, ...]) -> tuple[bool, RateLimitState]:
+        """``key`` is ``(spec, *identifiers)``, built once by the caller."""
+        spec = key[0]
         limit = self._specs.get(spec)
         if limit is None:
             item = _item(spec)
             limit = self._specs[spec] = (item.amount, float(item.get_expiry()))
         amount, seconds = limit
         now = time.time()
-        key = (spec, *identifiers)
         with self._lock:
             window = self._windows.get(key)
             if window is None or window[0] <= now:
@@ -73,6 +77,12 @@ class RateLimiter:
         self._storage = storage
         self._limiter = MovingWindowRateLimiter(storage)
         self._local = None if redis_url else LocalWindows()
+
+    def hit_key(self, key: tuple[str, ...]) -> tuple[bool, RateLimitState]:
+        """``hit(key[0], *key[1:])`` for a key the caller keeps: no argument packing on the hot path."""
+        if self._local is not None:
+            return self._local.hit_key(key)
+        return self.hit(key[0], *key[1:])
 
     def hit(self, spec: str, *identifiers: str) -> tuple[bool, RateLimitState]:
         """Spends one unit of ``spec`` for ``identifiers``; returns whether it was allowed."""

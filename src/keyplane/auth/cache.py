@@ -7,6 +7,7 @@ import hmac
 import logging
 import threading
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 
@@ -23,7 +24,7 @@ Checker = bitget.HmacChecker | bitget.RsaChecker | whitebit.HmacChecker
 class CachedKey:
     """A key, its account, its prepared signature checker and its compiled IP allowlist."""
 
-    __slots__ = ("account", "allowlist", "checker", "key", "passphrase_digest", "passphrase_hash")
+    __slots__ = ("account", "allowlist", "checker", "key", "passphrase_digest", "passphrase_hash", "verdicts")
 
     def __init__(self, key: ApiKey, account: Account, checker: Checker, passphrase_hash: str | None) -> None:
         self.key = key
@@ -33,6 +34,8 @@ class CachedKey:
         self.passphrase_hash = passphrase_hash
         # sha256 of a passphrase that already passed the slow hash once: later checks are one digest
         self.passphrase_digest: bytes | None = None
+        # the verifier's decisions that depend only on this entry: (requirement id, ip, path) -> verdict
+        self.verdicts: dict[tuple[int, str, str], tuple[Any, ...]] = {}
 
     def passphrase_ok(self, passphrase: str) -> bool:
         if self.passphrase_hash is None:

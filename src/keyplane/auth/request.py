@@ -64,7 +64,7 @@ class Reason(enum.StrEnum):
     NONCE_REPLAYED = "NONCE_REPLAYED"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is made per verification, and frozen costs 4x to construct
 class RateLimitState:
     limit: int
     remaining: int

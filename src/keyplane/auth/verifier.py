@@ -205,33 +205,52 @@ class Verifier:
         nonce: tuple[int, bool] | None = None,
     ) -> VerifyResult:
         key, account = cached.key, cached.account
-        if account.status is AccountStatus.FREEZE:
-            return VerifyResult(Reason.ACCOUNT_FROZEN, scheme, key, account)
-        if not key.enabled:
-            return VerifyResult(Reason.KEY_DISABLED, scheme, key, account)
-        if not cached.allowlist.empty and not cached.allowlist.allows(request.client_ip):
-            return VerifyResult(Reason.IP_NOT_ALLOWED, scheme, key, account, detail=request.client_ip)
-        if requirement.main_only and not account.is_main:
-            return VerifyResult(Reason.NOT_MAIN_ACCOUNT, scheme, key, account)
-        if requirement.main_needs_ip and cached.allowlist.empty:
-            return VerifyResult(Reason.MAIN_KEY_NEEDS_IP, scheme, key, account)
-        if scheme is Scheme.BITGET:
-            need = requirement.permission
-            if need is not None and not bitget_grants(key, account, need):
-                return VerifyResult(Reason.PERMISSION_DENIED, scheme, key, account, detail=need)
-        elif not whitebit_grants(key, requirement.key_type, request.path):
-            return VerifyResult(Reason.PERMISSION_DENIED, scheme, key, account, detail=request.path)
+        # The state, IP, role and permission checks depend only on the cached key (replaced whenever the
+        # key or its account changes), the requirement, the client IP and the path: decide once, remember.
+        memo_key = (id(requirement), request.client_ip, request.path)
+        decided = cached.verdicts.get(memo_key)
+        if decided is None or decided[0] is not requirement:
+            decided = (requirement, *self._decide(cached, request, requirement, scheme))
+            if len(cached.verdicts) >= 32:  # a key used from many IPs or paths: keep it bounded
+                cached.verdicts.clear()
+            cached.verdicts[memo_key] = decided
+        _requirement, reason, detail, rate_key = decided
+        if reason is not Reason.VALID:
+            return VerifyResult(reason, scheme, key, account, detail=detail)
         if nonce is not None:
             verdict = self.nonces.accept(key.id, nonce[0], nonce[1], self._clock_ms())
             if verdict is not Reason.VALID:
                 return VerifyResult(verdict, scheme, key, account)
-        if requirement.rate_limit is None:
+        if rate_key is None:
             return VerifyResult(Reason.VALID, scheme, key, account)
-        allowed, state = self.rate_limiter.hit(
-            requirement.rate_limit, scheme.value, requirement.rate_name, str(account.uid)
-        )
-        reason = Reason.VALID if allowed else Reason.RATE_LIMITED
-        return VerifyResult(reason, scheme, key, account, rate_limit=state)
+        allowed, state = self.rate_limiter.hit_key(rate_key)
+        return VerifyResult(Reason.VALID if allowed else Reason.RATE_LIMITED, scheme, key, account, rate_limit=state)
+
+    @staticmethod
+    def _decide(
+        cached: CachedKey, request: SignedRequest, requirement: Requirement, scheme: Scheme
+    ) -> tuple[Reason, str, tuple[str, ...] | None]:
+        """(reason, detail, rate-limit key) of the checks that change no state."""
+        key, account = cached.key, cached.account
+        if account.status is AccountStatus.FREEZE:
+            return Reason.ACCOUNT_FROZEN, "", None
+        if not key.enabled:
+            return Reason.KEY_DISABLED, "", None
+        if not cached.allowlist.empty and not cached.allowlist.allows(request.client_ip):
+            return Reason.IP_NOT_ALLOWED, request.client_ip, None
+        if requirement.main_only and not account.is_main:
+            return Reason.NOT_MAIN_ACCOUNT, "", None
+        if requirement.main_needs_ip and cached.allowlist.empty:
+            return Reason.MAIN_KEY_NEEDS_IP, "", None
+        if scheme is Scheme.BITGET:
+            need = requirement.permission
+            if need is not None and not bitget_grants(key, account, need):
+                return Reason.PERMISSION_DENIED, need, None
+        elif not whitebit_grants(key, requirement.key_type, request.path):
+            return Reason.PERMISSION_DENIED, request.path, None
+        if requirement.rate_limit is None:
+            return Reason.VALID, "", None
+        return Reason.VALID, "", (requirement.rate_limit, scheme.value, requirement.rate_name, str(account.uid))
 
     def _load(self, api_key: str) -> Any:
         with self.store.reading() as tx:
