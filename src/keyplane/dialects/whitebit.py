@@ -44,9 +44,10 @@ Choices where WhiteBIT's own docs disagree or say nothing (``reference/exchanges
 - the lists are ``{offset, limit, data}`` (the schema), not the "plain array" of one note; the key list
   pages at ``limit`` default 100 (the spec; the old docs said 30), the sub-account list at default 30;
 - edit's ``urls`` must be present but may be empty (that lifts every endpoint restriction); an entry with
-  ``enable: false`` is kept but restricts nothing. The sub-account family (``/api/v4/sub-account/...``)
-  and ``/api/v4/main-account/address`` cannot be allowed to a sub-account key (code 5 "The following
-  URLs are restricted for sub-account API keys: ...", the documented example names the latter);
+  ``enable: false`` is kept but restricts nothing, one without ``enable`` is enabled. The sub-account
+  family (``/api/v4/sub-account/...``) and ``/api/v4/main-account/address`` cannot be allowed to a
+  sub-account key (code 5 "The following URLs are restricted for sub-account API keys: ...", the
+  documented example names the latter);
 - balances, transfers, transfer history, the KYC URL and sub-account withdrawals are outside keyplane (it
   holds no funds): once the request is verified they answer HTTP 404 ``{"message": "This endpoint is not
   available for this account."}`` - WhiteBIT's answer when an endpoint is not enabled for the account
