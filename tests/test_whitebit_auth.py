@@ -146,7 +146,7 @@ def test_a_missing_or_wrong_request_field_is_refused(client: WhitebitClient) -> 
 
 def test_a_missing_nonce_is_refused(client: WhitebitClient) -> None:
     missing = {"code": 0, "message": "Nonce not provided.", "errors": {}}
-    for nonce in (None, "", "abc", -5, True):
+    for nonce in (None, "", "abc", -5, True, "²", "١٢٣", 1.5, [1], {"n": 1}):
         body: dict[str, Any] = {"request": CREATE, **new_fields()}
         if nonce is not None:
             body["nonce"] = nonce

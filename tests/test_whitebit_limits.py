@@ -159,7 +159,8 @@ def test_sub_account_edit_block_and_list_validate(main: WhitebitClient) -> None:
     assert answer(main, SUB + "delete", {"id": "nope"}) == validation(id=["Sub-account do not exists"])
     assert answer(main, SUB + "list", {"limit": 0}) == validation(limit=["The limit must be at least 1."])
     assert answer(main, SUB + "list", {"limit": 101}) == validation(limit=["The limit must not be greater than 100."])
-    assert answer(main, SUB + "list", {"limit": "ten"}) == validation(limit=["The limit must be an integer."])
+    for odd in ("ten", "²", "١٢", 1.5, [1], {"a": 1}, False):
+        assert answer(main, SUB + "list", {"limit": odd}) == validation(limit=["The limit must be an integer."])
     assert answer(main, SUB + "list", {"offset": 10_001}) == validation(
         offset=["The offset must not be greater than 10000."]
     )
@@ -282,3 +283,42 @@ def test_the_operator_can_change_the_whitebit_limits(small_server: Server) -> No
     assert answer(main, SUB + "create", fields) == business("Limit of sub-accounts is reached. Maximum allowed: 2")
     assert len(main.call(SUB + "list")["data"]) == 2
     assert len(main.call(KEYS + "list")["data"]) == 2
+
+
+def test_odd_values_in_every_field_get_whitebits_envelope_never_a_500(main: WhitebitClient) -> None:
+    sub = new_sub(main)
+    key = new_key(main, sub)
+    odd_values: list[Any] = [None, "", "²", "١٢", 1.5, -1, True, [], [1], {}, {"a": 1}, "x" * 300, "\u0000"]
+    routes = {
+        SUB + "create": ("alias", "email", "shareKyc", "permissions"),
+        SUB + "edit": ("id", "alias", "permissions"),
+        SUB + "delete": ("id",),
+        SUB + "list": ("search", "limit", "offset"),
+        SUB + "block": ("id",),
+        KEYS + "create": ("type", "subAccountId", "title"),
+        KEYS + "edit": ("apiKeyId", "title", "urls"),
+        KEYS + "list": ("subAccountId", "limit", "offset"),
+        IPS + "create": ("apiKeyId", "ip"),
+        IPS + "delete": ("apiKeyId", "ip"),
+    }
+    valid = {
+        "alias": "odd" + secrets.token_hex(4), "email": "odd@example.com", "shareKyc": True,
+        "permissions": {"spotEnabled": True, "collateralEnabled": False}, "id": sub["id"], "search": "odd",
+        "limit": 5, "offset": 0, "type": 1, "subAccountId": sub["id"], "title": "odd", "apiKeyId": key["id"],
+        "urls": [], "ip": "10.20.30.40",
+    }  # fmt: skip
+    for path, names in routes.items():
+        for name in names:
+            for value in odd_values:
+                fields = {n: valid[n] for n in names} | {name: value}
+                if path == SUB + "create":
+                    fields["alias"] = "odd" + secrets.token_hex(4) if name != "alias" else value
+                response = main.post(path, fields)
+                assert response.status_code in (200, 201, 400, 404), (path, name, value, response.text)
+                body = response.json()
+                if response.status_code == 400:
+                    assert isinstance(body["code"], int) and body["message"] and isinstance(body["errors"], dict)
+                elif response.status_code == 404:
+                    assert set(body) == {"message"}
+                else:
+                    assert "code" not in body

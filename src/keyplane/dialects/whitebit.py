@@ -248,7 +248,7 @@ class Form:
         value = self.body.get(name)
         if value is None or value == "":
             return default
-        if isinstance(value, str) and value.isdigit() and len(value) < 12:
+        if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 12:
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             self.error(name, "integer", "The :field must be an integer.")
