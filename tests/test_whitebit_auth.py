@@ -269,3 +269,13 @@ def test_nonce_state_survives_a_restart(server: Server, operator: Operator) -> N
     assert now_ms() < ahead["nonce"] + 5_000, "the restart took too long for the windowed replay to count"
     refused(windowed.post_raw(CREATE, windowed_replay), 429, TOO_MANY)
     assert len(subs(monotonic)) == 2
+
+
+def test_odd_header_values_get_whitebits_envelope_never_a_500(client: WhitebitClient) -> None:
+    body = compact(client.body(LIST))
+    odd = ["\u00e9\u00ff", "x" * 5000, "=", "AAAA====", "%00", "a\tb"]
+    for header in ("X-TXC-APIKEY", "X-TXC-PAYLOAD", "X-TXC-SIGNATURE"):
+        for value in odd:
+            response = client.post_raw(LIST, body, headers={header: value.encode("latin-1")})
+            assert response.status_code in (400, 401), (header, value, response.text)
+            assert isinstance(response.json()["code"], int)

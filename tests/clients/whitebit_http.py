@@ -59,12 +59,12 @@ class WhitebitClient:
         *,
         payload: str | None = None,
         signature: str | None = None,
-        headers: dict[str, str] | None = None,
+        headers: dict[str, str | bytes | None] | None = None,
         api_key: str | None = None,
     ) -> httpx.Response:
         payload = base64.b64encode(body).decode() if payload is None else payload
         signature = sign(self.secret, payload) if signature is None else signature
-        sent = {
+        sent: dict[str, str | bytes | None] = {
             "Content-Type": "application/json",
             "X-TXC-APIKEY": self.api_key if api_key is None else api_key,
             "X-TXC-PAYLOAD": payload,
