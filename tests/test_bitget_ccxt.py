@@ -275,3 +275,13 @@ def test_ccxt_bad_passphrase_is_refused(server: Server) -> None:
     _raises(ccxt.ExchangeError, "40070", ex.privateUserPostV2UserBatchCreateSubaccountAndApikey,
             [h.batch_entry(passphrase="short1")])
     assert ex.privateUserGetV2UserVirtualSubaccountList()["data"]["subAccountList"] == []
+
+
+def test_ccxt_non_ascii_label_and_encoded_query_verify(server: Server) -> None:
+    ex = h.ccxt_main(server, h.main_key(server))
+    entry = h.batch_entry(label="子账户-β")
+    (made,) = ex.privateUserPostV2UserBatchCreateSubaccountAndApikey([entry])["data"]
+    assert made["label"] == "子账户-β"
+    # ccxt percent-encodes the URL's query but signs it decoded
+    page = ex.privateUserGetV2UserVirtualSubaccountList({"limit": "5", "tag": "a b,c/d&é"})["data"]
+    assert [a["label"] for a in page["subAccountList"]] == ["子账户-β"]
