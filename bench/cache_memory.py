@@ -67,7 +67,8 @@ def measure(keys_total: int, workdir: Path) -> dict[str, Any]:
     tracemalloc.stop()
     del copy
     return {
-        "keys": keys_total, "cached": entries,
+        "keys": keys_total,
+        "cached": entries,
         "bytes_per_key_python_heap": round(grown / max(entries, 1)),
         "bytes_per_key_rss": round((rss_after - rss_before) * 1024 / max(entries, 1)),
         "bytes_per_key_bare_dict": round(raw_bytes / max(len(raw), 1)),
@@ -82,8 +83,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="keyplane-mem-") as tmp:
         figures = measure(args.keys, Path(tmp))
     print(f"ceiling  bare dict api_key -> secret: {figures['bytes_per_key_bare_dict']:,} B/key", file=sys.stderr)
-    print(f"figure   key cache: {figures['bytes_per_key_python_heap']:,} B/key on the Python heap "
-          f"(tracemalloc), {figures['bytes_per_key_rss']:,} B/key of RSS", file=sys.stderr)
+    print(
+        f"figure   key cache: {figures['bytes_per_key_python_heap']:,} B/key on the Python heap "
+        f"(tracemalloc), {figures['bytes_per_key_rss']:,} B/key of RSS",
+        file=sys.stderr,
+    )
     out = {"bench": "cache_memory", **figures, "machine": machine()}
     print(json.dumps(out))
     return out

@@ -75,19 +75,42 @@ def fill_store(database_url: str, count: int, *, sample: int, seed: int = 7) -> 
                     else:
                         api_key = os.urandom(16).hex()
                         secret = os.urandom(16).hex()
-                    account_rows.append({
-                        "uid": uid, "public_id": str(uuid.uuid4()), "parent_uid": None, "name": f"bench{uid}",
-                        "alias_key": None, "label": "", "email": None, "share_kyc": False, "permissions": [],
-                        "status": "normal", "created_at": now, "updated_at": now,
-                    })
-                    key_rows.append({
-                        "id": key_id, "api_key": api_key, "account_uid": uid, "scheme": scheme.value,
-                        "sign_type": "hmac", "sealed_secret": master.seal(secret.encode(), key_id),
-                        "public_key": None, "passphrase_hash": None, "label": "",
-                        "permissions": ["read", "spot_trade", "contract_trade"] if scheme is Scheme.BITGET else [],
-                        "key_type": 2 if scheme is Scheme.WHITEBIT else None, "ip_list": [], "endpoints": [],
-                        "enabled": True, "created_at": now, "updated_at": now,
-                    })
+                    account_rows.append(
+                        {
+                            "uid": uid,
+                            "public_id": str(uuid.uuid4()),
+                            "parent_uid": None,
+                            "name": f"bench{uid}",
+                            "alias_key": None,
+                            "label": "",
+                            "email": None,
+                            "share_kyc": False,
+                            "permissions": [],
+                            "status": "normal",
+                            "created_at": now,
+                            "updated_at": now,
+                        }
+                    )
+                    key_rows.append(
+                        {
+                            "id": key_id,
+                            "api_key": api_key,
+                            "account_uid": uid,
+                            "scheme": scheme.value,
+                            "sign_type": "hmac",
+                            "sealed_secret": master.seal(secret.encode(), key_id),
+                            "public_key": None,
+                            "passphrase_hash": None,
+                            "label": "",
+                            "permissions": ["read", "spot_trade", "contract_trade"] if scheme is Scheme.BITGET else [],
+                            "key_type": 2 if scheme is Scheme.WHITEBIT else None,
+                            "ip_list": [],
+                            "endpoints": [],
+                            "enabled": True,
+                            "created_at": now,
+                            "updated_at": now,
+                        }
+                    )
                     if index in keep[scheme]:
                         chosen[scheme].append(BenchKey(api_key, secret.encode(), None))
                     uid += 1
@@ -104,37 +127,55 @@ def bitget_request(key: BenchKey, now_ms: int, client_ip: str = "127.0.0.1") -> 
     message = f"{timestamp}GET{BITGET_PATH}?{query}".encode()
     signature = base64.b64encode(hmac.new(key.secret, message, hashlib.sha256).digest()).decode()
     headers = {
-        "access-key": key.api_key, "access-sign": signature, "access-timestamp": timestamp,
-        "access-passphrase": "", "x-channel-api-code": "p4sve",
+        "access-key": key.api_key,
+        "access-sign": signature,
+        "access-timestamp": timestamp,
+        "access-passphrase": "",
+        "x-channel-api-code": "p4sve",
     }
-    return {"method": "GET", "path": BITGET_PATH, "query": query, "headers": headers, "body": b"",
-            "client_ip": client_ip}
+    return {
+        "method": "GET",
+        "path": BITGET_PATH,
+        "query": query,
+        "headers": headers,
+        "body": b"",
+        "client_ip": client_ip,
+    }
 
 
 def whitebit_request(key: BenchKey, nonce: int, client_ip: str = "127.0.0.1") -> dict[str, Any]:
     """A signed POST as ccxt's whitebit sends it (compact JSON, base64 payload, hex HMAC-SHA512)."""
-    body = json.dumps({"request": WHITEBIT_PATH, "nonce": str(nonce), "nonceWindow": False},
-                      separators=(",", ":")).encode()
+    body = json.dumps(
+        {"request": WHITEBIT_PATH, "nonce": str(nonce), "nonceWindow": False}, separators=(",", ":")
+    ).encode()
     payload = base64.b64encode(body).decode()
     signature = hmac.new(key.secret, payload.encode(), hashlib.sha512).hexdigest()
     headers = {
-        "content-type": "application/json", "x-txc-apikey": key.api_key, "x-txc-payload": payload,
+        "content-type": "application/json",
+        "x-txc-apikey": key.api_key,
+        "x-txc-payload": payload,
         "x-txc-signature": signature,
     }
-    return {"method": "POST", "path": WHITEBIT_PATH, "query": "", "headers": headers, "body": body,
-            "client_ip": client_ip}
+    return {
+        "method": "POST",
+        "path": WHITEBIT_PATH,
+        "query": "",
+        "headers": headers,
+        "body": body,
+        "client_ip": client_ip,
+    }
 
 
 def machine() -> dict[str, Any]:
     load = os.getloadavg()
-    return {"cores": os.cpu_count(), "load1": round(load[0], 2),
-            "python": sys.version.split()[0], "commit": _commit()}
+    return {"cores": os.cpu_count(), "load1": round(load[0], 2), "python": sys.version.split()[0], "commit": _commit()}
 
 
 def _commit() -> str:
     try:
-        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, check=True)
+        out = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        )
         return out.stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -32,7 +32,7 @@ from common import ROOT, bitget_request, fill_store, machine
 from keyplane.domain.model import Scheme
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from inprocess import BENCH_ENDPOINTS  # noqa: E402
+from inprocess import BENCH_ENDPOINTS
 
 WRK_SCRIPT = """
 local bodies = {}
@@ -57,10 +57,14 @@ def start_server(url: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYPLANE_")}
     env["KEYPLANE_ENDPOINTS"] = json.dumps(BENCH_ENDPOINTS)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "keyplane.cli", "serve", "--port", str(port), "--database", url],
-        stdout=subprocess.DEVNULL, stderr=open(workdir / "server.log", "wb"), env=env, cwd=workdir,
-    )
+    with (workdir / "server.log").open("wb") as log:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(
+            [sys.executable, "-m", "keyplane.cli", "serve", "--port", str(port), "--database", url],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            env=env,
+            cwd=workdir,
+        )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -83,17 +87,25 @@ def parse_wrk(text: str) -> dict[str, Any]:
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
     socket_errors = re.search(r"Socket errors:(.*)", text)
-    return {"rps": round(rps), "p50_ms": found.get("50"), "p99_ms": found.get("99"),
-            "non_2xx": int(errors.group(1)) if errors else 0,
-            "socket_errors": socket_errors.group(1).strip() if socket_errors else ""}
+    return {
+        "rps": round(rps),
+        "p50_ms": found.get("50"),
+        "p99_ms": found.get("99"),
+        "non_2xx": int(errors.group(1)) if errors else 0,
+        "socket_errors": socket_errors.group(1).strip() if socket_errors else "",
+    }
 
 
-def run_wrk(wrk: str, base: str, path: str, bodies: Path, seconds: float, connections: int, workdir: Path) -> dict[str, Any]:
+def run_wrk(
+    wrk: str, base: str, path: str, bodies: Path, seconds: float, connections: int, workdir: Path
+) -> dict[str, Any]:
     script = workdir / f"wrk-{path.strip('/').replace('/', '-').replace('?', '-')}.lua"
     script.write_text(WRK_SCRIPT % {"bodies": bodies, "path": path})
     out = subprocess.run(
         [wrk, "-t1", f"-c{connections}", f"-d{max(int(seconds), 1)}s", "--latency", "-s", str(script), base + path],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return parse_wrk(out.stdout)
 
@@ -112,8 +124,15 @@ def measure(keys_total: int, sample: int, seconds: float, connections: int, work
         calls = []
         for key in chosen[Scheme.BITGET]:
             r = bitget_request(key, now)
-            calls.append({"method": r["method"], "uri": f"{r['path']}?{r['query']}", "headers": r["headers"],
-                          "body": "", "client_ip": r["client_ip"]})
+            calls.append(
+                {
+                    "method": r["method"],
+                    "uri": f"{r['path']}?{r['query']}",
+                    "headers": r["headers"],
+                    "body": "",
+                    "client_ip": r["client_ip"],
+                }
+            )
         bodies = workdir / "bodies.jsonl"
         bodies.write_text("".join(json.dumps(c, separators=(",", ":")) + "\n" for c in calls))
         answer_sizes = set()
@@ -133,8 +152,14 @@ def measure(keys_total: int, sample: int, seconds: float, connections: int, work
         process.terminate()
         process.wait(timeout=10)
     return {
-        "keys": keys_total, "sample_keys": len(calls), "fill_s": round(fill_s, 1), "connections": connections,
-        "request_bytes": request_size, "answer_bytes": size, "noop": noop, "verify": verify,
+        "keys": keys_total,
+        "sample_keys": len(calls),
+        "fill_s": round(fill_s, 1),
+        "connections": connections,
+        "request_bytes": request_size,
+        "answer_bytes": size,
+        "noop": noop,
+        "verify": verify,
         "ratio_to_noop": round(verify["rps"] / noop["rps"], 3),
     }
 
@@ -150,12 +175,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="keyplane-http-") as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        figures = measure(args.keys, min(args.sample, args.keys // 2), min(args.seconds, 12.0), args.connections, workdir)
+        figures = measure(
+            args.keys, min(args.sample, args.keys // 2), min(args.seconds, 12.0), args.connections, workdir
+        )
     noop, verify = figures["noop"], figures["verify"]
-    print(f"ceiling  POST /v1/noop   {noop['rps']:>7,} req/s  p50 {noop['p50_ms']} ms  p99 {noop['p99_ms']} ms",
-          file=sys.stderr)
-    print(f"figure   POST /v1/verify {verify['rps']:>7,} req/s  p50 {verify['p50_ms']} ms  p99 {verify['p99_ms']} ms"
-          f"  = {figures['ratio_to_noop']:.0%} of the ceiling", file=sys.stderr)
+    print(
+        f"ceiling  POST /v1/noop   {noop['rps']:>7,} req/s  p50 {noop['p50_ms']} ms  p99 {noop['p99_ms']} ms",
+        file=sys.stderr,
+    )
+    print(
+        f"figure   POST /v1/verify {verify['rps']:>7,} req/s  p50 {verify['p50_ms']} ms  p99 {verify['p99_ms']} ms"
+        f"  = {figures['ratio_to_noop']:.0%} of the ceiling",
+        file=sys.stderr,
+    )
     out = {"bench": "http_verify", **figures, "machine": machine()}
     print(json.dumps(out))
     return out

@@ -34,10 +34,20 @@ from keyplane.domain.model import Scheme
 # still counts every call, with limits no benchmark reaches.
 BENCH_ENDPOINTS = {
     "rules": [
-        {"path": BITGET_PATH, "method": "GET", "permission": "read", "rate_limit": "1000000000/minute",
-         "rate_name": "bench"},
-        {"path": WHITEBIT_PATH, "method": "POST", "key_type": 1, "rate_limit": "1000000000/minute",
-         "rate_name": "bench"},
+        {
+            "path": BITGET_PATH,
+            "method": "GET",
+            "permission": "read",
+            "rate_limit": "1000000000/minute",
+            "rate_name": "bench",
+        },
+        {
+            "path": WHITEBIT_PATH,
+            "method": "POST",
+            "key_type": 1,
+            "rate_limit": "1000000000/minute",
+            "rate_name": "bench",
+        },
     ]
 }
 
@@ -61,7 +71,9 @@ def bare_bitget(requests: list[dict[str, Any]], secrets: list[bytes]) -> Callabl
         for i in range(n):
             request, secret = pairs[i % len(pairs)]
             headers = request["headers"]
-            message = (headers["access-timestamp"] + request["method"] + request["path"] + "?" + request["query"]).encode()
+            message = (
+                headers["access-timestamp"] + request["method"] + request["path"] + "?" + request["query"]
+            ).encode()
             digest = base64.b64encode(hmac.new(secret, message + request["body"], hashlib.sha256).digest())
             assert hmac.compare_digest(digest, headers["access-sign"].encode())
         return n
@@ -157,8 +169,12 @@ def _measure(keys_total: int, sample: int, seconds: float, workdir: Path) -> dic
             return n
 
         miss = rate(miss_bitget, min(seconds, 2.0))
-        figures["bitget"] = {"bare_per_s": round(bare), "verify_per_s": round(warm), "miss_per_s": round(miss),
-                             "ratio_to_bare": round(warm / bare, 3)}
+        figures["bitget"] = {
+            "bare_per_s": round(bare),
+            "verify_per_s": round(warm),
+            "miss_per_s": round(miss),
+            "ratio_to_bare": round(warm / bare, 3),
+        }
 
         # --- WhiteBIT: every request carries a new nonce, recorded in the store before it is accepted
         keys = chosen[Scheme.WHITEBIT]
@@ -186,9 +202,13 @@ def _measure(keys_total: int, sample: int, seconds: float, workdir: Path) -> dic
         warm = rate(verify_whitebit, seconds)
         assert set(results) == {"VALID"}, results
         store_write = nonce_write_rate(workdir / "bench.db", seconds)
-        figures["whitebit"] = {"bare_per_s": round(bare), "verify_per_s": round(warm),
-                               "ratio_to_bare": round(warm / bare, 3), "nonce_write_per_s": round(store_write),
-                               "ratio_to_nonce_write": round(warm / store_write, 3)}
+        figures["whitebit"] = {
+            "bare_per_s": round(bare),
+            "verify_per_s": round(warm),
+            "ratio_to_bare": round(warm / bare, 3),
+            "nonce_write_per_s": round(store_write),
+            "ratio_to_nonce_write": round(warm / store_write, 3),
+        }
     finally:
         verifier.close()
     return figures
@@ -207,12 +227,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         figures = measure(args.keys, min(args.sample, args.keys // 2), args.seconds, workdir)
     for scheme in ("bitget", "whitebit"):
         f = figures[scheme]
-        print(f"{scheme:8s} ceiling (bare check): {f['bare_per_s']:>9,}/s   verify (warm cache): "
-              f"{f['verify_per_s']:>9,}/s   = {f['ratio_to_bare']:.0%} of the ceiling", file=sys.stderr)
+        print(
+            f"{scheme:8s} ceiling (bare check): {f['bare_per_s']:>9,}/s   verify (warm cache): "
+            f"{f['verify_per_s']:>9,}/s   = {f['ratio_to_bare']:.0%} of the ceiling",
+            file=sys.stderr,
+        )
     wb = figures["whitebit"]
-    print(f"whitebit ceiling (nonce write to the store alone): {wb['nonce_write_per_s']:,}/s   verify = "
-          f"{wb['ratio_to_nonce_write']:.0%} of it", file=sys.stderr)
-    print(f"bitget   cold cache (store lookup + unseal per call): {figures['bitget']['miss_per_s']:,}/s", file=sys.stderr)
+    print(
+        f"whitebit ceiling (nonce write to the store alone): {wb['nonce_write_per_s']:,}/s   verify = "
+        f"{wb['ratio_to_nonce_write']:.0%} of it",
+        file=sys.stderr,
+    )
+    print(
+        f"bitget   cold cache (store lookup + unseal per call): {figures['bitget']['miss_per_s']:,}/s", file=sys.stderr
+    )
     out = {"bench": "inprocess", **figures, "machine": machine()}
     print(json.dumps(out))
     return out

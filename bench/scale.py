@@ -51,14 +51,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"inprocess_{scheme}": (small["inprocess"][scheme]["verify_per_s"], large["inprocess"][scheme]["verify_per_s"])
         for scheme in ("bitget", "whitebit")
     }
-    pairs["inprocess_bitget_miss"] = (small["inprocess"]["bitget"]["miss_per_s"],
-                                      large["inprocess"]["bitget"]["miss_per_s"])
+    pairs["inprocess_bitget_miss"] = (
+        small["inprocess"]["bitget"]["miss_per_s"],
+        large["inprocess"]["bitget"]["miss_per_s"],
+    )
     if not args.no_http:
         pairs["http_rps"] = (small["http"]["verify"]["rps"], large["http"]["verify"]["rps"])
     shares = {name: round(big / base, 3) for name, (base, big) in pairs.items()}
     for name, (base, big) in pairs.items():
-        print(f"{name:22s} ceiling ({args.small:,} keys) {base:>9,.0f}/s   figure ({args.large:,} keys) "
-              f"{big:>9,.0f}/s = {shares[name]:.0%}", file=sys.stderr)
+        print(
+            f"{name:22s} ceiling ({args.small:,} keys) {base:>9,.0f}/s   figure ({args.large:,} keys) "
+            f"{big:>9,.0f}/s = {shares[name]:.0%}",
+            file=sys.stderr,
+        )
     out = {"bench": "scale", "small": small, "large": large, "large_share_of_small": shares, "machine": machine()}
     print(json.dumps(out))
     return out

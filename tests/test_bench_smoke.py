@@ -19,7 +19,11 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 def run_bench(script: str, *args: str, timeout: float = 240) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=timeout, cwd=BENCH,
+        [sys.executable, str(BENCH / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=BENCH,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.strip().splitlines()
@@ -51,6 +55,20 @@ def test_http_bench_runs() -> None:
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (apt-get install -y wrk)")
 def test_scale_bench_runs() -> None:
-    figures = run_bench("scale.py", "--small", "20", "--large", "60", "--sample", "5", "--seconds", "0.2",
-                        "--http-seconds", "1", "--connections", "4", timeout=300)
+    figures = run_bench(
+        "scale.py",
+        "--small",
+        "20",
+        "--large",
+        "60",
+        "--sample",
+        "5",
+        "--seconds",
+        "0.2",
+        "--http-seconds",
+        "1",
+        "--connections",
+        "4",
+        timeout=300,
+    )
     assert set(figures["large_share_of_small"]) >= {"inprocess_bitget", "inprocess_whitebit", "http_rps"}

@@ -38,16 +38,28 @@ NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 LUA_MODULE = Path("/usr/lib/nginx/modules/ngx_http_lua_module.so")
 
 if not (Path(NGINX).exists() and LUA_MODULE.exists()):
-    pytest.skip("needs Debian's nginx and libnginx-mod-http-lua (apt-get install nginx libnginx-mod-http-lua "
-                "lua-cjson)", allow_module_level=True)
+    pytest.skip(
+        "needs Debian's nginx and libnginx-mod-http-lua (apt-get install nginx libnginx-mod-http-lua lua-cjson)",
+        allow_module_level=True,
+    )
 
 # The operator's table override: two endpoints with a tiny limit, so the over-limit refusals show quickly.
 ENDPOINTS = {
     "rules": [
-        {"path": "/api/v2/spot/account/bills", "method": "GET", "permission": "read", "rate_limit": "2/minute",
-         "rate_name": "bills"},
-        {"path": "/api/v4/trade-account/executed-history", "method": "POST", "key_type": 1,
-         "rate_limit": "2/minute", "rate_name": "executed-history"},
+        {
+            "path": "/api/v2/spot/account/bills",
+            "method": "GET",
+            "permission": "read",
+            "rate_limit": "2/minute",
+            "rate_name": "bills",
+        },
+        {
+            "path": "/api/v4/trade-account/executed-history",
+            "method": "POST",
+            "key_type": 1,
+            "rate_limit": "2/minute",
+            "rate_name": "executed-history",
+        },
     ]
 }
 
@@ -142,10 +154,16 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     prefix.mkdir()
     port = free_port()
     conf = render_config(prefix, port, keyplane.base_url.removeprefix("http://"), upstream.port)
-    subprocess.run([NGINX, "-t", "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
-                   check=True, capture_output=True)
-    process = subprocess.Popen([NGINX, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [NGINX, "-t", "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
+        check=True,
+        capture_output=True,
+    )
+    process = subprocess.Popen(
+        [NGINX, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for_port(port, process, prefix / "error.log")
         yield Gateway(f"http://127.0.0.1:{port}", keyplane, upstream)
@@ -185,8 +203,9 @@ def keys(gateway: Gateway) -> dict[str, Any]:
 
 
 def bitget_client(gateway: Gateway, key: dict[str, Any], **options: Any) -> Any:
-    client = ccxt.bitget({"apiKey": key["apiKey"], "secret": key["secretKey"], "password": key["passphrase"],
-                          "options": options})
+    client = ccxt.bitget(
+        {"apiKey": key["apiKey"], "secret": key["secretKey"], "password": key["passphrase"], "options": options}
+    )
     for group in client.urls["api"]:
         client.urls["api"][group] = gateway.base_url
     return client
@@ -201,8 +220,13 @@ def whitebit_client(gateway: Gateway, key: dict[str, Any]) -> Any:
 def signed_request(gateway: Gateway, signed: dict[str, Any], **extra_headers: str) -> httpx.Response:
     """Sends a request ccxt signed (possibly altered since) straight to the gateway."""
     url = gateway.base_url + httpx.URL(signed["url"]).raw_path.decode()
-    return httpx.request(signed["method"], url, content=signed["body"] or None,
-                         headers={**signed["headers"], **extra_headers}, timeout=10)
+    return httpx.request(
+        signed["method"],
+        url,
+        content=signed["body"] or None,
+        headers={**signed["headers"], **extra_headers},
+        timeout=10,
+    )
 
 
 def bitget_error(reason: Reason, detail: str = "") -> tuple[int, dict[str, Any]]:
@@ -284,14 +308,17 @@ def test_public_market_data_passes_without_a_key(gateway: Gateway) -> None:
 def test_tampered_body_is_refused(gateway: Gateway, keys: dict[str, Any]) -> None:
     seen = len(gateway.upstream.seen)
     params = {"symbol": "BTCUSDT", "side": "buy", "orderType": "market", "size": "1"}
-    signed = bitget_client(gateway, keys["bitget"]).sign("v2/spot/trade/place-order", ["private", "spot"], "POST", params)
+    signed = bitget_client(gateway, keys["bitget"]).sign(
+        "v2/spot/trade/place-order", ["private", "spot"], "POST", params
+    )
     signed["body"] = signed["body"].replace('"1"', '"1000"')
     response = signed_request(gateway, signed)
     assert_refused(gateway, response, bitget_error(Reason.BAD_SIGNATURE), seen)
     assert response.json()["code"] == "40009" and response.headers["x-keyplane-code"] == "BAD_SIGNATURE"
 
-    signed = whitebit_client(gateway, keys["whitebit"]).sign("trade-account/balance", ["v4", "private"], "POST",
-                                                            {"ticker": "BTC"})
+    signed = whitebit_client(gateway, keys["whitebit"]).sign(
+        "trade-account/balance", ["v4", "private"], "POST", {"ticker": "BTC"}
+    )
     signed["body"] = signed["body"].replace("BTC", "ETH")  # the signed payload header still says BTC
     response = signed_request(gateway, signed)
     assert_refused(gateway, response, whitebit_error(Reason.PAYLOAD_MISMATCH), seen)
@@ -326,8 +353,12 @@ def test_missing_permission_is_refused(gateway: Gateway, keys: dict[str, Any]) -
 
     # WhiteBIT: a type 1 key may trade but not withdraw (type 2 in the endpoint table)
     client = whitebit_client(gateway, keys["whitebit_type1"])
-    signed = client.sign("main-account/withdraw", ["v4", "private"], "POST",
-                         {"ticker": "BTC", "amount": "1", "address": "x", "uniqueId": "1"})
+    signed = client.sign(
+        "main-account/withdraw",
+        ["v4", "private"],
+        "POST",
+        {"ticker": "BTC", "amount": "1", "address": "x", "uniqueId": "1"},
+    )
     response = signed_request(gateway, signed)
     type1 = Requirement(key_type=2)
     key = type("Key", (), {"key_type": 1})()

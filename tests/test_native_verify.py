@@ -22,11 +22,18 @@ def whitebit_client(key: dict[str, Any]) -> Any:
     return ccxt.whitebit({"apiKey": key["apiKey"], "secret": key["apiSecret"]})
 
 
-def as_verify_call(signed: dict[str, Any], client_ip: str = "127.0.0.1", *, base64_body: bool = False) -> dict[str, Any]:
+def as_verify_call(
+    signed: dict[str, Any], client_ip: str = "127.0.0.1", *, base64_body: bool = False
+) -> dict[str, Any]:
     """A ccxt-signed request in the shape the gateway sends to /v1/verify."""
     url = httpx.URL(signed["url"])
     uri = url.raw_path.decode()
-    call: dict[str, Any] = {"method": signed["method"], "uri": uri, "headers": signed["headers"], "client_ip": client_ip}
+    call: dict[str, Any] = {
+        "method": signed["method"],
+        "uri": uri,
+        "headers": signed["headers"],
+        "client_ip": client_ip,
+    }
     body = signed["body"] or ""
     if base64_body:
         call["body_base64"] = base64.b64encode(body.encode()).decode()
@@ -116,7 +123,13 @@ def test_unsigned_request_is_refused_in_the_path_dialect(server: Server) -> None
 
 @pytest.mark.parametrize(
     "payload",
-    [b"not json", b"[]", b'{"uri": "/x"}', b'{"method": "GET"}', b'{"method": "GET", "uri": "/a", "body_base64": "@@"}'],
+    [
+        b"not json",
+        b"[]",
+        b'{"uri": "/x"}',
+        b'{"method": "GET"}',
+        b'{"method": "GET", "uri": "/a", "body_base64": "@@"}',
+    ],
 )
 def test_malformed_verify_call_is_400(server: Server, payload: bytes) -> None:
     response = httpx.post(server.base_url + "/v1/verify", content=payload)

@@ -43,19 +43,28 @@ class Plane:
         self.actor = Actor(account=main)
         self.sub = service.create_sub_account(self.actor, Scheme.BITGET, name="cachesub", permissions=("spot_trade",))
         issued = service.create_sub_key(
-            self.actor, Scheme.BITGET,
-            NewKeySpec(label="k", passphrase=PASSPHRASE, permissions=("spot_trade", "read")), uid=self.sub.uid,
+            self.actor,
+            Scheme.BITGET,
+            NewKeySpec(label="k", passphrase=PASSPHRASE, permissions=("spot_trade", "read")),
+            uid=self.sub.uid,
         )
         self.bitget_key, self.bitget_secret = issued.key, issued.secret
         self.wb_sub = service.create_sub_account(self.actor, Scheme.WHITEBIT, name="cachewbs")
-        issued = service.create_sub_key(self.actor, Scheme.WHITEBIT, NewKeySpec(label="w", key_type=1),
-                                        uid=self.wb_sub.uid)
+        issued = service.create_sub_key(
+            self.actor, Scheme.WHITEBIT, NewKeySpec(label="w", key_type=1), uid=self.wb_sub.uid
+        )
         self.whitebit_key, self.whitebit_secret = issued.key, issued.secret
 
-    def bitget(self, path: str = "v2/spot/trade/place-order", secret: str | None = None, method: str = "POST",
-               params: dict[str, str] | None = None) -> SignedRequest:
-        client = ccxt.bitget({"apiKey": self.bitget_key.api_key, "secret": secret or self.bitget_secret,
-                              "password": PASSPHRASE})
+    def bitget(
+        self,
+        path: str = "v2/spot/trade/place-order",
+        secret: str | None = None,
+        method: str = "POST",
+        params: dict[str, str] | None = None,
+    ) -> SignedRequest:
+        client = ccxt.bitget(
+            {"apiKey": self.bitget_key.api_key, "secret": secret or self.bitget_secret, "password": PASSPHRASE}
+        )
         return as_signed(client.sign(path, ["private", "spot"], method, ORDER if params is None else params))
 
     def whitebit(self, secret: str | None = None) -> SignedRequest:
@@ -82,16 +91,18 @@ def verify(verifier: Verifier, request: SignedRequest) -> Reason:
 def test_modified_permissions_stop_verifying_on_the_next_request(plane: Plane) -> None:
     verifier = plane.runtime.verifier
     assert verify(verifier, plane.bitget()) is Reason.VALID
-    plane.runtime.service.modify_sub_key(plane.actor, key_id=plane.bitget_key.id, passphrase=PASSPHRASE,
-                                         permissions=("read",))
+    plane.runtime.service.modify_sub_key(
+        plane.actor, key_id=plane.bitget_key.id, passphrase=PASSPHRASE, permissions=("read",)
+    )
     assert verify(verifier, plane.bitget()) is Reason.PERMISSION_DENIED
 
 
 def test_modified_ip_list_stops_verifying_on_the_next_request(plane: Plane) -> None:
     verifier = plane.runtime.verifier
     assert verify(verifier, plane.bitget()) is Reason.VALID
-    plane.runtime.service.modify_sub_key(plane.actor, key_id=plane.bitget_key.id, passphrase=PASSPHRASE,
-                                         ip_list=["10.9.9.9"])
+    plane.runtime.service.modify_sub_key(
+        plane.actor, key_id=plane.bitget_key.id, passphrase=PASSPHRASE, ip_list=["10.9.9.9"]
+    )
     assert verify(verifier, plane.bitget()) is Reason.IP_NOT_ALLOWED
 
 
@@ -163,8 +174,9 @@ def test_open_verifier_in_another_process_role_hears_of_changes(plane: Plane, tm
     url = f"sqlite:///{tmp_path / 'keyplane.db'}"
     with keyplane.open_verifier(url, master_key=MASTER_KEY) as verifier:
         assert verify(verifier, plane.bitget()) is Reason.VALID
-        plane.runtime.service.modify_sub_key(plane.actor, key_id=plane.bitget_key.id, passphrase=PASSPHRASE,
-                                             permissions=("read",))
+        plane.runtime.service.modify_sub_key(
+            plane.actor, key_id=plane.bitget_key.id, passphrase=PASSPHRASE, permissions=("read",)
+        )
         deadline = time.monotonic() + 3
         reason = verify(verifier, plane.bitget())
         while reason is Reason.VALID and time.monotonic() < deadline:
@@ -175,8 +187,9 @@ def test_open_verifier_in_another_process_role_hears_of_changes(plane: Plane, tm
 
 def test_verify_without_requirement_uses_the_endpoint_table(plane: Plane) -> None:
     verifier = plane.runtime.verifier
-    plane.runtime.service.modify_sub_key(plane.actor, key_id=plane.bitget_key.id, passphrase=PASSPHRASE,
-                                         permissions=("read",))
+    plane.runtime.service.modify_sub_key(
+        plane.actor, key_id=plane.bitget_key.id, passphrase=PASSPHRASE, permissions=("read",)
+    )
     result = verifier.verify(plane.bitget())
     assert result.reason is Reason.PERMISSION_DENIED and result.detail == "spot_trade"
     result = verifier.verify(plane.bitget("v2/spot/account/assets", method="GET", params={"coin": "BTC"}))

@@ -68,8 +68,16 @@ class EndpointRule:
         return out
 
 
-def _rule(path: str, method: str = "*", *, rate: str | None, name: str, permission: str | None = None,
-          key_type: int = 1, main_only: bool = False) -> EndpointRule:
+def _rule(
+    path: str,
+    method: str = "*",
+    *,
+    rate: str | None,
+    name: str,
+    permission: str | None = None,
+    key_type: int = 1,
+    main_only: bool = False,
+) -> EndpointRule:
     requirement = Requirement(
         permission=permission, key_type=key_type, main_only=main_only, rate_limit=rate, rate_name=name
     )
@@ -85,8 +93,7 @@ BITGET_DEFAULTS: tuple[EndpointRule, ...] = (
     _rule("/api/v2/spot/trade/*", "POST", permission="spot_trade", rate="10/second", name="spot-trade"),
     _rule("/api/v2/spot/wallet/*", "GET", permission="read", rate="10/second", name="spot-wallet-read"),
     _rule("/api/v2/spot/wallet/transfer", "POST", permission="transfer", rate="10/second", name="transfer"),
-    _rule("/api/v2/spot/wallet/subaccount-transfer", "POST", permission="transfer", rate="10/second",
-          name="transfer"),
+    _rule("/api/v2/spot/wallet/subaccount-transfer", "POST", permission="transfer", rate="10/second", name="transfer"),
     # Withdrawals are the most sensitive money movement; Bitget's v2 vocabulary has no separate
     # withdraw permission for virtual sub-account keys, so ``transfer`` guards them here.
     _rule("/api/v2/spot/wallet/withdrawal", "POST", permission="transfer", rate="5/second", name="withdrawal"),
@@ -149,7 +156,9 @@ class EndpointTable:
         # longest prefix first; for the same prefix a named method before "*"
         self._prefixes: tuple[tuple[str, str, Requirement], ...] = tuple(
             (prefix, method, rule.requirement)
-            for (method, prefix), rule in sorted(prefixes.items(), key=lambda item: (-len(item[0][1]), item[0][0] == "*"))
+            for (method, prefix), rule in sorted(
+                prefixes.items(), key=lambda item: (-len(item[0][1]), item[0][0] == "*")
+            )
         )
 
     @classmethod
@@ -194,14 +203,20 @@ class EndpointTable:
             raise ValueError("the endpoint table override must be a JSON object")
         base: tuple[EndpointRule, ...] = () if overrides.get("replace") else BITGET_DEFAULTS + WHITEBIT_DEFAULTS
         extra = tuple(_parse_rule(entry) for entry in overrides.get("rules", ()))
-        fallback = {Scheme(name): _parse_requirement(spec, f"fallback {name}")
-                    for name, spec in dict(overrides.get("fallback", {})).items()}
+        fallback = {
+            Scheme(name): _parse_requirement(spec, f"fallback {name}")
+            for name, spec in dict(overrides.get("fallback", {})).items()
+        }
         return cls(base + extra, fallback)
 
 
 def _requirement_json(req: Requirement) -> dict[str, Any]:
-    return {"permission": req.permission, "key_type": req.key_type, "rate_limit": req.rate_limit,
-            "rate_name": req.rate_name}
+    return {
+        "permission": req.permission,
+        "key_type": req.key_type,
+        "rate_limit": req.rate_limit,
+        "rate_name": req.rate_name,
+    }
 
 
 def _parse_requirement(spec: Mapping[str, Any], where: str) -> Requirement:
@@ -217,8 +232,11 @@ def _parse_requirement(spec: Mapping[str, Any], where: str) -> Requirement:
 
         parse(rate_limit)
     return Requirement(
-        permission=permission, key_type=key_type, main_only=bool(spec.get("main_only", False)),
-        main_needs_ip=bool(spec.get("main_needs_ip", False)), rate_limit=rate_limit,
+        permission=permission,
+        key_type=key_type,
+        main_only=bool(spec.get("main_only", False)),
+        main_needs_ip=bool(spec.get("main_needs_ip", False)),
+        rate_limit=rate_limit,
         rate_name=str(spec.get("rate_name") or spec.get("path") or "default"),
     )
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 from typing import Any
 from urllib.parse import unquote
 
@@ -139,8 +140,9 @@ class NativeDialect:
             "code": result.reason.value,
             "scheme": result.scheme.value if result.scheme else (scheme.value if scheme else None),
             "identity": identity_of(result),
-            "ratelimit": None if state is None else
-            {"limit": state.limit, "remaining": state.remaining, "reset": state.reset_ms},
+            "ratelimit": None
+            if state is None
+            else {"limit": state.limit, "remaining": state.remaining, "reset": state.reset_ms},
         }
         if result.reason is not Reason.VALID:
             answer = dialect_error(result.scheme or scheme, signed.path, result, requirement)
@@ -197,9 +199,7 @@ def noop(request: Request) -> Response:
     """
     size = len(request.body)
     if request.query.startswith("size="):
-        try:
+        with contextlib.suppress(ValueError):
             size = min(int(request.query[5:]), 1 << 16)
-        except ValueError:
-            pass
     # '{"ok":true,"p":""}' is 18 bytes: pad to ``size``
     return Response(200, b'{"ok":true,"p":"' + b"x" * max(size - 18, 0) + b'"}', list(_JSON))
