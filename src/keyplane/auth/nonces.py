@@ -17,7 +17,6 @@ from keyplane.auth.request import Reason
 from keyplane.auth.whitebit import NONCE_WINDOW_MS
 from keyplane.store import Store
 
-
 # SQLite's fast path: one atomic statement, its own (WAL, synchronous=NORMAL) transaction. The row is
 # written only when the nonce is higher; ``rowcount`` says whether it was. Through SQLAlchemy the same
 # check-and-set cost ~700 us a request (statement building, pool checkout, BEGIN IMMEDIATE); this costs
