@@ -253,7 +253,14 @@ def test_successes_have_the_documented_statuses_and_no_code(main: WhitebitClient
 
 @pytest.fixture(scope="module")
 def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    policy = {"whitebit": {"keys_per_sub_account": 2, "ips_per_key": 1, "sub_accounts_per_main": 2}}
+    policy = {
+        "whitebit": {
+            "keys_per_sub_account": 2,
+            "ips_per_key": 1,
+            "sub_accounts_per_main": 2,
+            "rate_limits": {"sub-account/api-key/ip-address/list": "3/minute"},
+        }
+    }
     srv = make_server(Path(tmp_path_factory.mktemp("keyplane-policy")), {"KEYPLANE_POLICY": json.dumps(policy)})
     srv.start()
     yield srv
@@ -322,3 +329,19 @@ def test_odd_values_in_every_field_get_whitebits_envelope_never_a_500(main: Whit
                     assert set(body) == {"message"}
                 else:
                     assert "code" not in body
+
+
+def test_over_the_rate_limit_is_429_too_many_requests(small_server: Server) -> None:
+    operator = Operator(small_server.database_url)
+    try:
+        main = operator.client(small_server.base_url, "rate")
+        other = operator.client(small_server.base_url, "rate-other")
+    finally:
+        operator.close()
+    key = new_key(main, new_sub(main))
+    for _ in range(3):
+        main.call(IPS + "list", {"apiKeyId": key["id"]})
+    too_many = (429, {"code": 0, "message": "Too many requests.", "errors": {}})
+    assert answer(main, IPS + "list", {"apiKeyId": key["id"]}) == too_many
+    main.call(KEYS + "list", {})  # counted per endpoint
+    assert answer(other, IPS + "list", {"apiKeyId": key["id"]}) == (404, {"message": "API key not found"})

@@ -59,6 +59,9 @@ Choices where WhiteBIT's own docs disagree or say nothing (``reference/exchanges
   keyplane records no usage;
 - WhiteBIT documents no cap on sub-accounts; over the operator's policy cap (``WHITEBIT_DEFAULTS``) the
   create answers code 5 "Limit of sub-accounts is reached. Maximum allowed: N", worded like the key one;
+- rate limits (1000 requests/10 s per endpoint, the policy's default) are counted per main account and
+  endpoint; WhiteBIT counts them per IP address, which behind a gateway would be the gateway's. Over the
+  limit is HTTP 429 "Too many requests.", the nonce failure's answer too;
 - a sub-account's permissions outside spot/collateral (e.g. Bitget's ``transfer``) survive a WhiteBIT
   edit, which only sets the two flags it knows.
 """
