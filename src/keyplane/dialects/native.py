@@ -107,6 +107,21 @@ class NativeDialect:
 
     def __init__(self, verifier: Verifier) -> None:
         self.verifier = verifier
+        # key id -> (key, account, identity): rebuilt when the cache hands out new objects (a change)
+        self._identities: dict[str, tuple[Any, Any, dict[str, Any] | None]] = {}
+
+    def _identity(self, result: VerifyResult) -> dict[str, Any] | None:
+        key, account = result.key, result.account
+        if key is None or account is None:
+            return None
+        known = self._identities.get(key.id)
+        if known is not None and known[0] is key and known[1] is account:
+            return known[2]
+        identity = identity_of(result)
+        if len(self._identities) >= 100_000:
+            self._identities.clear()
+        self._identities[key.id] = (key, account, identity)
+        return identity
 
     async def handle(self, request: Request) -> Response:
         if request.path == VERIFY and request.method == "POST":
@@ -139,7 +154,7 @@ class NativeDialect:
             "valid": result.valid,
             "code": result.reason.value,
             "scheme": result.scheme.value if result.scheme else (scheme.value if scheme else None),
-            "identity": identity_of(result),
+            "identity": self._identity(result),
             "ratelimit": None
             if state is None
             else {"limit": state.limit, "remaining": state.remaining, "reset": state.reset_ms},
