@@ -6,10 +6,12 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 import sqlalchemy.exc
 
 from keyplane import crypto
@@ -137,3 +139,62 @@ def test_listeners_hear_of_changed_keys_after_commit_and_never_after_a_rollback(
         raise RuntimeError("abort")
     assert heard == [[issued.key.api_key]]
     assert service.list_sub_accounts(actor)[0].status is AccountStatus.FREEZE
+
+
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def pg_service() -> Iterator[KeyplaneService]:
+    """The service over a fresh schema of the PostgreSQL test database, dropped afterwards."""
+    schema = "kp_" + uuid.uuid4().hex[:12]
+    admin = sa.create_engine(PG_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://"))
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    store = Store(f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}")
+    store.migrate()
+    yield KeyplaneService(store, crypto.MasterKey(os.urandom(32)))
+    store.close()
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+    admin.dispose()
+
+
+def _race(service: KeyplaneService, actors: list[Actor], name: str) -> tuple[list[str], list[str]]:
+    start = threading.Barrier(len(actors))
+    created: list[str] = []
+    failed: list[str] = []
+
+    def run(actor: Actor) -> None:
+        start.wait()
+        outcome = service.create_sub_accounts(actor, [name], Scheme.BITGET, ())
+        created.extend(a.name for a in outcome.created)
+        failed.extend(outcome.failed)
+
+    threads = [threading.Thread(target=run, args=(actor,)) for actor in actors]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return created, failed
+
+
+@pytest.mark.postgres
+def test_postgres_two_main_accounts_racing_for_a_name_get_one_success_and_one_failure(
+    pg_service: KeyplaneService,
+) -> None:
+    # their transactions lock different main accounts, so both can find the name free; the loser's
+    # insert used to fail the unique index with an IntegrityError (HTTP 500), now it is a failureList entry
+    actors = [_actor(pg_service, "a"), _actor(pg_service, "b")]
+    for round_ in range(8):
+        name = "racing" + "".join(chr(97 + (round_ * 5 + k) % 26) for k in range(2))
+        assert _race(pg_service, actors, name) == ([name], [name])
+
+
+def test_sqlite_two_main_accounts_racing_for_a_name_get_one_success_and_one_failure(
+    service: KeyplaneService,
+) -> None:
+    actors = [_actor(service, "a"), _actor(service, "b")]
+    for round_ in range(4):
+        name = "racing" + "".join(chr(97 + (round_ * 5 + k) % 26) for k in range(2))
+        assert _race(service, actors, name) == ([name], [name])

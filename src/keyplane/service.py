@@ -198,9 +198,11 @@ class KeyplaneService:
                     outcome.failed.append(name)
                     continue
                 seen.add(name.lower())
-                outcome.created.append(
-                    tx.insert_account(name=name, parent_uid=main.uid, permissions=tuple(permissions))
-                )
+                account = tx.insert_account_unless_taken(name=name, parent_uid=main.uid, permissions=tuple(permissions))
+                if account is None:
+                    outcome.failed.append(name)
+                    continue
+                outcome.created.append(account)
                 count += 1
             for account in outcome.created:
                 self._audit(tx, actor, "subaccount.create", str(account.uid), {"name": account.name})

@@ -192,6 +192,18 @@ class Transaction:
             updated_at=at,
         )
 
+    def insert_account_unless_taken(self, **values: Any) -> Account | None:
+        """``insert_account``, or None when a concurrent transaction took the name first.
+
+        On PostgreSQL two main accounts' transactions run side by side, so both may find a name free; the
+        venue-wide unique index then fails the later insert. A savepoint keeps this transaction usable.
+        """
+        try:
+            with self.conn.begin_nested():
+                return self.insert_account(**values)
+        except sa.exc.IntegrityError:
+            return None
+
     def update_account(self, uid: int, **values: Any) -> Account:
         if "name" in values:
             values["alias_key"] = values["name"].lower()
