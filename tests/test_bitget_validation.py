@@ -420,13 +420,13 @@ def _assert_rate_limited(response: Any) -> None:
 
 
 def test_batch_create_is_limited_to_1_per_second_per_uid(server: Server, raw: h.Raw, main: h.MainKey) -> None:
+    same_uid = h.raw_main(server, h.main_key(server, main.uid))
+    other = h.raw_main(server, h.main_key(server))
     h.assert_ok(raw.post("batch-create-subaccount-and-apikey", [h.batch_entry()]))
     refused = h.batch_entry()
     _assert_rate_limited(raw.post("batch-create-subaccount-and-apikey", [refused]))
-    # another key of the same main account shares the limit; another main account does not
-    same_uid = h.raw_main(server, h.main_key(server, main.uid))
-    other = h.raw_main(server, h.main_key(server))
     try:
+        # another key of the same main account shares the limit; another main account does not
         _assert_rate_limited(same_uid.post("batch-create-subaccount-and-apikey", [h.batch_entry()]))
         h.assert_ok(other.post("batch-create-subaccount-and-apikey", [h.batch_entry()]))
     finally:
