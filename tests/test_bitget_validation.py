@@ -530,3 +530,14 @@ def test_a_mistyped_policy_stops_the_server_at_start(tmp_path: Path) -> None:
         srv.start()
     srv.stop()
     assert "bitget.sub_accounts_per_main must be a positive integer" in str(failed.value)
+
+
+def test_a_request_from_a_wrong_ip_does_not_spend_the_rate_limit(server: Server, main: h.MainKey, raw: h.Raw) -> None:
+    elsewhere = h.raw_main(server, main, local_address="127.0.0.2")
+    try:
+        for _ in range(15):
+            h.assert_error(elsewhere.get("virtual-subaccount-list"), "40018", "Invalid IP")
+    finally:
+        elsewhere.close()
+    for _ in range(10):
+        h.assert_ok(raw.get("virtual-subaccount-list"))
