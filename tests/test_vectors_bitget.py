@@ -202,3 +202,52 @@ def test_rsa_main_key_from_the_cli_signs_management_requests_over_http(server: S
                                 private_key_pem=stranger), "40009", "sign signature error")
     h.assert_error(_rsa_request(server, api_key, "wrongPass1", "GET", "/api/v2/spot/account/info"),
                    "40012", "apikey/password is incorrect")
+
+
+def _pem_file(path: Path, key: Any) -> Path:
+    from cryptography.hazmat.primitives import serialization
+
+    path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                   serialization.PublicFormat.SubjectPublicKeyInfo))
+    return path
+
+
+def test_the_cli_refuses_a_public_key_that_is_not_rsa_of_2048_bits(server: Server, tmp_path: Path) -> None:
+    import subprocess
+
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    from conftest import KEYPLANE
+
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----\n")
+    candidates = [
+        garbage,
+        _pem_file(tmp_path / "ec.pem", ec.generate_private_key(ec.SECP256R1())),
+        _pem_file(tmp_path / "short.pem", rsa.generate_private_key(public_exponent=65537, key_size=1024)),
+    ]
+    uid = server.main_account("rsa-refused")
+    for pem in candidates:
+        result = subprocess.run(
+            [*KEYPLANE, "keys", "create", "--account", uid, "--dialect", "bitget", "--rsa-public-key", str(pem),
+             "--database", server.database_url, "--json"],
+            capture_output=True, text=True, env=server.env, cwd=server.workdir,
+        )
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert "RSA key of at least 2048 bits" in result.stderr
+    assert server.cli("keys", "list", "--account", uid) == []
+
+
+def test_a_stored_public_key_that_does_not_load_is_an_unknown_key_not_a_server_error(server: Server) -> None:
+    # what a key registered before public keys were checked looks like
+    operator = h._operator(server)
+    main = operator.service.create_main_account("rsa-legacy")
+    key_id = str(uuid.uuid4())
+    with operator.store.transaction() as tx:
+        tx.insert_api_key(
+            key_id=key_id, api_key="bg_legacy_" + key_id[:8], account_uid=main.uid, scheme=Scheme.BITGET,
+            sign_type=SignType.RSA, sealed_secret=None, public_key_pem="not a key", passphrase_hash=None, label="",
+            permissions=("read",), key_type=None, ip_list=(),
+        )
+    response = _rsa_request(server, "bg_legacy_" + key_id[:8], "whatever1", "GET", "/api/v2/spot/account/info")
+    h.assert_error(response, "40037", "Apikey does not exist")

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import sqlalchemy.exc
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from keyplane import crypto
 from keyplane.domain.ipnet import normalize_ip_rule
@@ -33,6 +36,7 @@ from keyplane.errors import (
     ApiKeyNotFound,
     BatchTooLarge,
     DuplicateInRequest,
+    InvalidInput,
     InvalidIp,
     IpAlreadyListed,
     IpLimit,
@@ -141,6 +145,8 @@ class KeyplaneService:
         passphrase: str | None = None,
         public_key_pem: str | None = None,
     ) -> IssuedKey:
+        if public_key_pem is not None:
+            _check_rsa_public_key(scheme, public_key_pem)
         if scheme is Scheme.BITGET and passphrase is None:
             passphrase = crypto.new_passphrase()
         passphrase_hash = _hash_passphrase(passphrase)
@@ -588,6 +594,19 @@ def _hash_passphrase(passphrase: str | None) -> str | None:
     if passphrase is None:
         return None
     return crypto.hash_passphrase(check_passphrase(passphrase))
+
+
+def _check_rsa_public_key(scheme: Scheme, pem: str) -> None:
+    """Refuses, before it is stored, a public key that no request could ever be verified against."""
+    try:
+        key = serialization.load_pem_public_key(pem.encode())
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        key = None
+    if scheme is not Scheme.BITGET:
+        raise InvalidInput("only Bitget keys can be RSA keys", field="publicKey")
+    # Bitget's own key generator makes 2048-bit keys; anything shorter is too weak to accept.
+    if not isinstance(key, rsa.RSAPublicKey) or key.key_size < 2048:
+        raise InvalidInput("the public key must be an RSA key of at least 2048 bits, in PEM", field="publicKey")
 
 
 def _new_secret(scheme: Scheme) -> str:

@@ -83,6 +83,11 @@ class KeyCache:
             return None
         try:
             entry = self._build(*loaded)
+        except ValueError:
+            # a stored public key that does not load (registered before keys were checked): no request
+            # can verify against it, so the key is as good as unknown
+            log.error("the credentials of key %s do not load", loaded[0].id)
+            return None
         except InvalidTag:
             # The master key was rotated since this process started: read it again, once.
             if self._reload_master_key is None:
