@@ -541,3 +541,32 @@ def test_a_request_from_a_wrong_ip_does_not_spend_the_rate_limit(server: Server,
         elsewhere.close()
     for _ in range(10):
         h.assert_ok(raw.get("virtual-subaccount-list"))
+
+
+@pytest.fixture(scope="module")
+def roomy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Room for more sub-accounts than one page holds."""
+    policy = {"bitget": {"sub_accounts_per_main": 120, "rate_limits": {"create-virtual-subaccount": "100/second"}}}
+    srv = h.track(make_server(Path(tmp_path_factory.mktemp("bitget-roomy")), {"KEYPLANE_POLICY": json.dumps(policy)}))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_the_list_pages_100_by_default_and_up_to_500(roomy: Server) -> None:
+    raw = h.raw_main(roomy, h.main_key(roomy))
+    try:
+        for _ in range(6):
+            names = [h.new_name() for _ in range(20)]
+            created = h.assert_ok(raw.post("create-virtual-subaccount", {"subAccountList": names}))
+            assert len(created["successList"]) == 20
+        outcome = h.assert_ok(raw.post("create-virtual-subaccount", {"subAccountList": [h.new_name()]}))
+        assert outcome["successList"] == [] and len(outcome["failureList"]) == 1  # 120 is this venue's limit
+        first = h.assert_ok(raw.get("virtual-subaccount-list"))
+        assert len(first["subAccountList"]) == 100 and first["endId"] == first["subAccountList"][-1]["subAccountUid"]
+        rest = h.assert_ok(raw.get("virtual-subaccount-list", f"idLessThan={first['endId']}"))
+        assert len(rest["subAccountList"]) == 20
+        assert len(h.assert_ok(raw.get("virtual-subaccount-list", "limit=500"))["subAccountList"]) == 120
+        h.assert_error(raw.get("virtual-subaccount-list", "limit=501"), "40020", "Parameter limit error")
+    finally:
+        raw.close()
