@@ -13,6 +13,7 @@ import hmac
 import json
 import os
 import random
+import sqlite3
 import subprocess
 import sys
 import time
@@ -23,15 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from keyplane.config import Settings  # noqa: E402
 from keyplane.domain.model import Scheme  # noqa: E402
 from keyplane.runtime import build_runtime, load_master_key  # noqa: E402
-from keyplane.store.tables import accounts, api_keys  # noqa: E402
 
 BITGET_PATH = "/api/v2/spot/account/assets"
 WHITEBIT_PATH = "/api/v4/trade-account/balance"
@@ -47,76 +45,76 @@ class BenchKey:
 
 def fill_store(database_url: str, count: int, *, sample: int, seed: int = 7) -> dict[Scheme, list[BenchKey]]:
     """Makes ``count`` keys (half Bitget, half WhiteBIT, each on its own main account, no IP allowlist);
-    returns the secrets of ``sample`` of each scheme, drawn at random across the whole store."""
+    returns the secrets of ``sample`` of each scheme, drawn at random across the whole store.
+
+    A store already filled for the same ``count`` and ``sample`` (its ``.bench.json`` beside it) is reused,
+    so ``scale.py`` fills a million keys once for both of its runs.
+    """
+    assert database_url.startswith("sqlite:///"), "the benchmarks fill a SQLite store"
+    db_path = Path(database_url.removeprefix("sqlite:///"))
+    marker = db_path.with_name(db_path.name + ".bench.json")
+    if marker.exists():
+        saved = json.loads(marker.read_text())
+        if saved["count"] == count and saved["sample"] == sample:
+            return {
+                Scheme(name): [BenchKey(k, bytes.fromhex(sec), None) for k, sec in keys]
+                for name, keys in saved["keys"].items()
+            }
     settings = Settings(database_url=database_url)
     runtime = build_runtime(settings)  # migrates, makes the master key file
     master = load_master_key(settings)
     runtime.close()
-    engine = sa.create_engine(database_url)
     rng = random.Random(seed)
     half = count // 2
     keep = {scheme: set(rng.sample(range(half), min(sample, half))) for scheme in Scheme}
     chosen: dict[Scheme, list[BenchKey]] = {Scheme.BITGET: [], Scheme.WHITEBIT: []}
     now = int(time.time() * 1000)
-    with engine.begin() as conn:
-        if conn.dialect.name == "sqlite":
-            conn.exec_driver_sql("PRAGMA synchronous=OFF")
-        first_uid = (conn.execute(sa.select(sa.func.max(accounts.c.uid))).scalar() or 1_000_000_000) + 1
-        uid = first_uid
-        for scheme in Scheme:
-            for start in range(0, half, BATCH):
-                account_rows: list[dict[str, Any]] = []
-                key_rows: list[dict[str, Any]] = []
-                for index in range(start, min(start + BATCH, half)):
-                    key_id = str(uuid.uuid4())
-                    if scheme is Scheme.BITGET:
-                        api_key = "bg_" + os.urandom(16).hex()
-                        secret = os.urandom(32).hex()
-                    else:
-                        api_key = os.urandom(16).hex()
-                        secret = os.urandom(16).hex()
-                    account_rows.append(
-                        {
-                            "uid": uid,
-                            "public_id": str(uuid.uuid4()),
-                            "parent_uid": None,
-                            "name": f"bench{uid}",
-                            "alias_key": None,
-                            "label": "",
-                            "email": None,
-                            "share_kyc": False,
-                            "permissions": [],
-                            "status": "normal",
-                            "created_at": now,
-                            "updated_at": now,
-                        }
-                    )
-                    key_rows.append(
-                        {
-                            "id": key_id,
-                            "api_key": api_key,
-                            "account_uid": uid,
-                            "scheme": scheme.value,
-                            "sign_type": "hmac",
-                            "sealed_secret": master.seal(secret.encode(), key_id),
-                            "public_key": None,
-                            "passphrase_hash": None,
-                            "label": "",
-                            "permissions": ["read", "spot_trade", "contract_trade"] if scheme is Scheme.BITGET else [],
-                            "key_type": 2 if scheme is Scheme.WHITEBIT else None,
-                            "ip_list": [],
-                            "endpoints": [],
-                            "enabled": True,
-                            "created_at": now,
-                            "updated_at": now,
-                        }
-                    )
-                    if index in keep[scheme]:
-                        chosen[scheme].append(BenchKey(api_key, secret.encode(), None))
-                    uid += 1
-                conn.execute(sa.insert(accounts), account_rows)
-                conn.execute(sa.insert(api_keys), key_rows)
-    engine.dispose()
+    account_sql = (
+        "INSERT INTO accounts (uid, public_id, parent_uid, name, alias_key, label, email, share_kyc, permissions,"
+        " status, created_at, updated_at) VALUES (?, ?, NULL, ?, NULL, '', NULL, 0, '[]', 'normal', ?, ?)"
+    )
+    key_sql = (
+        "INSERT INTO api_keys (id, api_key, account_uid, scheme, sign_type, sealed_secret, public_key,"
+        " passphrase_hash, label, permissions, key_type, ip_list, endpoints, enabled, created_at, updated_at)"
+        " VALUES (?, ?, ?, ?, 'hmac', ?, NULL, NULL, '', ?, ?, '[]', '[]', 1, ?, ?)"
+    )
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=OFF")
+    conn.execute("BEGIN")
+    uid = (conn.execute("SELECT max(uid) FROM accounts").fetchone()[0] or 1_000_000_000) + 1
+    for scheme in Scheme:
+        permissions = '["read","spot_trade","contract_trade"]' if scheme is Scheme.BITGET else "[]"
+        key_type = 2 if scheme is Scheme.WHITEBIT else None
+        for start in range(0, half, BATCH):
+            account_rows: list[tuple[Any, ...]] = []
+            key_rows: list[tuple[Any, ...]] = []
+            for index in range(start, min(start + BATCH, half)):
+                key_id = str(uuid.uuid4())
+                if scheme is Scheme.BITGET:
+                    api_key, secret = "bg_" + os.urandom(16).hex(), os.urandom(32).hex()
+                else:
+                    api_key, secret = os.urandom(16).hex(), os.urandom(16).hex()
+                account_rows.append((uid, str(uuid.uuid4()), f"bench{uid}", now, now))
+                sealed = master.seal(secret.encode(), key_id)
+                key_rows.append((key_id, api_key, uid, scheme.value, sealed, permissions, key_type, now, now))
+                if index in keep[scheme]:
+                    chosen[scheme].append(BenchKey(api_key, secret.encode(), None))
+                uid += 1
+            conn.executemany(account_sql, account_rows)
+            conn.executemany(key_sql, key_rows)
+    conn.execute("COMMIT")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    marker.write_text(
+        json.dumps(
+            {
+                "count": count,
+                "sample": sample,
+                "keys": {s.value: [[k.api_key, k.secret.hex()] for k in keys] for s, keys in chosen.items()},
+            }
+        )
+    )
     return chosen
 
 

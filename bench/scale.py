@@ -25,11 +25,10 @@ from common import machine
 
 
 def run(keys: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    (workdir / "inprocess").mkdir(parents=True)
-    figures: dict[str, Any] = {"inprocess": inprocess.measure(keys, args.sample, args.seconds, workdir / "inprocess")}
+    workdir.mkdir(parents=True)  # one store for both runs: filled once (common.fill_store)
+    figures: dict[str, Any] = {"inprocess": inprocess.measure(keys, args.sample, args.seconds, workdir)}
     if not args.no_http:
-        (workdir / "http").mkdir(parents=True)
-        figures["http"] = http_verify.measure(keys, args.sample, args.http_seconds, args.connections, workdir / "http")
+        figures["http"] = http_verify.measure(keys, args.sample, args.http_seconds, args.connections, workdir)
     shutil.rmtree(workdir, ignore_errors=True)
     return figures
 
