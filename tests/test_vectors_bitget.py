@@ -14,6 +14,8 @@ from urllib.parse import parse_qsl
 import ccxt
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import bitget_helpers as h
 from conftest import Server, make_server
@@ -251,3 +253,22 @@ def test_a_stored_public_key_that_does_not_load_is_an_unknown_key_not_a_server_e
         )
     response = _rsa_request(server, "bg_legacy_" + key_id[:8], "whatever1", "GET", "/api/v2/spot/account/info")
     h.assert_error(response, "40037", "Apikey does not exist")
+
+
+# ccxt's own signer on arbitrary query values ---------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(params=st.dictionaries(st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=1,
+                                      max_size=8),
+                              st.text(min_size=1, max_size=12).filter(lambda v: "\x00" not in v), max_size=4))
+def test_every_query_ccxt_can_sign_is_one_the_verifier_reads(params: dict[str, str]) -> None:
+    secret = HMAC[0]["secret"]
+    exchange = ccxt.bitget({"apiKey": "k", "secret": secret, "password": "p"})
+    exchange.milliseconds = lambda: 1795300000000
+    signed = exchange.sign("v2/user/virtual-subaccount-list", ["private", "user"], "GET", params)
+    url = httpx.URL(signed["url"])
+    query = url.query.decode("latin-1")  # the raw bytes of the query, as the server receives them
+    checker = bitget.HmacChecker(secret.encode())
+    candidates = bitget.prehash_candidates("1795300000000", "GET", url.path, query, b"")
+    assert any(checker.matches(message, signed["headers"]["ACCESS-SIGN"].encode()) for message in candidates)
