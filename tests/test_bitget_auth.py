@@ -12,6 +12,7 @@ import pytest
 
 import bitget_helpers as h
 from conftest import Server, make_server
+from keyplane.domain.model import Scheme
 
 INFO = "/api/v2/spot/account/info"
 
@@ -321,3 +322,18 @@ def test_account_info_answers_who_the_key_is(server: Server, main: h.MainKey, su
     assert data["userId"] == sub["subAccountUid"] and str(data["parentId"]) == main.uid
     assert data["authorities"] == ["read"] and data["ipWhiteList"] == ""
     assert "secretKey" not in theirs.text and sub["secretKey"] not in theirs.text
+
+
+def test_a_whitebit_key_cannot_sign_a_bitget_request(server: Server) -> None:
+    # the same venue holds both dialects' keys; each scheme only finds its own
+    operator = h._operator(server)
+    main = operator.service.create_main_account("two-dialects")
+    issued = operator.service.issue_main_key(main.uid, Scheme.WHITEBIT, ip_list=("127.0.0.1",))
+    assert issued.secret is not None
+    h.RECORD.secret(issued.secret)
+    raw = h.Raw(server, issued.key.api_key, issued.secret, "whatever1")
+    try:
+        h.assert_error(raw.request("GET", INFO), "40037", "Apikey does not exist")
+        h.assert_error(raw.get("virtual-subaccount-list"), "40037", "Apikey does not exist")
+    finally:
+        raw.close()
