@@ -188,7 +188,10 @@ def test_policy_overrides_change_only_what_they_name() -> None:
         ({"bitget": {"ips_per_key": True}}, "ips_per_key"),
         ({"bitget": {"sub_acounts_per_main": 3}}, "sub_acounts_per_main"),
         ({"bitgett": {}}, "bitgett"),
-        ({"bitget": {"rate_limits": {"virtual-subaccount-list": 10}}}, "rate_limits"),
+        ({"bitget": {"rate_limits": {"virtual-subaccount-list": 10}}}, "virtual-subaccount-list"),
+        ({"bitget": {"rate_limits": {"account-info": "5/fortnight"}}}, "account-info"),
+        ({"whitebit": {"default_rate_limit": "often"}}, "default_rate_limit"),
+        ({"bitget": {"rate_limits": ["1/second"]}}, "rate_limits"),
     ],
 )
 def test_a_mistyped_policy_override_is_refused_by_name(overrides: dict[str, object], named: str) -> None:

@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from limits import parse
+
 
 @dataclass(frozen=True, slots=True)
 class DialectLimits:
@@ -90,7 +92,13 @@ def _check_overrides(dialect: str, changes: dict[str, Any]) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{dialect}.{name} must be a positive integer, not {value!r}")
     rates = changes.get("rate_limits", {})
-    if not isinstance(rates, dict) or not all(isinstance(v, str) for v in rates.values()):
+    if not isinstance(rates, dict):
         raise ValueError(f'{dialect}.rate_limits must map endpoint names to limits like "5/second"')
-    if not isinstance(changes.get("default_rate_limit", ""), str):
-        raise ValueError(f'{dialect}.default_rate_limit must be a limit like "10/second"')
+    named = {f"{dialect}.rate_limits.{k}": v for k, v in rates.items()}
+    if "default_rate_limit" in changes:
+        named[f"{dialect}.default_rate_limit"] = changes["default_rate_limit"]
+    for setting, value in named.items():
+        try:
+            parse(value)
+        except (ValueError, TypeError):
+            raise ValueError(f'{setting} must be a limit like "5/second", not {value!r}') from None
