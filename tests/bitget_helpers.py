@@ -230,11 +230,6 @@ def raw_main(server: Server, key: MainKey, local_address: str | None = None) -> 
     return Raw(server, key.api_key, key.secret, key.passphrase, local_address)
 
 
-def envelope(response: httpx.Response) -> dict[str, Any]:
-    data: dict[str, Any] = response.json()
-    return data
-
-
 def assert_error(response: httpx.Response, code: str, msg: str, status: int = 400) -> None:
     body = response.json()
     assert (response.status_code, body["code"], body["msg"]) == (status, code, msg), response.text
