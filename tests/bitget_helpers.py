@@ -166,6 +166,11 @@ def now_ms() -> str:
     return str(int(time.time() * 1000))
 
 
+def _record_response(response: httpx.Response) -> None:
+    response.read()
+    RECORD.body(response.request.url.path, response.status_code, response.content)
+
+
 class Raw:
     """Signs exactly the bytes it sends, with httpx; every knob can be bent to make a bad request."""
 
@@ -176,7 +181,8 @@ class Raw:
         self.secret = secret
         self.passphrase = passphrase
         transport = httpx.HTTPTransport(local_address=local_address) if local_address else None
-        self.http = httpx.Client(base_url=server.base_url, timeout=20, transport=transport)
+        self.http = httpx.Client(base_url=server.base_url, timeout=20, transport=transport,
+                                 event_hooks={"response": [_record_response]})
 
     def request(
         self,
@@ -212,9 +218,7 @@ class Raw:
         for name in drop:
             sent.pop(name, None)
         url = path + ("?" + query if query else "")
-        response = self.http.request(method, url, content=raw or None, headers=sent)
-        RECORD.body(path, response.status_code, response.content)
-        return response
+        return self.http.request(method, url, content=raw or None, headers=sent)
 
     def post(self, name: str, body: Any, **kwargs: Any) -> httpx.Response:
         return self.request("POST", USER + name, body=body, **kwargs)
