@@ -4,14 +4,17 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 import bitget_helpers as h
-from conftest import Server, make_server
+from conftest import KEYPLANE, Server, free_port, make_server
 from keyplane.domain.model import Scheme
 
 INFO = "/api/v2/spot/account/info"
@@ -337,3 +340,64 @@ def test_a_whitebit_key_cannot_sign_a_bitget_request(server: Server) -> None:
         h.assert_error(raw.get("virtual-subaccount-list"), "40037", "Apikey does not exist")
     finally:
         raw.close()
+
+
+# IPv6 clients: a second server listening on ::1 -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def v6server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    srv = h.track(make_server(tmp_path_factory.mktemp("bitget-ipv6")))
+    port = free_port()
+    srv.base_url = f"http://[::1]:{port}"
+    with srv.log_path.open("ab") as log:
+        srv.process = subprocess.Popen(
+            [*KEYPLANE, "serve", "--host", "::1", "--port", str(port), "--database", srv.database_url],
+            stdout=log, stderr=subprocess.STDOUT, env=srv.env, cwd=srv.workdir,
+        )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(srv.base_url + "/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert srv.process.poll() is None and time.monotonic() < deadline, srv.log_path.read_text()
+        time.sleep(0.1)
+    yield srv
+    srv.stop()
+
+
+@pytest.mark.parametrize(("allowed", "admitted"), [
+    (("::1",), True),
+    (("::/120",), True),
+    (("0:0:0:0:0:0:0:1",), True),
+    (("2001:db8::/32",), False),
+    (("127.0.0.1",), False),
+    (("127.0.0.0/8", "2001:db8::1"), False),
+])
+def test_ipv6_allowlist_entries_admit_an_ipv6_client(v6server: Server, allowed: tuple[str, ...],
+                                                     admitted: bool) -> None:
+    raw = h.raw_main(v6server, h.main_key(v6server, ips=allowed))
+    try:
+        response = raw.get("virtual-subaccount-list")
+        if admitted:
+            assert h.assert_ok(response)["subAccountList"] == []
+        else:
+            h.assert_error(response, "40018", "Invalid IP")
+    finally:
+        raw.close()
+
+
+def test_ccxt_over_ipv6_with_a_key_bound_to_an_ipv6_range(v6server: Server) -> None:
+    ex = h.ccxt_main(v6server, h.main_key(v6server, ips=("::1/128",)))
+    entry = h.batch_entry(ipList=["::/64"])
+    (made,) = ex.privateUserPostV2UserBatchCreateSubaccountAndApikey([entry])["data"]
+    assert made["ipList"] == ["::/64"]
+    sub = h.ccxt_client(v6server, made["subAccountApiKey"], made["secretKey"], entry["passphrase"])
+    assert sub.privateSpotGetV2SpotAccountInfo()["data"]["ipWhiteList"] == "::/64"
