@@ -270,6 +270,13 @@ def test_an_ipv4_mapped_entry_admits_its_ipv4_client(server: Server) -> None:
     h.assert_error(_info_from(server, key, "127.0.0.1"), "40018", "Invalid IP")
 
 
+def test_an_ipv4_mapped_range_admits_its_ipv4_clients(server: Server) -> None:
+    key = _key_with_ips(server, h.main_key(server), ["::ffff:127.0.0.0/127"])
+    assert key["ipList"] == ["127.0.0.0/31"]
+    h.assert_ok(_info_from(server, key, "127.0.0.1"))
+    h.assert_error(_info_from(server, key, "127.0.0.2"), "40018", "Invalid IP")
+
+
 def test_a_main_key_bound_to_a_range_manages_only_from_inside_it(server: Server) -> None:
     main = h.main_key(server, ips=("127.0.0.0/31",))
     inside = h.raw_main(server, main, local_address="127.0.0.1")

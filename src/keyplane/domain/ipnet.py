@@ -17,6 +17,10 @@ def normalize_ip_rule(entry: object) -> str:
     try:
         if "/" in entry:
             net = ipaddress.ip_network(entry.strip(), strict=False)
+            mapped = net.network_address.ipv4_mapped if isinstance(net, ipaddress.IPv6Network) else None
+            if mapped is not None and net.prefixlen >= 96:
+                # like a single mapped address: kept as the IPv4 range the client is compared with
+                return str(ipaddress.IPv4Network((mapped, net.prefixlen - 96)))
             return str(net)
         # an IPv4-mapped entry is kept as the plain IPv4 that canonical_client_ip compares it with
         return canonical_client_ip(str(ipaddress.ip_address(entry.strip())))
