@@ -570,3 +570,26 @@ def test_the_list_pages_100_by_default_and_up_to_500(roomy: Server) -> None:
         h.assert_error(raw.get("virtual-subaccount-list", "limit=501"), "40020", "Parameter limit error")
     finally:
         raw.close()
+
+
+@pytest.mark.parametrize(
+    ("method", "name", "per_second"),
+    [
+        ("POST", "batch-create-subaccount-and-apikey", 1),
+        ("POST", "create-virtual-subaccount", 5),
+        ("POST", "modify-virtual-subaccount", 5),
+        ("POST", "create-virtual-subaccount-apikey", 5),
+        ("POST", "modify-virtual-subaccount-apikey", 5),
+        ("GET", "virtual-subaccount-list", 10),
+        ("GET", "virtual-subaccount-apikey-list", 10),
+    ],
+)
+def test_each_endpoint_answers_429_past_its_documented_rate(raw: h.Raw, method: str, name: str,
+                                                            per_second: int) -> None:
+    # the quota is spent once the caller is authenticated, before the body is read: empty requests do
+    started = time.monotonic()
+    for _ in range(per_second):
+        response = raw.post(name, {}) if method == "POST" else raw.get(name)
+        assert response.status_code in (200, 400) and response.json()["code"] != "429", response.text
+    _assert_rate_limited(raw.post(name, {}) if method == "POST" else raw.get(name))
+    assert time.monotonic() - started < 1
