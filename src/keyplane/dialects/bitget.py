@@ -371,7 +371,10 @@ class BitgetDialect:
             self.service.batch_create_sub_accounts_with_keys, self._actor(request, result), entries, Scheme.BITGET
         )
         return ok(
-            [{"subAccountName": entry.name, **_key(item.key, item.secret)} for item, entry in zip(issued, entries, strict=True)]
+            [
+                {"subAccountName": entry.name, **_key(item.key, item.secret)}
+                for item, entry in zip(issued, entries, strict=True)
+            ]
         )
 
     async def virtual_subaccount_list(self, request: Request, result: VerifyResult) -> Response:
