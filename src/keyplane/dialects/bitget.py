@@ -282,7 +282,7 @@ class BitgetDialect:
         if entry is None:
             return not_found()
         requirement, route = entry
-        result = self.verifier.verify(request.signed(), requirement, Scheme.BITGET)
+        result = self.verifier.verify(request, requirement, Scheme.BITGET)
         if not result.valid:
             return verify_error(result)
         try:

@@ -395,7 +395,7 @@ class WhitebitDialect:
         if entry is None:
             return json_response(404, {"message": "Not found"})
         requirement, route = entry
-        result = self.verifier.verify(request.signed(), requirement, Scheme.WHITEBIT)
+        result = self.verifier.verify(request, requirement, Scheme.WHITEBIT)
         if not result.valid:
             return verify_error(result, requirement)
         try:
