@@ -27,6 +27,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from argon2 import PasswordHasher  # noqa: E402
+
 from keyplane.config import Settings  # noqa: E402
 from keyplane.domain.model import Scheme  # noqa: E402
 from keyplane.runtime import build_runtime, load_master_key  # noqa: E402
@@ -34,6 +36,7 @@ from keyplane.runtime import build_runtime, load_master_key  # noqa: E402
 BITGET_PATH = "/api/v2/spot/account/assets"
 WHITEBIT_PATH = "/api/v4/trade-account/balance"
 BATCH = 20_000
+PASSPHRASE = "benchpass1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +79,11 @@ def fill_store(database_url: str, count: int, *, sample: int, seed: int = 7) -> 
     key_sql = (
         "INSERT INTO api_keys (id, api_key, account_uid, scheme, sign_type, sealed_secret, public_key,"
         " passphrase_hash, label, permissions, key_type, ip_list, endpoints, enabled, created_at, updated_at)"
-        " VALUES (?, ?, ?, ?, 'hmac', ?, NULL, NULL, '', ?, ?, '[]', '[]', 1, ?, ?)"
+        " VALUES (?, ?, ?, ?, 'hmac', ?, NULL, ?, '', ?, ?, '[]', '[]', 1, ?, ?)"
     )
+    # Bitget keys have a passphrase, checked on every request (a digest after the first slow check).
+    # One argon2id hash with tiny parameters serves them all: the first check per key stays fast.
+    passphrase_hash = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1).hash(PASSPHRASE)
     conn = sqlite3.connect(db_path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=OFF")
@@ -97,7 +103,8 @@ def fill_store(database_url: str, count: int, *, sample: int, seed: int = 7) -> 
                     api_key, secret = os.urandom(16).hex(), os.urandom(16).hex()
                 account_rows.append((uid, str(uuid.uuid4()), f"bench{uid}", now, now))
                 sealed = master.seal(secret.encode(), key_id)
-                key_rows.append((key_id, api_key, uid, scheme.value, sealed, permissions, key_type, now, now))
+                phrase = passphrase_hash if scheme is Scheme.BITGET else None
+                key_rows.append((key_id, api_key, uid, scheme.value, sealed, phrase, permissions, key_type, now, now))
                 if index in keep[scheme]:
                     chosen[scheme].append(BenchKey(api_key, secret.encode(), None))
                 uid += 1
@@ -128,7 +135,7 @@ def bitget_request(key: BenchKey, now_ms: int, client_ip: str = "127.0.0.1") -> 
         "access-key": key.api_key,
         "access-sign": signature,
         "access-timestamp": timestamp,
-        "access-passphrase": "",
+        "access-passphrase": PASSPHRASE,
         "x-channel-api-code": "p4sve",
     }
     return {

@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from functools import lru_cache
+from typing import Any
 
 from limits import RateLimitItem, parse
 from limits.storage import MemoryStorage, RedisStorage, Storage
@@ -34,7 +35,7 @@ class LocalWindows:
     SWEEP_EVERY = 100_000
 
     def __init__(self) -> None:
-        self._windows: dict[tuple[str, ...], list[float]] = {}
+        self._windows: dict[tuple[str, ...], list[Any]] = {}
         self._specs: dict[str, tuple[int, float]] = {}
         self._lock = threading.Lock()
         self._hits = 0
@@ -49,22 +50,26 @@ class LocalWindows:
         if limit is None:
             item = _item(spec)
             limit = self._specs[spec] = (item.amount, float(item.get_expiry()))
-        amount, seconds = limit
+        return self.hit_prepared(key, limit[0], limit[1])
+
+    def hit_prepared(self, key: tuple[str, ...], amount: int, seconds: float) -> tuple[bool, RateLimitState]:
+        """``hit_key`` with the spec already parsed into ``amount`` per ``seconds``."""
         now = time.time()
         with self._lock:
             window = self._windows.get(key)
             if window is None or window[0] <= now:
-                window = self._windows[key] = [now + seconds, 0]
-            allowed = window[1] < amount
+                end = now + seconds
+                window = self._windows[key] = [end, 0, int(end * 1000)]  # end, count, end in ms
+            count = window[1]
+            allowed = count < amount
             if allowed:
-                window[1] += 1
-            remaining = amount - int(window[1])
-            reset_ms = int(window[0] * 1000)
+                count += 1
+                window[1] = count
             self._hits += 1
             if self._hits >= self.SWEEP_EVERY:
                 self._hits = 0
                 self._windows = {k: w for k, w in self._windows.items() if w[0] > now}
-        return allowed, RateLimitState(limit=amount, remaining=remaining, reset_ms=reset_ms)
+        return allowed, RateLimitState(amount, amount - count, window[2])
 
     def reset(self) -> None:
         with self._lock:
@@ -82,6 +87,19 @@ class RateLimiter:
         """``hit(key[0], *key[1:])`` for a key the caller keeps: no argument packing on the hot path."""
         if self._local is not None:
             return self._local.hit_key(key)
+        return self.hit(key[0], *key[1:])
+
+    def prepare(self, spec: str, *identifiers: str) -> tuple[tuple[str, ...], int, float]:
+        """What ``hit_prepared`` takes: the key, and the spec parsed once."""
+        item = _item(spec)
+        return (spec, *identifiers), item.amount, float(item.get_expiry())
+
+    def hit_prepared(self, prepared: tuple[tuple[str, ...], int, float]) -> tuple[bool, RateLimitState]:
+        """``hit`` for what ``prepare`` made: the hot path's call, nothing parsed or packed again."""
+        local = self._local
+        if local is not None:
+            return local.hit_prepared(prepared[0], prepared[1], prepared[2])
+        key = prepared[0]
         return self.hit(key[0], *key[1:])
 
     def hit(self, spec: str, *identifiers: str) -> tuple[bool, RateLimitState]:

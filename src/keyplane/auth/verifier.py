@@ -223,13 +223,12 @@ class Verifier:
                 return VerifyResult(verdict, scheme, key, account)
         if rate_key is None:
             return VerifyResult(Reason.VALID, scheme, key, account)
-        allowed, state = self.rate_limiter.hit_key(rate_key)
-        return VerifyResult(Reason.VALID if allowed else Reason.RATE_LIMITED, scheme, key, account, rate_limit=state)
+        allowed, state = self.rate_limiter.hit_prepared(rate_key)
+        return VerifyResult(Reason.VALID if allowed else Reason.RATE_LIMITED, scheme, key, account, "", state)
 
-    @staticmethod
     def _decide(
-        cached: CachedKey, request: SignedRequest, requirement: Requirement, scheme: Scheme
-    ) -> tuple[Reason, str, tuple[str, ...] | None]:
+        self, cached: CachedKey, request: SignedRequest, requirement: Requirement, scheme: Scheme
+    ) -> tuple[Reason, str, tuple[tuple[str, ...], int, float] | None]:
         """(reason, detail, rate-limit key) of the checks that change no state."""
         key, account = cached.key, cached.account
         if account.status is AccountStatus.FREEZE:
@@ -250,7 +249,8 @@ class Verifier:
             return Reason.PERMISSION_DENIED, request.path, None
         if requirement.rate_limit is None:
             return Reason.VALID, "", None
-        return Reason.VALID, "", (requirement.rate_limit, scheme.value, requirement.rate_name, str(account.uid))
+        rate = self.rate_limiter.prepare(requirement.rate_limit, scheme.value, requirement.rate_name, str(account.uid))
+        return Reason.VALID, "", rate
 
     def _load(self, api_key: str) -> Any:
         with self.store.reading() as tx:
