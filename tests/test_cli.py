@@ -119,3 +119,15 @@ def test_a_key_revoked_on_the_command_line_stops_on_the_running_server(server: S
         time.sleep(0.05)
     assert account_info()["code"] == "40037"
     assert server.cli("audit", "--account", uid)[0]["action"] == "apikey.revoke"
+
+
+BAD_POLICIES = ['{"bitget": {"nope": 1}}', "not json", "[1]", '{"bitget": {"rate_limits": {"x": "lots"}}}']
+
+
+@pytest.mark.parametrize("policy", BAD_POLICIES)
+def test_a_bad_policy_is_one_clear_line_not_a_traceback(tmp_path: Path, policy: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYPLANE_")} | {"KEYPLANE_POLICY": policy}
+    for command in (["accounts", "create", "--name", "x"], ["serve", "--port", "1"]):
+        result = subprocess.run([*KEYPLANE, *command], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert result.returncode == 2
+        assert "Traceback" not in result.stderr and "error:" in result.stderr

@@ -36,7 +36,16 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object,
 
 
 def _runtime(database: str | None) -> Runtime:
-    return build_runtime(Settings.from_env(database))
+    return build_runtime(_settings(database))
+
+
+def _settings(database: str | None = None) -> Settings:
+    """The settings, or one clear line and exit code 2 when the environment holds a bad one."""
+    try:
+        return Settings.from_env(database)
+    except (ValueError, OSError) as error:
+        err_console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
 
 
 def _emit(data: dict[str, Any], as_json: bool, title: str) -> None:
@@ -213,7 +222,7 @@ def master_key_rotate(
     then, once every secret is re-sealed, the new key only. With KEYPLANE_MASTER_KEY, set the printed
     value on every instance afterwards.
     """
-    settings = Settings.from_env(database)
+    settings = _settings(database)
     new_text = new_key or crypto.new_master_key_text()
     crypto.MasterKey.from_text(new_text)  # refuse a malformed key before touching anything
     key_file = settings.resolved_master_key_file
@@ -258,7 +267,7 @@ def serve(
     if database:
         os.environ["KEYPLANE_DATABASE_URL"] = database
     # Make the schema and the master key before the server starts, so problems surface here.
-    build_runtime(Settings.from_env()).close()
+    build_runtime(_settings()).close()
     Granian(
         "keyplane.app:app_from_env",
         address=host,

@@ -26,10 +26,14 @@ def _policy_from_env() -> Policy:
     text = os.environ.get("KEYPLANE_POLICY")
     path = os.environ.get("KEYPLANE_POLICY_FILE")
     overrides: dict[str, Any] = {}
-    if path:
-        overrides = json.loads(Path(path).read_text())
-    elif text:
-        overrides = json.loads(text)
+    source, raw = (f"KEYPLANE_POLICY_FILE {path}", Path(path).read_text()) if path else ("KEYPLANE_POLICY", text)
+    if raw:
+        try:
+            overrides = json.loads(raw)
+        except ValueError as error:
+            raise ValueError(f"{source} is not valid JSON: {error}") from None
+        if not isinstance(overrides, dict):
+            raise ValueError(f"{source} must be a JSON object")
     return Policy.from_overrides(overrides)
 
 
