@@ -148,28 +148,24 @@ class Gateway:
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     root = tmp_path_factory.mktemp("gateway")
     keyplane = make_server(root / "keyplane", {"KEYPLANE_ENDPOINTS": json.dumps(ENDPOINTS)})
-    keyplane.start()
     upstream = Upstream()
-    prefix = root / "nginx"
-    prefix.mkdir()
-    port = free_port()
-    conf = render_config(prefix, port, keyplane.base_url.removeprefix("http://"), upstream.port)
-    subprocess.run(
-        [NGINX, "-t", "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
-        check=True,
-        capture_output=True,
-    )
-    process = subprocess.Popen(
-        [NGINX, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    process: subprocess.Popen[bytes] | None = None
+    try:  # whatever fails below, nothing started here outlives the module
+        keyplane.start()
+        prefix = root / "nginx"
+        prefix.mkdir()
+        port = free_port()
+        conf = render_config(prefix, port, keyplane.base_url.removeprefix("http://"), upstream.port)
+        command = [NGINX, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")]
+        test = subprocess.run([*command, "-t"], capture_output=True, text=True)
+        assert test.returncode == 0, test.stderr
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(port, process, prefix / "error.log")
         yield Gateway(f"http://127.0.0.1:{port}", keyplane, upstream)
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        if process is not None:
+            process.terminate()
+            process.wait(timeout=10)
         upstream.close()
         keyplane.stop()
 
