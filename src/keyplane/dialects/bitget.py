@@ -24,7 +24,6 @@ Choices where Bitget's own docs disagree (``reference/exchanges.md`` section 3),
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -34,6 +33,7 @@ import msgspec
 
 from keyplane import errors
 from keyplane.auth import Reason, Requirement, Verifier, VerifyResult
+from keyplane.dialects.common import actor_of, run_service
 from keyplane.domain.model import Account, AccountStatus, ApiKey, Scheme
 from keyplane.domain.policy import DialectLimits
 from keyplane.domain.rules import (
@@ -44,7 +44,7 @@ from keyplane.domain.rules import (
     normalize_bitget_permissions,
 )
 from keyplane.http import Request, Response, json_response
-from keyplane.service import Actor, IssuedKey, KeyplaneService, NewKeySpec, NewSubAccountWithKey
+from keyplane.service import IssuedKey, KeyplaneService, NewKeySpec, NewSubAccountWithKey
 
 PREFIX = "/api/v2/"
 USER = "/api/v2/user/"
@@ -292,24 +292,14 @@ class BitgetDialect:
         except errors.KeyplaneError as error:
             return domain_error(error)
 
-    @staticmethod
-    def _actor(request: Request, result: VerifyResult) -> Actor:
-        assert result.account is not None and result.key is not None
-        return Actor(account=result.account, api_key=result.key.api_key, ip=request.client_ip)
-
-    @staticmethod
-    async def _call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        # service calls hash passphrases and wait on database locks: keep them off the event loop
-        return await asyncio.to_thread(function, *args, **kwargs)
-
     async def create_virtual_subaccount(self, request: Request, result: VerifyResult) -> Response:
         body = _object_body(request)
         names = _str_list(_required(body, "subAccountList"), "subAccountList")
         for name in names:
             check_bitget_sub_name(name)
-        outcome = await self._call(
+        outcome = await run_service(
             self.service.create_sub_accounts,
-            self._actor(request, result),
+            actor_of(request, result),
             names,
             Scheme.BITGET,
             BITGET_DEFAULT_PERMISSIONS,
@@ -342,9 +332,9 @@ class BitgetDialect:
         status = _required(body, "status")
         if status not in (AccountStatus.NORMAL.value, AccountStatus.FREEZE.value):
             raise WireError("40020", "Parameter status error")
-        await self._call(
+        await run_service(
             self.service.modify_sub_account,
-            self._actor(request, result),
+            actor_of(request, result),
             uid=uid,
             permissions=permissions,
             status=AccountStatus(status),
@@ -367,8 +357,8 @@ class BitgetDialect:
             entries.append(
                 NewSubAccountWithKey(name=name, key=spec, label=spec.label, permissions=spec.permissions)
             )
-        issued: list[IssuedKey] = await self._call(
-            self.service.batch_create_sub_accounts_with_keys, self._actor(request, result), entries, Scheme.BITGET
+        issued: list[IssuedKey] = await run_service(
+            self.service.batch_create_sub_accounts_with_keys, actor_of(request, result), entries, Scheme.BITGET
         )
         return ok(
             [
@@ -388,9 +378,9 @@ class BitgetDialect:
         status = query.get("status") or None
         if status is not None and status not in (AccountStatus.NORMAL.value, AccountStatus.FREEZE.value):
             raise WireError("40020", "Parameter status error")
-        accounts = await self._call(
+        accounts = await run_service(
             self.service.list_sub_accounts,
-            self._actor(request, result),
+            actor_of(request, result),
             status=status,
             uid_less_than=id_less_than,
             limit=limit,
@@ -406,8 +396,8 @@ class BitgetDialect:
         body = _object_body(request)
         uid = _uid(_required(body, "subAccountUid"))
         spec = _key_spec(body, self.limits)
-        issued: IssuedKey = await self._call(
-            self.service.create_sub_key, self._actor(request, result), Scheme.BITGET, spec, uid=uid
+        issued: IssuedKey = await run_service(
+            self.service.create_sub_key, actor_of(request, result), Scheme.BITGET, spec, uid=uid
         )
         return ok(_key(issued.key, issued.secret))
 
@@ -423,9 +413,9 @@ class BitgetDialect:
         # empty permList removes them (the documented, asymmetric rules).
         ip_list = _ip_list(body.get("ipList"), self.limits)
         permissions = _permissions(body.get("permList"))
-        key: ApiKey = await self._call(
+        key: ApiKey = await run_service(
             self.service.modify_sub_key,
-            self._actor(request, result),
+            actor_of(request, result),
             api_key=api_key,
             sub_uid=uid,
             passphrase=passphrase,
@@ -438,7 +428,7 @@ class BitgetDialect:
     async def apikey_list(self, request: Request, result: VerifyResult) -> Response:
         query = dict(parse_qsl(request.query, keep_blank_values=True))
         uid = _uid(_required(query, "subAccountUid"))
-        keys = await self._call(self.service.list_sub_keys, self._actor(request, result), uid=uid)
+        keys = await run_service(self.service.list_sub_keys, actor_of(request, result), uid=uid)
         return ok([_key(key, with_secret=False) for key, _account in keys])
 
     async def account_info(self, request: Request, result: VerifyResult) -> Response:

@@ -68,7 +68,6 @@ Choices where WhiteBIT's own docs disagree or say nothing (``reference/exchanges
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -77,6 +76,7 @@ import msgspec
 
 from keyplane import errors
 from keyplane.auth import Reason, Requirement, Verifier, VerifyResult
+from keyplane.dialects.common import actor_of, run_service
 from keyplane.domain.ipnet import normalize_ip_rule
 from keyplane.domain.model import Account, AccountStatus, ApiKey, EndpointRule, Scheme
 from keyplane.domain.scopes import COLLATERAL, SPOT, permissions_from_whitebit, whitebit_flags
@@ -405,19 +405,9 @@ class WhitebitDialect:
         except errors.KeyplaneError as error:
             return domain_error(error).response()
 
-    @staticmethod
-    def _actor(request: Request, result: VerifyResult) -> Actor:
-        assert result.account is not None and result.key is not None
-        return Actor(account=result.account, api_key=result.key.api_key, ip=request.client_ip)
-
-    @staticmethod
-    async def _call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        # service calls wait on database locks: keep them off the event loop
-        return await asyncio.to_thread(function, *args, **kwargs)
-
     async def _own_key(self, actor: Actor, key_id: str) -> ApiKey:
         """A WhiteBIT key of one of the caller's sub-accounts (a Bitget key is not one)."""
-        key: ApiKey = await self._call(self.service.find_sub_key, actor, key_id=key_id)
+        key: ApiKey = await run_service(self.service.find_sub_key, actor, key_id=key_id)
         if key.scheme is not Scheme.WHITEBIT:
             raise errors.ApiKeyNotFound("API key not found")
         return key
@@ -434,9 +424,9 @@ class WhitebitDialect:
         flags = form.permissions()
         form.check()
         assert alias is not None and flags is not None
-        account: Account = await self._call(
+        account: Account = await run_service(
             self.service.create_sub_account,
-            self._actor(request, result),
+            actor_of(request, result),
             Scheme.WHITEBIT,
             name=alias,
             email=email,
@@ -453,7 +443,7 @@ class WhitebitDialect:
 
     async def delete_sub_account(self, request: Request, result: VerifyResult) -> Response:
         public_id = self._sub_id(_form(result, laravel=True))
-        await self._call(self.service.delete_sub_account, self._actor(request, result), public_id=public_id)
+        await run_service(self.service.delete_sub_account, actor_of(request, result), public_id=public_id)
         return ok({})
 
     async def edit_sub_account(self, request: Request, result: VerifyResult) -> Response:
@@ -463,11 +453,11 @@ class WhitebitDialect:
         flags = form.permissions()
         form.check()
         assert public_id is not None and alias is not None and flags is not None
-        actor = self._actor(request, result)
-        current: Account = await self._call(self.service.get_sub_account, actor, public_id=public_id)
+        actor = actor_of(request, result)
+        current: Account = await run_service(self.service.get_sub_account, actor, public_id=public_id)
         # keep what WhiteBIT's two flags cannot express (a Bitget "transfer" or "read")
         others = tuple(p for p in current.permissions if p not in SPOT + COLLATERAL)
-        await self._call(
+        await run_service(
             self.service.modify_sub_account,
             actor,
             public_id=public_id,
@@ -482,9 +472,9 @@ class WhitebitDialect:
         limit = form.integer("limit", 30, 1, 100)
         offset = form.integer("offset", 0, 0, 10_000)
         form.check()
-        accounts: list[Account] = await self._call(
+        accounts: list[Account] = await run_service(
             self.service.list_sub_accounts,
-            self._actor(request, result),
+            actor_of(request, result),
             search=search,
             limit=limit,
             offset=offset,
@@ -494,8 +484,8 @@ class WhitebitDialect:
     async def _set_status(self, request: Request, result: VerifyResult, status: AccountStatus) -> Response:
         public_id = self._sub_id(_form(result, laravel=True))
         try:
-            await self._call(
-                self.service.set_sub_account_status, self._actor(request, result), status, public_id=public_id
+            await run_service(
+                self.service.set_sub_account_status, actor_of(request, result), status, public_id=public_id
             )
         except errors.AlreadyInState:
             word = "blocked" if status is AccountStatus.FREEZE else "unblocked"
@@ -526,9 +516,9 @@ class WhitebitDialect:
         title = form.string("title", max_length=TITLE_MAX)
         form.check()
         assert sub_id is not None and title is not None
-        actor = self._actor(request, result)
+        actor = actor_of(request, result)
         try:
-            issued: IssuedKey = await self._call(
+            issued: IssuedKey = await run_service(
                 self.service.create_sub_key,
                 actor,
                 Scheme.WHITEBIT,
@@ -537,7 +527,7 @@ class WhitebitDialect:
             )
         except errors.AccountNotFound:
             raise invalid("subAccountId", "validation.exists") from None
-        account: Account = await self._call(self.service.get_sub_account, actor, uid=issued.key.account_uid)
+        account: Account = await run_service(self.service.get_sub_account, actor, uid=issued.key.account_uid)
         return ok(api_key(issued.key, account, issued.secret or ""), 201)
 
     def _key_id(self, form: Form) -> str:
@@ -569,18 +559,18 @@ class WhitebitDialect:
         restricted = [r.url for r in rules if r.enabled and _restricted(r.url)]
         if restricted:
             raise business("The following URLs are restricted for sub-account API keys: " + ", ".join(restricted))
-        actor = self._actor(request, result)
+        actor = actor_of(request, result)
         await self._own_key(actor, key_id)
-        await self._call(self.service.modify_sub_key, actor, key_id=key_id, label=title, endpoints=rules)
+        await run_service(self.service.modify_sub_key, actor, key_id=key_id, label=title, endpoints=rules)
         return ok({})
 
     async def delete_key(self, request: Request, result: VerifyResult) -> Response:
         form = _form(result, laravel=False)
         key_id = self._key_id(form)
         form.check()
-        actor = self._actor(request, result)
+        actor = actor_of(request, result)
         await self._own_key(actor, key_id)
-        await self._call(self.service.delete_sub_key, actor, key_id=key_id)
+        await run_service(self.service.delete_sub_key, actor, key_id=key_id)
         return ok({})
 
     async def list_keys(self, request: Request, result: VerifyResult) -> Response:
@@ -591,8 +581,8 @@ class WhitebitDialect:
         form.check()
         # Every key of the sub-account(s), newest first; only WhiteBIT keys are WhiteBIT's to show.
         try:
-            keys: list[tuple[ApiKey, Account]] = await self._call(
-                self.service.list_sub_keys, self._actor(request, result), public_id=sub_id
+            keys: list[tuple[ApiKey, Account]] = await run_service(
+                self.service.list_sub_keys, actor_of(request, result), public_id=sub_id
             )
         except errors.AccountNotFound:
             raise invalid("subAccountId", "validation.exists") from None
@@ -603,17 +593,17 @@ class WhitebitDialect:
         form = _form(result, laravel=False)
         key_id = self._key_id(form)
         form.check()
-        actor = self._actor(request, result)
+        actor = actor_of(request, result)
         await self._own_key(actor, key_id)
-        issued: IssuedKey = await self._call(self.service.reset_sub_key, actor, key_id=key_id)
-        account: Account = await self._call(self.service.get_sub_account, actor, uid=issued.key.account_uid)
+        issued: IssuedKey = await run_service(self.service.reset_sub_key, actor, key_id=key_id)
+        account: Account = await run_service(self.service.get_sub_account, actor, uid=issued.key.account_uid)
         return ok(api_key(issued.key, account, issued.secret or ""))
 
     async def list_ips(self, request: Request, result: VerifyResult) -> Response:
         form = _form(result, laravel=False)
         key_id = self._key_id(form)
         form.check()
-        key = await self._own_key(self._actor(request, result), key_id)
+        key = await self._own_key(actor_of(request, result), key_id)
         return ok({"data": list(key.ip_list)})
 
     def _ip(self, form: Form) -> tuple[str, object]:
@@ -625,9 +615,9 @@ class WhitebitDialect:
 
     async def add_ip(self, request: Request, result: VerifyResult) -> Response:
         key_id, ip = self._ip(_form(result, laravel=False))
-        actor = self._actor(request, result)
+        actor = actor_of(request, result)
         await self._own_key(actor, key_id)
-        key: ApiKey = await self._call(self.service.add_key_ip, actor, key_id=key_id, ip=ip)
+        key: ApiKey = await run_service(self.service.add_key_ip, actor, key_id=key_id, ip=ip)
         return ok({"data": list(key.ip_list)}, 201)
 
     async def remove_ip(self, request: Request, result: VerifyResult) -> Response:
@@ -638,9 +628,9 @@ class WhitebitDialect:
         except errors.InvalidIp:
             raise invalid("ip", "Invalid IP address.") from None
         assert isinstance(ip, str)
-        actor = self._actor(request, result)
+        actor = actor_of(request, result)
         await self._own_key(actor, key_id)
-        key: ApiKey = await self._call(self.service.remove_key_ip, actor, key_id=key_id, ip=ip)
+        key: ApiKey = await run_service(self.service.remove_key_ip, actor, key_id=key_id, ip=ip)
         return ok({"data": list(key.ip_list)})
 
 
