@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -67,6 +68,7 @@ class KeyplaneApp:
                 except Exception as error:  # tell the server why the app cannot start
                     await send({"type": "lifespan.startup.failed", "message": str(error)})
                     return
+                tune_garbage_collector()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self.runtime is not None:
@@ -114,6 +116,20 @@ class KeyplaneApp:
                     log.exception("unhandled error on %s %s", request.method, path)
                     return json_response(500, {"code": "50000", "msg": "internal error"})
         return json_response(404, {"code": 404, "message": "Not found"})
+
+
+def tune_garbage_collector() -> None:
+    """Fewer, cheaper collections once the server is up.
+
+    A request's garbage is freed by reference counting; the cyclic collector only adds pauses that
+    stall every connection at once. With its default thresholds it ran every ~700 allocations over
+    everything the server had built at start-up: /v1/noop's p99 was 25-50 ms, 8-12 ms with this
+    (bench/README.md). ``freeze`` moves the start-up objects out of its reach; the higher first
+    threshold makes young collections rare.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 1000)
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> KeyplaneApp:
