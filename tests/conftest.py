@@ -112,3 +112,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv.start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="module")
+def operator(server: Server) -> Iterator[Any]:
+    """Makes WhiteBIT main accounts and keys straight in ``server``'s store (see clients/whitebit_http.py)."""
+    from clients.whitebit_http import Operator
+
+    op = Operator(server.database_url)
+    yield op
+    op.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -35,13 +34,6 @@ def new_fields() -> dict[str, Any]:
         "shareKyc": True,
         "permissions": {"spotEnabled": True, "collateralEnabled": False},
     }
-
-
-@pytest.fixture(scope="module")
-def operator(server: Server) -> Iterator[Operator]:
-    op = Operator(server.database_url)
-    yield op
-    op.close()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import secrets
 import sqlite3
-from collections.abc import Iterator
 from typing import Any
 
 import ccxt
@@ -37,13 +36,6 @@ def nonce_rows(server: Server, key_id: str) -> tuple[int, int]:
         seen = db.execute("SELECT count(*) FROM seen_nonces WHERE api_key_id = ?", (key_id,)).fetchone()[0]
         last = db.execute("SELECT count(*) FROM key_nonces WHERE api_key_id = ?", (key_id,)).fetchone()[0]
     return int(seen), int(last)
-
-
-@pytest.fixture(scope="module")
-def operator(server: Server) -> Iterator[Operator]:
-    op = Operator(server.database_url)
-    yield op
-    op.close()
 
 
 @pytest.fixture(params=[False, True], ids=["nonceWindow-false", "nonceWindow-true"])

@@ -20,13 +20,6 @@ KEYS = "/api/v4/sub-account/api-key/"
 IPS = "/api/v4/sub-account/api-key/ip-address/"
 
 
-@pytest.fixture(scope="module")
-def operator(server: Server) -> Iterator[Operator]:
-    op = Operator(server.database_url)
-    yield op
-    op.close()
-
-
 @pytest.fixture
 def main(server: Server, operator: Operator) -> WhitebitClient:
     return operator.client(server.base_url, "limits")

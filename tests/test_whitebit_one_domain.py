@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import random
 import string
-from collections.abc import Iterator
 from typing import Any
 
 import ccxt
@@ -14,13 +13,6 @@ import pytest
 
 from clients.whitebit_http import Operator
 from conftest import Server
-
-
-@pytest.fixture(scope="module")
-def operator(server: Server) -> Iterator[Operator]:
-    op = Operator(server.database_url)
-    yield op
-    op.close()
 
 
 def letters() -> str:

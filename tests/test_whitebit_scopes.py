@@ -31,13 +31,6 @@ ORDER = "/api/v4/order/new"
 
 
 @pytest.fixture(scope="module")
-def operator(server: Server) -> Iterator[Operator]:
-    op = Operator(server.database_url)
-    yield op
-    op.close()
-
-
-@pytest.fixture(scope="module")
 def gateway(server: Server) -> Iterator[Runtime]:
     """Another process's view of the same store: its own verifier, cache and key-change feed."""
     runtime = build_runtime(Settings(database_url=server.database_url), follow_changes=True)
