@@ -101,7 +101,7 @@ def nonce_write_rate(db: Path, seconds: float) -> float:
     """The second ceiling of a WhiteBIT verification: recording its nonce in the store, alone, in a loop."""
     import sqlite3
 
-    from keyplane.auth.nonces import _ADVANCE_SQLITE
+    from keyplane.store.nonces import _ADVANCE_SQLITE
 
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")

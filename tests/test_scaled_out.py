@@ -163,3 +163,24 @@ def test_a_change_on_one_instance_stops_the_key_on_another_instance_at_once(pg_u
     finally:
         first.close()
         second.close()
+
+
+def test_postgres_keeps_whitebit_nonces_and_refuses_replays(pg_url: str) -> None:
+    from keyplane.auth.nonces import NonceGuard
+    from keyplane.auth.request import Reason
+
+    service = _service(pg_url)
+    main = service.create_main_account("venue")
+    key = service.issue_main_key(main.uid, Scheme.WHITEBIT).key
+    now = 1_800_000_000_000
+    first, restarted = NonceGuard(service.store), NonceGuard(service.store)
+    try:
+        assert first.accept(key.id, 5, False, now) is Reason.VALID
+        assert restarted.accept(key.id, 5, False, now) is Reason.NONCE_TOO_LOW  # state is in the store
+        assert restarted.accept(key.id, 6, False, now) is Reason.VALID
+        assert first.accept(key.id, now, True, now) is Reason.VALID
+        assert restarted.accept(key.id, now, True, now) is Reason.NONCE_REPLAYED
+        assert first.accept(key.id, now - 6_000, True, now) is Reason.NONCE_OUT_OF_WINDOW
+    finally:
+        first.close()
+        restarted.close()
