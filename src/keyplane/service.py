@@ -349,9 +349,11 @@ class KeyplaneService:
             self._audit(tx, actor, "apikey.create", issued.key.api_key, _key_detail(issued.key))
         return issued
 
-    def find_sub_key(self, actor: Actor, *, api_key: str | None = None, key_id: str | None = None) -> ApiKey:
+    def find_sub_key(
+        self, actor: Actor, *, api_key: str | None = None, key_id: str | None = None, scheme: Scheme | None = None
+    ) -> ApiKey:
         with self.store.reading() as tx:
-            return self._owned_key(tx, actor, api_key=api_key, key_id=key_id)[0]
+            return self._owned_key(tx, actor, api_key=api_key, key_id=key_id, scheme=scheme)[0]
 
     def modify_sub_key(
         self,
@@ -365,17 +367,18 @@ class KeyplaneService:
         permissions: Sequence[str] | None = None,
         ip_list: Sequence[object] | None = None,
         endpoints: Sequence[EndpointRule] | None = None,
+        scheme: Scheme | None = None,
     ) -> ApiKey:
         """Changes what is given; ``passphrase``, when given, must match the key's (it cannot change)."""
         if passphrase is not None:
             # the slow hash runs before the write transaction, so it never holds the write lock
             with self.store.reading() as tx:
-                key, _account = self._owned_key(tx, actor, api_key=api_key, key_id=key_id)
+                key, _account = self._owned_key(tx, actor, api_key=api_key, key_id=key_id, scheme=scheme)
                 stored = tx.passphrase_hash(key.id)
             if stored is None or not crypto.verify_passphrase(stored, passphrase):
                 raise WrongPassphrase("passphrase is error", field="passphrase")
         with self.store.transaction() as tx:
-            key, account = self._owned_key(tx, actor, api_key=api_key, key_id=key_id)
+            key, account = self._owned_key(tx, actor, api_key=api_key, key_id=key_id, scheme=scheme)
             if sub_uid is not None and account.uid != sub_uid:
                 raise ApiKeyNotFound("this key does not belong to that sub-account")
             changes: dict[str, object] = {}
@@ -391,10 +394,10 @@ class KeyplaneService:
             self._audit(tx, actor, "apikey.modify", key.api_key, _changes_detail(changes))
         return updated
 
-    def reset_sub_key(self, actor: Actor, *, key_id: str) -> IssuedKey:
+    def reset_sub_key(self, actor: Actor, *, key_id: str, scheme: Scheme | None = None) -> IssuedKey:
         """A new secret in place: the old one stops working with the very next request."""
         with self.store.transaction() as tx:
-            key, _account = self._owned_key(tx, actor, key_id=key_id)
+            key, _account = self._owned_key(tx, actor, key_id=key_id, scheme=scheme)
             secret = _new_secret(key.scheme)
             tx.update_api_key(key.id, sealed_secret=self.master_key.seal(secret.encode(), key.id))
             self._audit(tx, actor, "apikey.reset", key.api_key, {})
@@ -402,15 +405,15 @@ class KeyplaneService:
             assert updated is not None
         return IssuedKey(key=updated, secret=secret)
 
-    def delete_sub_key(self, actor: Actor, *, key_id: str) -> None:
+    def delete_sub_key(self, actor: Actor, *, key_id: str, scheme: Scheme | None = None) -> None:
         with self.store.transaction() as tx:
-            key, _account = self._owned_key(tx, actor, key_id=key_id)
+            key, _account = self._owned_key(tx, actor, key_id=key_id, scheme=scheme)
             tx.delete_api_key(key.id)
             self._audit(tx, actor, "apikey.delete", key.api_key, {})
 
-    def add_key_ip(self, actor: Actor, *, key_id: str, ip: object) -> ApiKey:
+    def add_key_ip(self, actor: Actor, *, key_id: str, ip: object, scheme: Scheme | None = None) -> ApiKey:
         with self.store.transaction() as tx:
-            key, _account = self._owned_key(tx, actor, key_id=key_id)
+            key, _account = self._owned_key(tx, actor, key_id=key_id, scheme=scheme)
             try:
                 rule = normalize_ip_rule(ip)
             except InvalidIp:
@@ -424,9 +427,9 @@ class KeyplaneService:
             self._audit(tx, actor, "apikey.ip.add", key.api_key, {"ip": rule})
         return updated
 
-    def remove_key_ip(self, actor: Actor, *, key_id: str, ip: str) -> ApiKey:
+    def remove_key_ip(self, actor: Actor, *, key_id: str, ip: str, scheme: Scheme | None = None) -> ApiKey:
         with self.store.transaction() as tx:
-            key, _account = self._owned_key(tx, actor, key_id=key_id)
+            key, _account = self._owned_key(tx, actor, key_id=key_id, scheme=scheme)
             try:
                 rule = normalize_ip_rule(ip)
             except InvalidIp:
@@ -445,8 +448,10 @@ class KeyplaneService:
         public_id: str | None = None,
         limit: int | None = None,
         offset: int = 0,
+        scheme: Scheme | None = None,
     ) -> list[tuple[ApiKey, Account]]:
-        """The keys of one sub-account, or of all the caller's sub-accounts; never a secret."""
+        """The keys of one sub-account, or of all the caller's sub-accounts (of one dialect with ``scheme``),
+        newest first; never a secret."""
         main = self._main_of(actor)
         with self.store.reading() as tx:
             if uid is None and public_id is None:
@@ -454,7 +459,7 @@ class KeyplaneService:
             else:
                 sub = self._owned_sub(tx, actor, uid=uid, public_id=public_id)
                 subs = {sub.uid: sub}
-            keys = tx.list_api_keys(list(subs), limit=limit, offset=offset)
+            keys = tx.list_api_keys(list(subs), limit=limit, offset=offset, scheme=scheme)
         return [(key, subs[key.account_uid]) for key in keys]
 
     def reseal_secrets(self, new_master_key: crypto.MasterKey) -> int:
@@ -514,12 +519,21 @@ class KeyplaneService:
         return account
 
     def _owned_key(
-        self, tx: Transaction, actor: Actor, *, api_key: str | None = None, key_id: str | None = None
+        self,
+        tx: Transaction,
+        actor: Actor,
+        *,
+        api_key: str | None = None,
+        key_id: str | None = None,
+        scheme: Scheme | None = None,
     ) -> tuple[ApiKey, Account]:
+        """A key of one of the caller's sub-accounts; with ``scheme``, only a key of that dialect."""
         main = self._main_of(actor)
         key = tx.find_api_key(api_key) if api_key is not None else tx.get_api_key(key_id) if key_id else None
         account = tx.get_account(key.account_uid) if key is not None else None
         if key is None or account is None or account.parent_uid != main.uid:
+            raise ApiKeyNotFound("API key not found")
+        if scheme is not None and key.scheme is not scheme:
             raise ApiKeyNotFound("API key not found")
         return key, account
 

@@ -422,13 +422,14 @@ class BitgetDialect:
             label=label,
             permissions=permissions,
             ip_list=ip_list,
+            scheme=Scheme.BITGET,
         )
         return ok(_key(key))
 
     async def apikey_list(self, request: Request, result: VerifyResult) -> Response:
         query = dict(parse_qsl(request.query, keep_blank_values=True))
         uid = _uid(_required(query, "subAccountUid"))
-        keys = await run_service(self.service.list_sub_keys, actor_of(request, result), uid=uid)
+        keys = await run_service(self.service.list_sub_keys, actor_of(request, result), uid=uid, scheme=Scheme.BITGET)
         return ok([_key(key, with_secret=False) for key, _account in keys])
 
     async def account_info(self, request: Request, result: VerifyResult) -> Response:

@@ -81,7 +81,9 @@ from keyplane.domain.ipnet import normalize_ip_rule
 from keyplane.domain.model import Account, AccountStatus, ApiKey, EndpointRule, Scheme
 from keyplane.domain.scopes import COLLATERAL, SPOT, permissions_from_whitebit, whitebit_flags
 from keyplane.http import Request, Response, json_response
-from keyplane.service import Actor, IssuedKey, KeyplaneService, NewKeySpec
+from keyplane.service import IssuedKey, KeyplaneService, NewKeySpec
+
+WHITEBIT = Scheme.WHITEBIT  # the scheme of every key this dialect may see or change
 
 PREFIX = "/api/v4/"
 SUB = "/api/v4/sub-account/"
@@ -405,13 +407,6 @@ class WhitebitDialect:
         except errors.KeyplaneError as error:
             return domain_error(error).response()
 
-    async def _own_key(self, actor: Actor, key_id: str) -> ApiKey:
-        """A WhiteBIT key of one of the caller's sub-accounts (a Bitget key is not one)."""
-        key: ApiKey = await run_service(self.service.find_sub_key, actor, key_id=key_id)
-        if key.scheme is not Scheme.WHITEBIT:
-            raise errors.ApiKeyNotFound("API key not found")
-        return key
-
     # sub-accounts -----------------------------------------------------------------------------
 
     async def create_sub_account(self, request: Request, result: VerifyResult) -> Response:
@@ -560,8 +555,9 @@ class WhitebitDialect:
         if restricted:
             raise business("The following URLs are restricted for sub-account API keys: " + ", ".join(restricted))
         actor = actor_of(request, result)
-        await self._own_key(actor, key_id)
-        await run_service(self.service.modify_sub_key, actor, key_id=key_id, label=title, endpoints=rules)
+        await run_service(
+            self.service.modify_sub_key, actor, key_id=key_id, label=title, endpoints=rules, scheme=WHITEBIT
+        )
         return ok({})
 
     async def delete_key(self, request: Request, result: VerifyResult) -> Response:
@@ -569,8 +565,7 @@ class WhitebitDialect:
         key_id = self._key_id(form)
         form.check()
         actor = actor_of(request, result)
-        await self._own_key(actor, key_id)
-        await run_service(self.service.delete_sub_key, actor, key_id=key_id)
+        await run_service(self.service.delete_sub_key, actor, key_id=key_id, scheme=WHITEBIT)
         return ok({})
 
     async def list_keys(self, request: Request, result: VerifyResult) -> Response:
@@ -579,23 +574,21 @@ class WhitebitDialect:
         limit = form.integer("limit", 100, 1, 100)
         offset = form.integer("offset", 0, 0, 10_000)
         form.check()
-        # Every key of the sub-account(s), newest first; only WhiteBIT keys are WhiteBIT's to show.
         try:
             keys: list[tuple[ApiKey, Account]] = await run_service(
-                self.service.list_sub_keys, actor_of(request, result), public_id=sub_id
+                self.service.list_sub_keys, actor_of(request, result), public_id=sub_id, limit=limit, offset=offset,
+                scheme=WHITEBIT,
             )
         except errors.AccountNotFound:
             raise invalid("subAccountId", "validation.exists") from None
-        mine = [(k, a) for k, a in keys if k.scheme is Scheme.WHITEBIT][offset : offset + limit]
-        return ok({"limit": limit, "offset": offset, "data": [api_key(k, a, listed=True) for k, a in mine]})
+        return ok({"limit": limit, "offset": offset, "data": [api_key(k, a, listed=True) for k, a in keys]})
 
     async def reset_key(self, request: Request, result: VerifyResult) -> Response:
         form = _form(result, laravel=False)
         key_id = self._key_id(form)
         form.check()
         actor = actor_of(request, result)
-        await self._own_key(actor, key_id)
-        issued: IssuedKey = await run_service(self.service.reset_sub_key, actor, key_id=key_id)
+        issued: IssuedKey = await run_service(self.service.reset_sub_key, actor, key_id=key_id, scheme=WHITEBIT)
         account: Account = await run_service(self.service.get_sub_account, actor, uid=issued.key.account_uid)
         return ok(api_key(issued.key, account, issued.secret or ""))
 
@@ -603,7 +596,9 @@ class WhitebitDialect:
         form = _form(result, laravel=False)
         key_id = self._key_id(form)
         form.check()
-        key = await self._own_key(actor_of(request, result), key_id)
+        key: ApiKey = await run_service(
+            self.service.find_sub_key, actor_of(request, result), key_id=key_id, scheme=WHITEBIT
+        )
         return ok({"data": list(key.ip_list)})
 
     def _ip(self, form: Form) -> tuple[str, object]:
@@ -616,8 +611,7 @@ class WhitebitDialect:
     async def add_ip(self, request: Request, result: VerifyResult) -> Response:
         key_id, ip = self._ip(_form(result, laravel=False))
         actor = actor_of(request, result)
-        await self._own_key(actor, key_id)
-        key: ApiKey = await run_service(self.service.add_key_ip, actor, key_id=key_id, ip=ip)
+        key: ApiKey = await run_service(self.service.add_key_ip, actor, key_id=key_id, ip=ip, scheme=WHITEBIT)
         return ok({"data": list(key.ip_list)}, 201)
 
     async def remove_ip(self, request: Request, result: VerifyResult) -> Response:
@@ -629,8 +623,7 @@ class WhitebitDialect:
             raise invalid("ip", "Invalid IP address.") from None
         assert isinstance(ip, str)
         actor = actor_of(request, result)
-        await self._own_key(actor, key_id)
-        key: ApiKey = await run_service(self.service.remove_key_ip, actor, key_id=key_id, ip=ip)
+        key: ApiKey = await run_service(self.service.remove_key_ip, actor, key_id=key_id, ip=ip, scheme=WHITEBIT)
         return ok({"data": list(key.ip_list)})
 
 

@@ -378,7 +378,7 @@ class Transaction:
         return int(self.conn.execute(query).scalar_one())
 
     def list_api_keys(
-        self, account_uids: Sequence[int], *, limit: int | None = None, offset: int = 0
+        self, account_uids: Sequence[int], *, limit: int | None = None, offset: int = 0, scheme: Scheme | None = None
     ) -> list[ApiKey]:
         """Newest first."""
         query = (
@@ -387,6 +387,8 @@ class Transaction:
             .order_by(api_keys.c.created_at.desc(), api_keys.c.id.desc())
             .offset(offset)
         )
+        if scheme is not None:
+            query = query.where(api_keys.c.scheme == scheme.value)
         if limit is not None:
             query = query.limit(limit)
         return [_api_key(row) for row in self.conn.execute(query)]
