@@ -70,6 +70,35 @@ def test_valid_bitget_request_answers_identity_and_rate_limit(server: Server, ke
     assert "error" not in out
 
 
+def test_valid_answer_has_the_documented_fields_and_live_rate_limit(server: Server, keys: dict[str, Any]) -> None:
+    """A valid answer is built from a per-key encoded head plus the rate limit: it must stay exact."""
+    client = bitget_client(keys["bitget_read"])
+    answers = []
+    for _ in range(2):
+        signed = client.sign("v2/spot/account/assets", ["private", "spot"], "GET", {"coin": "ETH"})
+        answers.append(verify(server, as_verify_call(signed)))
+    first, second = answers
+    assert list(first) == ["valid", "code", "scheme", "identity", "ratelimit"]
+    assert list(first["identity"]) == [
+        "account_uid", "main_account_uid", "is_main", "account_id", "key_id", "api_key", "permissions", "key_type"
+    ]
+    assert first["identity"] == second["identity"] and first["identity"]["permissions"] == ["read"]
+    assert first["identity"]["key_type"] is None
+    assert set(first["ratelimit"]) == {"limit", "remaining", "reset"}
+    assert all(isinstance(v, int) for v in first["ratelimit"].values())
+    assert second["ratelimit"]["remaining"] < first["ratelimit"]["remaining"]
+
+
+def test_header_names_in_any_case_and_list_values(server: Server, keys: dict[str, Any]) -> None:
+    signed = bitget_client(keys["bitget"]).sign("v2/spot/account/assets", ["private", "spot"], "GET", {})
+    headers = signed["headers"].items()
+    mixed = {name.title() if i % 2 else name.lower(): value for i, (name, value) in enumerate(headers)}
+    assert verify(server, as_verify_call({**signed, "headers": mixed}))["valid"] is True
+    listed = {name: [value, "ignored"] for name, value in signed["headers"].items()}
+    assert verify(server, as_verify_call({**signed, "headers": listed}))["valid"] is True
+    assert verify(server, as_verify_call({**signed, "headers": {**listed, "X-Empty": []}}))["valid"] is True
+
+
 def test_valid_whitebit_request_with_base64_body(server: Server, keys: dict[str, Any]) -> None:
     signed = whitebit_client(keys["whitebit"]).sign("trade-account/balance", ["v4", "private"], "POST", {})
     out = verify(server, as_verify_call(signed, base64_body=True))

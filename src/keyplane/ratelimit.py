@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -22,6 +23,9 @@ from limits.storage import MemoryStorage, RedisStorage, Storage
 from limits.strategies import MovingWindowRateLimiter
 
 from keyplane.auth.request import RateLimitState
+
+# (the key: spec and identifiers; the spec's amount; its window in seconds), built once per caller
+Prepared = tuple[tuple[str, ...], int, float]
 
 
 @lru_cache(maxsize=256)
@@ -36,24 +40,16 @@ class LocalWindows:
 
     def __init__(self) -> None:
         self._windows: dict[tuple[str, ...], list[Any]] = {}
-        self._specs: dict[str, tuple[int, float]] = {}
         self._lock = threading.Lock()
         self._hits = 0
 
     def hit(self, spec: str, identifiers: tuple[str, ...]) -> tuple[bool, RateLimitState]:
-        return self.hit_key((spec, *identifiers))
+        item = _item(spec)
+        return self.hit_prepared(((spec, *identifiers), item.amount, float(item.get_expiry())))
 
-    def hit_key(self, key: tuple[str, ...]) -> tuple[bool, RateLimitState]:
-        """``key`` is ``(spec, *identifiers)``, built once by the caller."""
-        spec = key[0]
-        limit = self._specs.get(spec)
-        if limit is None:
-            item = _item(spec)
-            limit = self._specs[spec] = (item.amount, float(item.get_expiry()))
-        return self.hit_prepared(key, limit[0], limit[1])
-
-    def hit_prepared(self, key: tuple[str, ...], amount: int, seconds: float) -> tuple[bool, RateLimitState]:
-        """``hit_key`` with the spec already parsed into ``amount`` per ``seconds``."""
+    def hit_prepared(self, prepared: Prepared) -> tuple[bool, RateLimitState]:
+        """Spends one unit of what ``RateLimiter.prepare`` made: ``(key, amount, seconds)``."""
+        key, amount, seconds = prepared
         now = time.time()
         with self._lock:
             window = self._windows.get(key)
@@ -82,23 +78,17 @@ class RateLimiter:
         self._storage = storage
         self._limiter = MovingWindowRateLimiter(storage)
         self._local = None if redis_url else LocalWindows()
+        # ``hit`` for what ``prepare`` made, chosen once: the hot path's call, nothing parsed or packed again
+        self.hit_prepared: Callable[[Prepared], tuple[bool, RateLimitState]] = (
+            self._hit_shared if self._local is None else self._local.hit_prepared
+        )
 
-    def hit_key(self, key: tuple[str, ...]) -> tuple[bool, RateLimitState]:
-        """``hit(key[0], *key[1:])`` for a key the caller keeps: no argument packing on the hot path."""
-        if self._local is not None:
-            return self._local.hit_key(key)
-        return self.hit(key[0], *key[1:])
-
-    def prepare(self, spec: str, *identifiers: str) -> tuple[tuple[str, ...], int, float]:
+    def prepare(self, spec: str, *identifiers: str) -> Prepared:
         """What ``hit_prepared`` takes: the key, and the spec parsed once."""
         item = _item(spec)
         return (spec, *identifiers), item.amount, float(item.get_expiry())
 
-    def hit_prepared(self, prepared: tuple[tuple[str, ...], int, float]) -> tuple[bool, RateLimitState]:
-        """``hit`` for what ``prepare`` made: the hot path's call, nothing parsed or packed again."""
-        local = self._local
-        if local is not None:
-            return local.hit_prepared(prepared[0], prepared[1], prepared[2])
+    def _hit_shared(self, prepared: Prepared) -> tuple[bool, RateLimitState]:
         key = prepared[0]
         return self.hit(key[0], *key[1:])
 

@@ -66,9 +66,17 @@ class VerifyCall(msgspec.Struct, forbid_unknown_fields=False):
     scheme: str | None = None
 
 
+class _PlainHeadersCall(VerifyCall):
+    """The common call, every header one string: decoded without a second pass over the headers."""
+
+    headers: dict[str, str] = {}  # type: ignore[assignment]
+
+
 _DECODER = msgspec.json.Decoder(VerifyCall)
+_PLAIN_DECODER = msgspec.json.Decoder(_PlainHeadersCall)
 _ENCODER = msgspec.json.Encoder()
 _JSON = [(b"content-type", b"application/json")]
+_VALID = Reason.VALID  # an enum member read through a module constant: ~70 ns less (auth/verifier.py)
 
 
 def bad_call(message: str) -> Response:
@@ -107,21 +115,38 @@ class NativeDialect:
 
     def __init__(self, verifier: Verifier) -> None:
         self.verifier = verifier
-        # key id -> (key, account, identity): rebuilt when the cache hands out new objects (a change)
-        self._identities: dict[str, tuple[Any, Any, dict[str, Any] | None]] = {}
+        # key id -> (key, account, identity, a valid answer's encoded head): rebuilt when the cache hands
+        # out new objects (a change)
+        self._identities: dict[str, tuple[Any, Any, dict[str, Any] | None, bytes]] = {}
 
-    def _identity(self, result: VerifyResult) -> dict[str, Any] | None:
+    def _known(self, result: VerifyResult) -> tuple[Any, Any, dict[str, Any] | None, bytes] | None:
         key, account = result.key, result.account
         if key is None or account is None:
             return None
         known = self._identities.get(key.id)
         if known is not None and known[0] is key and known[1] is account:
-            return known[2]
+            return known
         identity = identity_of(result)
+        scheme = result.scheme.value if result.scheme else None
+        head = _ENCODER.encode({"valid": True, "code": Reason.VALID.value, "scheme": scheme, "identity": identity})
         if len(self._identities) >= 100_000:
             self._identities.clear()
-        self._identities[key.id] = (key, account, identity)
-        return identity
+        known = self._identities[key.id] = (key, account, identity, head[:-1] + b',"ratelimit":')
+        return known
+
+    def _identity(self, result: VerifyResult) -> dict[str, Any] | None:
+        known = self._known(result)
+        return None if known is None else known[2]
+
+    def _valid_answer(self, result: VerifyResult) -> bytes | None:
+        """A valid result's answer from its key's encoded head: the hot path encodes only the rate limit."""
+        known = self._known(result)
+        if known is None:
+            return None
+        state = result.rate_limit
+        if state is None:
+            return known[3] + b"null}"
+        return known[3] + b'{"limit":%d,"remaining":%d,"reset":%d}}' % (state.limit, state.remaining, state.reset_ms)
 
     async def handle(self, request: Request) -> Response:
         if request.path == VERIFY and request.method == "POST":
@@ -131,8 +156,14 @@ class NativeDialect:
         return json_response(404, {"code": "NOT_FOUND", "message": "Not found"})
 
     def verify(self, raw: bytes, caller_ip: str) -> Response:
+        call: VerifyCall
         try:
-            call = _DECODER.decode(raw)
+            call = _PLAIN_DECODER.decode(raw)
+        except msgspec.ValidationError:  # a header given as a list, or a real mistake: the full decoder says
+            try:
+                call = _DECODER.decode(raw)
+            except msgspec.DecodeError as error:
+                return bad_call(f"invalid verify request: {error}")
         except msgspec.DecodeError as error:
             return bad_call(f"invalid verify request: {error}")
         signed = _signed_request(call, caller_ip)
@@ -149,6 +180,10 @@ class NativeDialect:
             scheme = detect_scheme(signed.headers) or _scheme_of_path(signed.path)
         requirement = self.verifier.endpoints.requirement_for(scheme, signed.method, signed.path)
         result = self.verifier.verify(signed, requirement, scheme)
+        if result.reason is _VALID:
+            valid_body = self._valid_answer(result)
+            if valid_body is not None:
+                return Response(200, valid_body, list(_JSON))
         state = result.rate_limit
         out: dict[str, Any] = {
             "valid": result.valid,
@@ -196,13 +231,19 @@ def _signed_request(call: VerifyCall, caller_ip: str) -> SignedRequest | str:
             return "body_base64 is not base64"
     else:
         body = (call.body or "").encode()
-    headers: dict[str, str] = {}
-    for name, value in call.headers.items():
-        if isinstance(value, list):
-            if not value:
-                continue
-            value = value[0]
-        headers[name.lower()] = value
+    headers: dict[str, str]
+    if isinstance(call, _PlainHeadersCall):
+        plain = call.headers
+        # the gateway sends lower-case names (nginx's own form): one C call says so, no copy needed
+        headers = plain if "".join(plain).islower() else {name.lower(): value for name, value in plain.items()}
+    else:
+        headers = {}
+        for name, value in call.headers.items():
+            if isinstance(value, list):
+                if not value:
+                    continue
+                value = value[0]
+            headers[name.lower()] = value
     return SignedRequest(call.method.upper(), path, query, headers, body, call.client_ip or caller_ip)
 
 
