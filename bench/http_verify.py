@@ -1,13 +1,15 @@
 """``POST /v1/verify`` over HTTP against ``POST /v1/noop`` of the same server, with wrk on loopback.
 
-    python bench/http_verify.py --keys 1000 --seconds 10 --connections 64
+    python bench/http_verify.py --keys 1000 --seconds 5 --rounds 3 --connections 64
 
 One ``keyplane serve`` (granian, one worker) over a store of ``--keys`` keys. wrk (Debian's package)
 sends Bitget requests signed by ``--sample`` distinct keys, as the nginx gateway would forward them,
 from one thread with ``--connections`` connections. Ceiling: ``/v1/noop`` on the same server, sent the
 same bodies, answering a body as large as a verify answer: the same routing, body read and response
 write, with no verification. Figures: requests per second and p50/p99 latency of each; the ratio
-isolates what verifying costs. Every verify answer is checked to be ``valid`` before the run.
+isolates what verifying costs. ``--rounds`` interleaved noop/verify pairs (requests signed afresh each
+round); each figure is the median over the rounds, the ratio the median of the rounds' ratios. Every
+verify answer is checked to be ``valid`` before the run.
 The last line is one JSON object with every figure.
 """
 
@@ -19,6 +21,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -110,7 +113,9 @@ def run_wrk(
     return parse_wrk(out.stdout)
 
 
-def measure(keys_total: int, sample: int, seconds: float, connections: int, workdir: Path) -> dict[str, Any]:
+def measure(
+    keys_total: int, sample: int, seconds: float, connections: int, workdir: Path, rounds: int = 1
+) -> dict[str, Any]:
     wrk = shutil.which("wrk")
     if wrk is None:
         raise SystemExit("wrk not found: apt-get install -y wrk (bench/README.md)")
@@ -119,22 +124,9 @@ def measure(keys_total: int, sample: int, seconds: float, connections: int, work
     chosen = fill_store(url, keys_total, sample=sample)
     fill_s = time.perf_counter() - started
     process, base = start_server(url, workdir)
+    bodies = workdir / "bodies.jsonl"
     try:
-        now = int(time.time() * 1000)  # Bitget's 30 s window: the run must end within it
-        calls = []
-        for key in chosen[Scheme.BITGET]:
-            r = bitget_request(key, now)
-            calls.append(
-                {
-                    "method": r["method"],
-                    "uri": f"{r['path']}?{r['query']}",
-                    "headers": r["headers"],
-                    "body": "",
-                    "client_ip": r["client_ip"],
-                }
-            )
-        bodies = workdir / "bodies.jsonl"
-        bodies.write_text("".join(json.dumps(c, separators=(",", ":")) + "\n" for c in calls))
+        calls = signed_calls(chosen[Scheme.BITGET], bodies)
         answer_sizes = set()
         with httpx.Client(base_url=base) as client:
             for call in calls:  # every call valid (and the cache warm) before the run
@@ -145,9 +137,13 @@ def measure(keys_total: int, sample: int, seconds: float, connections: int, work
         request_size = round(bodies.stat().st_size / len(calls))
         noop_path = f"/v1/noop?size={size}"
         run_wrk(wrk, base, noop_path, bodies, 1, connections, workdir)  # warm-up
-        noop = run_wrk(wrk, base, noop_path, bodies, seconds, connections, workdir)
-        verify = run_wrk(wrk, base, "/v1/verify", bodies, seconds, connections, workdir)
-        assert int(time.time() * 1000) - now < 30_000, "the run outlived Bitget's 30 s window: lower --seconds"
+        noops, verifies = [], []
+        for _ in range(rounds):  # interleaved, so that a busy moment of the machine hits both alike
+            signed_at = time.time()
+            signed_calls(chosen[Scheme.BITGET], bodies)  # signed afresh: Bitget's timestamps expire after 30 s
+            noops.append(run_wrk(wrk, base, noop_path, bodies, seconds, connections, workdir))
+            verifies.append(run_wrk(wrk, base, "/v1/verify", bodies, seconds, connections, workdir))
+            assert time.time() - signed_at < 30, "a round outlived Bitget's 30 s window: lower --seconds"
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -158,9 +154,41 @@ def measure(keys_total: int, sample: int, seconds: float, connections: int, work
         "connections": connections,
         "request_bytes": request_size,
         "answer_bytes": size,
-        "noop": noop,
-        "verify": verify,
-        "ratio_to_noop": round(verify["rps"] / noop["rps"], 3),
+        "rounds": rounds,
+        "noop": median_run(noops),
+        "verify": median_run(verifies),
+        "ratio_to_noop": round(statistics.median(v["rps"] / n["rps"] for n, v in zip(noops, verifies, strict=True)), 3),
+        "ratio_per_round": [round(v["rps"] / n["rps"], 3) for n, v in zip(noops, verifies, strict=True)],
+    }
+
+
+def signed_calls(keys: list[Any], bodies: Path) -> list[dict[str, Any]]:
+    """Each key's Bitget GET, signed now, as the gateway forwards it; written to ``bodies`` for wrk."""
+    now = int(time.time() * 1000)
+    calls = []
+    for key in keys:
+        r = bitget_request(key, now)
+        calls.append(
+            {
+                "method": r["method"],
+                "uri": f"{r['path']}?{r['query']}",
+                "headers": r["headers"],
+                "body": "",
+                "client_ip": r["client_ip"],
+            }
+        )
+    bodies.write_text("".join(json.dumps(c, separators=(",", ":")) + "\n" for c in calls))
+    return calls
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each figure's median over the rounds (rounds are interleaved noop/verify pairs)."""
+    return {
+        "rps": round(statistics.median(r["rps"] for r in runs)),
+        "p50_ms": statistics.median(r["p50_ms"] for r in runs),
+        "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+        "non_2xx": sum(r["non_2xx"] for r in runs),
+        "socket_errors": "; ".join(r["socket_errors"] for r in runs if r["socket_errors"]),
     }
 
 
@@ -168,15 +196,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--keys", type=int, default=1000, help="keys in the store (half per dialect)")
     parser.add_argument("--sample", type=int, default=500, help="distinct Bitget keys signing the requests")
-    parser.add_argument("--seconds", type=float, default=10.0, help="duration of each wrk run (max 12)")
+    parser.add_argument("--seconds", type=float, default=4.0, help="duration of each wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved noop/verify pairs; figures are medians")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="keyplane-http-") as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
+        if args.seconds > 12:
+            parser.error("--seconds must stay under 12: a round's signed requests expire after 30 s")
         figures = measure(
-            args.keys, min(args.sample, args.keys // 2), min(args.seconds, 12.0), args.connections, workdir
+            args.keys, min(args.sample, args.keys // 2), args.seconds, args.connections, workdir, args.rounds
         )
     noop, verify = figures["noop"], figures["verify"]
     print(

@@ -48,7 +48,9 @@ def test_cache_memory_bench_runs() -> None:
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (apt-get install -y wrk)")
 def test_http_bench_runs() -> None:
-    figures = run_bench("http_verify.py", "--keys", "40", "--sample", "10", "--seconds", "1", "--connections", "8")
+    figures = run_bench(
+        "http_verify.py", "--keys", "40", "--sample", "10", "--seconds", "1", "--rounds", "2", "--connections", "8"
+    )
     assert figures["noop"]["rps"] > 0 and figures["verify"]["rps"] > 0
     assert figures["verify"]["non_2xx"] == 0 and figures["noop"]["non_2xx"] == 0
 
@@ -67,8 +69,16 @@ def test_scale_bench_runs() -> None:
         "0.2",
         "--http-seconds",
         "1",
+        "--rounds",
+        "2",
         "--connections",
         "4",
         timeout=300,
     )
-    assert set(figures["large_share_of_small"]) >= {"inprocess_bitget", "inprocess_whitebit", "http_rps"}
+    assert set(figures["large_share_of_small"]) >= {
+        "inprocess_bitget",
+        "inprocess_whitebit",
+        "http_rps",
+        "http_of_noop",
+    }
+    assert len(figures["runs"]["small"]) == len(figures["runs"]["large"]) == 2
