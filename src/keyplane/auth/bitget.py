@@ -10,6 +10,7 @@ received bytes, the exact one first, so a valid request costs one HMAC.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 from collections.abc import Iterator
@@ -71,7 +72,7 @@ class HmacChecker:
     def matches(self, message: bytes, signature: bytes) -> bool:
         mac = self._template.copy()
         mac.update(message)
-        return hmac.compare_digest(base64.b64encode(mac.digest()), signature)
+        return hmac.compare_digest(binascii.b2a_base64(mac.digest(), newline=False), signature)
 
 
 class RsaChecker:
