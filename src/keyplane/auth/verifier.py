@@ -176,13 +176,15 @@ class Verifier:
             return VerifyResult(Reason.PAYLOAD_MISMATCH, scheme)
         if not isinstance(body, dict):
             return VerifyResult(Reason.PAYLOAD_MISMATCH, scheme)
-        if "request" not in body or not body["request"]:
+        path = body.get("request")
+        if not path:
             return VerifyResult(Reason.MISSING_REQUEST, scheme)
-        if body["request"] != request.path:
+        if path != request.path:
             return VerifyResult(Reason.REQUEST_MISMATCH, scheme)
-        if "nonce" not in body or body["nonce"] in (None, ""):
+        given_nonce = body.get("nonce")
+        if given_nonce is None or given_nonce == "":
             return VerifyResult(Reason.MISSING_NONCE, scheme)
-        nonce = whitebit.parse_nonce(body["nonce"])
+        nonce = whitebit.parse_nonce(given_nonce)
         if nonce is None:
             return VerifyResult(Reason.MISSING_NONCE, scheme)
         windowed = body.get("nonceWindow", False)
