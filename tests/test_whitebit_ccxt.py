@@ -7,7 +7,6 @@ store afterwards (windowed nonces are recorded one by one, monotonic ones as the
 from __future__ import annotations
 
 import secrets
-import sqlite3
 from typing import Any
 
 import ccxt
@@ -15,6 +14,8 @@ import pytest
 
 from clients.whitebit_http import Operator, WhitebitClient
 from conftest import Server
+from keyplane.store import Store
+from keyplane.store.nonces import recorded_nonces
 
 
 def whitebit(server: Server, key: dict[str, Any], *, window: bool) -> ccxt.whitebit:
@@ -30,12 +31,14 @@ def alias(prefix: str) -> str:
 
 
 def nonce_rows(server: Server, key_id: str) -> tuple[int, int]:
-    """(windowed nonces recorded, 1 if a monotonic last nonce is kept else 0) for one key."""
-    path = server.database_url.removeprefix("sqlite:///")
-    with sqlite3.connect(path) as db:
-        seen = db.execute("SELECT count(*) FROM seen_nonces WHERE api_key_id = ?", (key_id,)).fetchone()[0]
-        last = db.execute("SELECT count(*) FROM key_nonces WHERE api_key_id = ?", (key_id,)).fetchone()[0]
-    return int(seen), int(last)
+    """(windowed nonces recorded, 1 if a monotonic last nonce is kept else 0) for one key: the store's
+    tables and its nonce journal (``<database>.nonces``), as the server's workers see them."""
+    store = Store(server.database_url)
+    try:
+        last, seen = recorded_nonces(store, key_id)
+    finally:
+        store.close()
+    return len(seen), int(last is not None)
 
 
 @pytest.fixture(params=[False, True], ids=["nonceWindow-false", "nonceWindow-true"])

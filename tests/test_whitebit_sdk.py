@@ -8,7 +8,6 @@ missing); ``tests/clients/whitebit_sdk_driver.py`` runs there and reports what t
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,8 @@ import pytest
 
 from clients.whitebit_http import Operator, WhitebitClient
 from conftest import Server
+from keyplane.store import Store
+from keyplane.store.nonces import recorded_nonces
 
 ROOT = Path(__file__).resolve().parent.parent
 SDK_VENV = ROOT / ".venv-whitebit-sdk"
@@ -85,10 +86,12 @@ def test_sdk_creates_and_lists_sub_accounts_and_keys(server: Server, sdk_python:
     assert got["badType"]["body"] == {"code": 0, "message": "Validation failed", "errors": {"type": ["validation.in"]}}
 
     # every call went through the windowed-nonce path with the SDK's integer nonces
-    with sqlite3.connect(server.database_url.removeprefix("sqlite:///")) as db:
-        seen = db.execute("SELECT count(*) FROM seen_nonces WHERE api_key_id = ?", (key["id"],)).fetchone()[0]
-        last = db.execute("SELECT count(*) FROM key_nonces WHERE api_key_id = ?", (key["id"],)).fetchone()[0]
-    assert (seen, last) == (11, 0)
+    store = Store(server.database_url)  # the store's tables and its nonce journal, as the workers see them
+    try:
+        last, seen = recorded_nonces(store, key["id"])
+    finally:
+        store.close()
+    assert (len(seen), last) == (11, None)
 
     # the reset secret signs: the key is refused only for its IP allowlist (code 2, checked after the
     # signature), while the old secret is an unauthorized request (code 10)
