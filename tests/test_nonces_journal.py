@@ -11,6 +11,7 @@ import hmac
 import json
 import multiprocessing
 import os
+import sqlite3
 import struct
 import threading
 import uuid
@@ -478,6 +479,25 @@ def test_any_key_id_the_schema_holds_fits_a_record(tmp_path: Path) -> None:
     reopened.close()
     last, seen = read_journal(path)
     assert last[widest] == 7 and seen[widest] == {NOW} and "x" * 145 not in last
+
+
+def test_a_key_whose_snapshot_could_not_be_read_is_read_again(tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    def load(key_id: str, now_ms: int) -> tuple[int | None, list[tuple[int, int]]]:
+        calls.append(key_id)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("disk I/O error")
+        return 50, [(NOW, NOW + 10_000)]
+
+    journal = NonceJournal(str(tmp_path / "x.nonces"), load)
+    with pytest.raises(sqlite3.OperationalError):
+        journal.advance("k", 10, NOW)
+    assert journal.advance("k", 10, NOW) == (False, 50)  # never decided without the snapshot
+    assert journal.record("k", NOW, NOW + 10_000, NOW) is False
+    assert journal.advance("k", 51, NOW) == (True, None)
+    assert calls == ["k", "k"]
+    journal.close()
 
 
 def test_an_in_memory_database_keeps_nonces_in_memory_only(tmp_path: Path) -> None:

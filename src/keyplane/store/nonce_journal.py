@@ -37,16 +37,18 @@ then bumps the header's generation and truncates the journal to its header, in t
 the commit and before the bump leaves records the snapshot already holds: applying them again changes
 nothing (max and set union). A crash after the bump and before the truncation, likewise: every process
 then reads the new generation from the journal's start. Other processes see the new generation at their
-next accept and reload keys from the snapshot lazily; the process that compacted keeps its state, which
-already holds everything the snapshot does.
+next accept, drop their state and reload each key they use from the snapshot, once (one indexed read);
+the process that compacted keeps its state, which already holds everything the snapshot does.
 
 **Torn records.** Every writer holds the lock, so a record cut short can only come from a crash in the
 middle of ``write()``; the next process to take the lock truncates the journal back to its last whole
 record before it appends (so records stay aligned). A record whose CRC does not match (zeros a power loss
 left behind, say) is skipped. Startup replays the whole journal.
 
-Do not delete the journal while processes use it, as with the database's ``-wal`` file: each would keep
-its own open copy. With an in-memory database there is no file: the state is kept in memory only.
+A child forked after the journal was opened opens it again (a descriptor shared across ``fork`` would
+share its ``flock`` too). Do not delete the journal while processes use it, as with the database's
+``-wal`` file: each would keep its own open copy. With an in-memory database there is no file: the state
+is kept in memory only.
 """
 
 from __future__ import annotations
@@ -147,14 +149,13 @@ class NonceJournal:
         self._journal_seen: list[tuple[int, str, int]] = []
 
     def _merge_snapshot(self, key_id: str, now_ms: int) -> None:
+        if self._loader is not None:
+            last, seen = self._loader(key_id, now_ms)  # when it raises, the key stays to be loaded
+            if last is not None and last > self._last.get(key_id, -1):
+                self._last[key_id] = last
+            for nonce, expires_at in seen:
+                self._remember(key_id, nonce, expires_at)
         self._loaded.add(key_id)
-        if self._loader is None:
-            return
-        last, seen = self._loader(key_id, now_ms)
-        if last is not None and last > self._last.get(key_id, -1):
-            self._last[key_id] = last
-        for nonce, expires_at in seen:
-            self._remember(key_id, nonce, expires_at)
 
     def _remember(self, key_id: str, nonce: int, expires_at: int) -> None:
         seen = self._seen.get(key_id)
