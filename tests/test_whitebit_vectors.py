@@ -99,3 +99,28 @@ def test_the_verifier_accepts_exactly_the_compact_matching_vectors(
             Reason.NONCE_TOO_LOW,
             Reason.NONCE_REPLAYED,
         )
+
+
+@pytest.mark.parametrize(
+    ("given", "parsed"),
+    [
+        ("1763700000000", 1763700000000),
+        (1763700000000, 1763700000000),
+        ("0", 0),
+        (str(2**63 - 1), 2**63 - 1),
+        (2**63 - 1, 2**63 - 1),
+        (str(2**63), None),  # 19 digits, but past what the store's BIGINT holds
+        (2**63, None),
+        ("9999999999999999999", None),
+        ("12345678901234567890", None),
+        (-1, None),
+        ("-1", None),
+        (True, None),
+        ("1.5", None),
+        (1.5, None),
+        ("١٢٣", None),  # digits int() reads, but not ASCII
+        (None, None),
+    ],
+)
+def test_parse_nonce(given: object, parsed: int | None) -> None:
+    assert scheme.parse_nonce(given) == parsed

@@ -30,6 +30,7 @@ class Runtime:
             self.feed.close()
         if self.bus is not None:
             self.bus.close()
+        self.verifier.nonces.close()  # the nonce journal's file (SQLite)
         self.store.close()
 
 

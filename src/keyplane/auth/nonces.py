@@ -69,6 +69,3 @@ class NonceGuard:
             return _TOO_LOW
         self._last[key_id] = nonce
         return _VALID
-
-    def forget(self, key_id: str) -> None:
-        self._last.pop(key_id, None)

@@ -57,14 +57,17 @@ def is_spaced_json(body: bytes) -> bool:
     return False
 
 
+NONCE_MAX = (1 << 63) - 1  # the store's BIGINT: a larger nonce is not one keyplane can keep
+
+
 def parse_nonce(value: object) -> int | None:
     """A nonce may be a JSON integer or a string of digits (ccxt sends a string, the SDK an int)."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return value if value >= 0 else None
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
-        return int(value)
+        value = int(value)
+    if isinstance(value, int) and 0 <= value <= NONCE_MAX:
+        return value
     return None
 
 
