@@ -4,12 +4,15 @@
 
 One ``keyplane serve`` (granian, one worker) over a store of ``--keys`` keys. wrk (Debian's package)
 sends Bitget requests signed by ``--sample`` distinct keys, as the nginx gateway would forward them,
-from one thread with ``--connections`` connections. Ceiling: ``/v1/noop`` on the same server, sent the
-same bodies, answering a body as large as a verify answer: the same routing, body read and response
-write, with no verification. Figures: requests per second and p50/p99 latency of each; the ratio
-isolates what verifying costs. ``--rounds`` interleaved noop/verify pairs (requests signed afresh each
-round); each figure is the median over the rounds, the ratio the median of the rounds' ratios. Every
-verify answer is checked to be ``valid`` before the run.
+from one thread with ``--connections`` connections. The server is bound to one core and wrk to
+another (``--no-pin``: wherever the scheduler puts them); unbound, on two cores, the server's I/O
+threads and wrk take turns on both, and the ratio moved by ±7% between rounds of the same run.
+
+Ceiling: ``/v1/noop`` on the same server, sent the same bodies, answering a body as large as a verify
+answer: the same routing, body read and response write, with no verification. Figures: requests per
+second and p50/p99 latency of each; the ratio isolates what verifying costs. ``--rounds`` interleaved
+noop/verify pairs (requests signed afresh each round); each figure is the median over the rounds, the
+ratio the median of the rounds' ratios. Every verify answer is checked to be ``valid`` before the run.
 The last line is one JSON object with every figure.
 """
 
@@ -26,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +60,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(url: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+def cores(pin: bool) -> tuple[set[int] | None, set[int] | None]:
+    """(the server's cores, wrk's cores): one each when pinning and there are two, else unpinned."""
+    available = sorted(os.sched_getaffinity(0))
+    if not pin or len(available) < 2:
+        return None, None
+    return {available[0]}, {available[1]}
+
+
+def pinned(cpus: set[int] | None) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that binds the child (and what it starts) to ``cpus``."""
+    if cpus is None:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
+def start_server(url: str, workdir: Path, cpus: set[int] | None = None) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYPLANE_")}
     env["KEYPLANE_ENDPOINTS"] = json.dumps(BENCH_ENDPOINTS)
@@ -67,6 +86,7 @@ def start_server(url: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]
             stderr=log,
             env=env,
             cwd=workdir,
+            preexec_fn=pinned(cpus),
         )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -100,7 +120,14 @@ def parse_wrk(text: str) -> dict[str, Any]:
 
 
 def run_wrk(
-    wrk: str, base: str, path: str, bodies: Path, seconds: float, connections: int, workdir: Path
+    wrk: str,
+    base: str,
+    path: str,
+    bodies: Path,
+    seconds: float,
+    connections: int,
+    workdir: Path,
+    cpus: set[int] | None = None,
 ) -> dict[str, Any]:
     script = workdir / f"wrk-{path.strip('/').replace('/', '-').replace('?', '-')}.lua"
     script.write_text(WRK_SCRIPT % {"bodies": bodies, "path": path})
@@ -109,12 +136,19 @@ def run_wrk(
         capture_output=True,
         text=True,
         check=True,
+        preexec_fn=pinned(cpus),
     )
     return parse_wrk(out.stdout)
 
 
 def measure(
-    keys_total: int, sample: int, seconds: float, connections: int, workdir: Path, rounds: int = 1
+    keys_total: int,
+    sample: int,
+    seconds: float,
+    connections: int,
+    workdir: Path,
+    rounds: int = 1,
+    pin: bool = True,
 ) -> dict[str, Any]:
     wrk = shutil.which("wrk")
     if wrk is None:
@@ -123,7 +157,8 @@ def measure(
     started = time.perf_counter()
     chosen = fill_store(url, keys_total, sample=sample)
     fill_s = time.perf_counter() - started
-    process, base = start_server(url, workdir)
+    server_cpus, wrk_cpus = cores(pin)
+    process, base = start_server(url, workdir, server_cpus)
     bodies = workdir / "bodies.jsonl"
     try:
         calls = signed_calls(chosen[Scheme.BITGET], bodies)
@@ -136,13 +171,13 @@ def measure(
         size = round(sum(answer_sizes) / len(answer_sizes))
         request_size = round(bodies.stat().st_size / len(calls))
         noop_path = f"/v1/noop?size={size}"
-        run_wrk(wrk, base, noop_path, bodies, 1, connections, workdir)  # warm-up
+        run_wrk(wrk, base, noop_path, bodies, 1, connections, workdir, wrk_cpus)  # warm-up
         noops, verifies = [], []
         for _ in range(rounds):  # interleaved, so that a busy moment of the machine hits both alike
             signed_at = time.time()
             signed_calls(chosen[Scheme.BITGET], bodies)  # signed afresh: Bitget's timestamps expire after 30 s
-            noops.append(run_wrk(wrk, base, noop_path, bodies, seconds, connections, workdir))
-            verifies.append(run_wrk(wrk, base, "/v1/verify", bodies, seconds, connections, workdir))
+            noops.append(run_wrk(wrk, base, noop_path, bodies, seconds, connections, workdir, wrk_cpus))
+            verifies.append(run_wrk(wrk, base, "/v1/verify", bodies, seconds, connections, workdir, wrk_cpus))
             assert time.time() - signed_at < 30, "a round outlived Bitget's 30 s window: lower --seconds"
     finally:
         process.terminate()
@@ -155,6 +190,8 @@ def measure(
         "request_bytes": request_size,
         "answer_bytes": size,
         "rounds": rounds,
+        "server_cpus": sorted(server_cpus) if server_cpus else "any",
+        "wrk_cpus": sorted(wrk_cpus) if wrk_cpus else "any",
         "noop": median_run(noops),
         "verify": median_run(verifies),
         "ratio_to_noop": round(statistics.median(v["rps"] / n["rps"] for n, v in zip(noops, verifies, strict=True)), 3),
@@ -199,6 +236,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seconds", type=float, default=4.0, help="duration of each wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved noop/verify pairs; figures are medians")
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--no-pin", action="store_true", help="let the scheduler place the server and wrk (default: a core each)"
+    )
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="keyplane-http-") as tmp:
@@ -207,7 +247,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.seconds > 12:
             parser.error("--seconds must stay under 12: a round's signed requests expire after 30 s")
         figures = measure(
-            args.keys, min(args.sample, args.keys // 2), args.seconds, args.connections, workdir, args.rounds
+            args.keys,
+            min(args.sample, args.keys // 2),
+            args.seconds,
+            args.connections,
+            workdir,
+            args.rounds,
+            pin=not args.no_pin,
         )
     noop, verify = figures["noop"], figures["verify"]
     print(
