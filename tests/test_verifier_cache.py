@@ -195,3 +195,24 @@ def test_verify_without_requirement_uses_the_endpoint_table(plane: Plane) -> Non
     result = verifier.verify(plane.bitget("v2/spot/account/assets", method="GET", params={"coin": "BTC"}))
     assert result.valid and result.account is not None and result.account.uid == plane.sub.uid
     assert result.rate_limit is not None and result.rate_limit.limit == 10 and result.rate_limit.remaining == 9
+
+
+def test_remembered_verdicts_follow_the_address_and_the_endpoint(plane: Plane) -> None:
+    """The entry remembers its last verdict and a few more: alternating addresses and endpoints must
+    each get their own answer, never the previous call's."""
+    verifier = plane.runtime.verifier
+    plane.runtime.service.modify_sub_key(
+        plane.actor, key_id=plane.bitget_key.id, passphrase=PASSPHRASE, permissions=("read",), ip_list=["10.1.1.1"]
+    )
+    order = plane.bitget()  # needs spot_trade, which the key no longer has
+    assets = plane.bitget("v2/spot/account/assets", method="GET", params={"coin": "BTC"})  # needs read
+    for _ in range(3):
+        for request, client_ip, expected in [
+            (assets, "10.1.1.1", Reason.VALID),
+            (assets, "10.2.2.2", Reason.IP_NOT_ALLOWED),
+            (order, "10.1.1.1", Reason.PERMISSION_DENIED),
+            (assets, "10.1.1.1", Reason.VALID),
+            (order, "10.2.2.2", Reason.IP_NOT_ALLOWED),
+        ]:
+            request.client_ip = client_ip
+            assert verify(verifier, request) is expected, (request.path, client_ip)

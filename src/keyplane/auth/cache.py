@@ -24,7 +24,16 @@ Checker = bitget.HmacChecker | bitget.RsaChecker | whitebit.HmacChecker
 class CachedKey:
     """A key, its account, its prepared signature checker and its compiled IP allowlist."""
 
-    __slots__ = ("account", "allowlist", "checker", "key", "passphrase_digest", "passphrase_hash", "verdicts")
+    __slots__ = (
+        "account",
+        "allowlist",
+        "checker",
+        "key",
+        "last_verdict",
+        "passphrase_digest",
+        "passphrase_hash",
+        "verdicts",
+    )
 
     def __init__(self, key: ApiKey, account: Account, checker: Checker, passphrase_hash: str | None) -> None:
         self.key = key
@@ -36,6 +45,7 @@ class CachedKey:
         self.passphrase_digest: bytes | None = None
         # the verifier's decisions that depend only on this entry: (requirement id, ip, path) -> verdict
         self.verdicts: dict[tuple[int, str, str], tuple[Any, ...]] = {}
+        self.last_verdict: tuple[Any, ...] | None = None  # the verdict of the last call: checked first
 
     def passphrase_ok(self, passphrase: str) -> bool:
         if self.passphrase_hash is None:
