@@ -37,6 +37,7 @@ class Server:
     env: dict[str, str]
     process: subprocess.Popen[bytes] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    serve_args: tuple[str, ...] = ()  # more options for ``keyplane serve``, e.g. ("--workers", "2")
 
     def cli(self, *args: str) -> Any:
         """Runs ``keyplane ARGS --database URL --json`` and returns the parsed JSON."""
@@ -62,7 +63,7 @@ class Server:
         port = int(self.base_url.rsplit(":", 1)[1])
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [*KEYPLANE, "serve", "--port", str(port), "--database", self.database_url],
+            [*KEYPLANE, "serve", "--port", str(port), "--database", self.database_url, *self.serve_args],
             stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.workdir,
         )
         deadline = time.monotonic() + 30
