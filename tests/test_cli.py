@@ -131,3 +131,11 @@ def test_a_bad_policy_is_one_clear_line_not_a_traceback(tmp_path: Path, policy: 
         result = subprocess.run([*KEYPLANE, *command], cwd=tmp_path, env=env, capture_output=True, text=True)
         assert result.returncode == 2
         assert "Traceback" not in result.stderr and "error:" in result.stderr
+
+
+@pytest.mark.parametrize("token", ["short", "x" * 15, "sixteen chars ok\x07"])
+def test_a_weak_verify_token_is_one_clear_line_not_a_traceback(tmp_path: Path, token: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYPLANE_")} | {"KEYPLANE_VERIFY_TOKEN": token}
+    result = subprocess.run([*KEYPLANE, "serve", "--port", "1"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "KEYPLANE_VERIFY_TOKEN" in result.stderr

@@ -107,6 +107,9 @@ class Upstream:
         self.server.server_close()
 
 
+VERIFY_TOKEN = "gateway-token-" + "7" * 20
+
+
 def render_config(prefix: Path, listen: int, keyplane: str, upstream: int) -> Path:
     text = (DEPLOY / "nginx.conf.template").read_text()
     values = {
@@ -116,6 +119,7 @@ def render_config(prefix: Path, listen: int, keyplane: str, upstream: int) -> Pa
         "UPSTREAM": f"127.0.0.1:{upstream}",
         "LUA_DIR": str(DEPLOY),
         "USER": "user root;" if os.geteuid() == 0 else "",
+        "VERIFY_TOKEN": VERIFY_TOKEN,
     }
     for name, value in values.items():
         text = text.replace(f"@@{name}@@", value)
@@ -147,7 +151,9 @@ class Gateway:
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     root = tmp_path_factory.mktemp("gateway")
-    keyplane = make_server(root / "keyplane", {"KEYPLANE_ENDPOINTS": json.dumps(ENDPOINTS)})
+    keyplane = make_server(
+        root / "keyplane", {"KEYPLANE_ENDPOINTS": json.dumps(ENDPOINTS), "KEYPLANE_VERIFY_TOKEN": VERIFY_TOKEN}
+    )
     upstream = Upstream()
     process: subprocess.Popen[bytes] | None = None
     try:  # whatever fails below, nothing started here outlives the module
@@ -407,3 +413,17 @@ def test_unsigned_private_request_is_refused(gateway: Gateway) -> None:
     assert_refused(gateway, response, bitget_error(Reason.MISSING_KEY), seen)
     response = httpx.post(gateway.base_url + "/api/v4/trade-account/balance", json={})
     assert_refused(gateway, response, whitebit_error(Reason.MISSING_PAYLOAD), seen)
+
+
+def test_keyplane_verify_wants_the_gateway_token(gateway: Gateway, keys: dict[str, Any]) -> None:
+    """The gateway's calls carry KEYPLANE_VERIFY_TOKEN (the tests above pass through it); a call that
+    reaches keyplane directly without it, or with another, is refused before anything is verified."""
+    signed = bitget_client(gateway, keys["bitget"]).sign("v2/spot/account/assets", ["private", "spot"], "GET", {})
+    call = {"method": "GET", "uri": httpx.URL(signed["url"]).raw_path.decode(), "headers": signed["headers"]}
+    url = gateway.keyplane.base_url + "/v1/verify"
+    for headers in ({}, {"Authorization": "Bearer " + "x" * len(VERIFY_TOKEN)}, {"Authorization": VERIFY_TOKEN}):
+        answer = httpx.post(url, json=call, headers=headers)
+        assert answer.status_code == 401 and answer.json()["code"] == "UNAUTHORIZED"
+        assert answer.headers["www-authenticate"] == "Bearer"
+    answer = httpx.post(url, json=call, headers={"Authorization": f"Bearer {VERIFY_TOKEN}"})
+    assert answer.status_code == 200 and answer.json()["valid"] is True

@@ -44,7 +44,11 @@ class KeyplaneApp:
     def _mount(self, runtime: Runtime) -> None:
         bitget_dialect = bitget.BitgetDialect(runtime.service, runtime.verifier)
         self.mounts = [
-            (native.PREFIX, native.NativeDialect(runtime.verifier).handle, lambda: native.bad_call("body too large")),
+            (
+                native.PREFIX,
+                native.NativeDialect(runtime.verifier, self.settings.verify_token).handle,
+                lambda: native.bad_call("body too large"),
+            ),
             (bitget.PREFIX, bitget_dialect.handle, lambda: bitget.fail("40017", "Parameter verification failed")),
             (whitebit.PREFIX, whitebit.WhitebitDialect(runtime.service, runtime.verifier).handle, whitebit.too_large),
         ]

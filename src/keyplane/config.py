@@ -37,6 +37,18 @@ def _policy_from_env() -> Policy:
     return Policy.from_overrides(overrides)
 
 
+MIN_VERIFY_TOKEN = 16
+
+
+def _verify_token_from_env() -> str | None:
+    token = os.environ.get("KEYPLANE_VERIFY_TOKEN", "").strip()
+    if not token:
+        return None
+    if len(token) < MIN_VERIFY_TOKEN or not token.isascii() or not token.isprintable():
+        raise ValueError(f"KEYPLANE_VERIFY_TOKEN must be at least {MIN_VERIFY_TOKEN} printable ASCII characters")
+    return token
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -47,6 +59,8 @@ class Settings:
     trusted_proxies: frozenset[str] = frozenset()
     # what each private endpoint needs (KEYPLANE_ENDPOINTS / KEYPLANE_ENDPOINTS_FILE; see endpoints.py)
     endpoints: EndpointTable = field(default_factory=EndpointTable.defaults)
+    # when set, /v1/ calls (the gateway's) must carry ``Authorization: Bearer <token>``
+    verify_token: str | None = None
 
     @property
     def resolved_master_key_file(self) -> Path:
@@ -65,5 +79,6 @@ class Settings:
             policy=_policy_from_env(),
             trusted_proxies=frozenset(p.strip() for p in proxies.split(",") if p.strip()),
             endpoints=endpoints_from_env(env),
+            verify_token=_verify_token_from_env(),
         )
         return replace(settings, database_url=database_url) if database_url else settings

@@ -5,7 +5,10 @@
 rate-limit state; on failure also ``error``, the answer the venue's own API (Bitget or WhiteBIT) would
 have given, status and body, for a gateway to return verbatim. HTTP 400 means the verify call itself
 was malformed. The endpoint is for the venue's internal network: anyone who can reach it can spend
-keys' rate limits and nonces, so bind it, or the gateway's upstream block, to a private address.
+keys' rate limits and nonces, so bind it, or the gateway's upstream block, to a private address. With
+``KEYPLANE_VERIFY_TOKEN`` set, every ``/v1/`` call must also carry ``Authorization: Bearer <token>``
+(compared in constant time); without it the answer is HTTP 401 ``{"valid": false, "code":
+"UNAUTHORIZED", ...}``.
 
 Request (JSON object)::
 
@@ -38,6 +41,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import hmac
 from typing import Any
 from urllib.parse import unquote
 
@@ -113,8 +117,10 @@ def identity_of(result: VerifyResult) -> dict[str, Any] | None:
 class NativeDialect:
     """``/v1/verify`` and ``/v1/noop``: pure ASGI handlers, no framework on the hot path."""
 
-    def __init__(self, verifier: Verifier) -> None:
+    def __init__(self, verifier: Verifier, token: str | None = None) -> None:
         self.verifier = verifier
+        # KEYPLANE_VERIFY_TOKEN: what the gateway's calls must carry, when the operator set one
+        self._authorization = f"Bearer {token}".encode() if token else None
         # key id -> (key, account, identity, a valid answer's encoded head): rebuilt when the cache hands
         # out new objects (a change)
         self._identities: dict[str, tuple[Any, Any, dict[str, Any] | None, bytes]] = {}
@@ -149,6 +155,14 @@ class NativeDialect:
         return known[3] + b'{"limit":%d,"remaining":%d,"reset":%d}}' % (state.limit, state.remaining, state.reset_ms)
 
     async def handle(self, request: Request) -> Response:
+        if self._authorization is not None and not hmac.compare_digest(
+            request.headers.get("authorization", "").encode("latin-1"), self._authorization
+        ):
+            return json_response(
+                401,
+                {"valid": False, "code": "UNAUTHORIZED", "message": "missing or wrong Authorization: Bearer token"},
+                {"WWW-Authenticate": "Bearer"},
+            )
         if request.path == VERIFY and request.method == "POST":
             return self.verify(request.body, request.client_ip)
         if request.path == NOOP and request.method == "POST":
