@@ -1,5 +1,6 @@
-"""Shared fixtures: a real keyplane server (``keyplane serve``, granian) on a free port, over a temporary
-SQLite database, and helpers that create main accounts and keys through the real CLI."""
+"""Shared fixtures: a fresh PostgreSQL schema (``pg_url``), a real keyplane server (``keyplane serve``,
+granian) on a free port over a temporary SQLite database, and helpers that create main accounts and keys
+through the real CLI."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +18,10 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 KEYPLANE = [sys.executable, "-m", "keyplane.cli"]
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"  # trust auth (the machine's PostgreSQL)
 
 
 def free_port() -> int:
@@ -123,3 +127,16 @@ def operator(server: Server) -> Iterator[Any]:
     op = Operator(server.database_url)
     yield op
     op.close()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh schema in the `test` database, dropped afterwards."""
+    schema = "kp_" + uuid.uuid4().hex[:12]
+    admin = sa.create_engine(PG_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://"))
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    yield f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+    admin.dispose()

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from keyplane import Reason, Requirement, SignedRequest, Verifier, crypto
 from keyplane.auth.nonces import NonceGuard
@@ -515,22 +514,6 @@ def test_an_in_memory_database_keeps_nonces_in_memory_only(tmp_path: Path) -> No
         guard.close()
         store.close()
     assert list(tmp_path.iterdir()) == []
-
-
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh schema in the `test` database, dropped afterwards (as tests/test_scaled_out.py does)."""
-    schema = "kp_" + uuid.uuid4().hex[:12]
-    admin = sa.create_engine(PG_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://"))
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    yield f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-    admin.dispose()
 
 
 @pytest.mark.postgres

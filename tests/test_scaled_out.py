@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
-import sqlalchemy as sa
 
 from conftest import make_server
 from keyplane import crypto
@@ -20,23 +18,9 @@ from keyplane.ratelimit import RateLimiter
 from keyplane.service import Actor, KeyplaneService, NewKeySpec, NewSubAccountWithKey
 from keyplane.store import Store
 
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh schema in the `test` database, dropped afterwards."""
-    schema = "kp_" + uuid.uuid4().hex[:12]
-    admin = sa.create_engine(PG_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://"))
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    yield f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-    admin.dispose()
 
 
 def _service(url: str, policy: Policy | None = None) -> KeyplaneService:

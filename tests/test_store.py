@@ -6,12 +6,10 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 import sqlalchemy.exc
 
 from keyplane import crypto
@@ -141,23 +139,13 @@ def test_listeners_hear_of_changed_keys_after_commit_and_never_after_a_rollback(
     assert service.list_sub_accounts(actor)[0].status is AccountStatus.FREEZE
 
 
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
-
-
 @pytest.fixture
-def pg_service() -> Iterator[KeyplaneService]:
-    """The service over a fresh schema of the PostgreSQL test database, dropped afterwards."""
-    schema = "kp_" + uuid.uuid4().hex[:12]
-    admin = sa.create_engine(PG_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://"))
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    store = Store(f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}")
+def pg_service(pg_url: str) -> Iterator[KeyplaneService]:
+    """The service over a fresh schema of the PostgreSQL test database (conftest's ``pg_url``)."""
+    store = Store(pg_url)
     store.migrate()
     yield KeyplaneService(store, crypto.MasterKey(os.urandom(32)))
     store.close()
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-    admin.dispose()
 
 
 def _race(service: KeyplaneService, actors: list[Actor], name: str) -> tuple[list[str], list[str]]:
