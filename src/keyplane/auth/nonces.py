@@ -10,9 +10,9 @@ a monotonic nonce without a transaction; on SQLite the journal's own in-memory s
 from __future__ import annotations
 
 from keyplane.auth.request import Reason
-from keyplane.auth.whitebit import NONCE_WINDOW_MS
+from keyplane.auth.whitebit import NONCE_MAX, NONCE_WINDOW_MS
 from keyplane.store import Store
-from keyplane.store.nonce_journal import COMPACT_BYTES, INT64_MAX
+from keyplane.store.nonce_journal import COMPACT_BYTES
 from keyplane.store.nonces import NonceLedger
 
 PURGE_EVERY = 1000  # PostgreSQL: windowed nonces accepted between two purges of the expired ones
@@ -55,7 +55,7 @@ class NonceGuard:
                 if self._accepted % PURGE_EVERY == 0:
                     self._ledger.purge(before=now_ms - NONCE_WINDOW_MS)
             return _VALID
-        if nonce > INT64_MAX:  # no store holds it (a 19-digit nonce may pass 2**63 - 1): refused as unreadable
+        if nonce > NONCE_MAX:  # for callers that did not parse it with whitebit.parse_nonce: no store holds it
             return _UNSTORABLE
         if not self._transactional:  # SQLite: the journal keeps every key's last nonce in memory and decides alone
             return _VALID if self._advance(key_id, nonce, now_ms)[0] else _TOO_LOW
