@@ -175,7 +175,18 @@ class NonceJournal:
                     del self._seen[key_id]
 
     # the check-and-sets -------------------------------------------------------------------------------
-    # The hot path is written out inline (method calls cost here): lock, catch up, decide, append, unlock.
+    # Each is lock, catch up, decide, append, unlock; written out inline but for the append itself.
+
+    def _append(self, fd: int, kind: int, key_id: str, nonce: int, expires_at: int) -> None:
+        """Writes one record at the journal's end (the caller holds the lock) and moves past it."""
+        encoded = key_id.encode()
+        size = len(encoded)
+        if size > KEY_BYTES:
+            raise ValueError(f"a key id of more than {KEY_BYTES} UTF-8 bytes: {key_id!r}")
+        body = _pack_body(kind, size, nonce, expires_at, encoded)
+        if _write(fd, _pack_crc(_crc32(body)) + body) != RECORD_SIZE:
+            self._short_write()
+        self._offset += RECORD_SIZE
 
     def advance(self, key_id: str, nonce: int, now_ms: int) -> tuple[bool, int | None]:
         """Makes ``nonce`` the key's last nonce if it is higher: (True, None), else (False, the last nonce)."""
@@ -194,14 +205,7 @@ class NonceJournal:
                 last = self._last.get(key_id)
                 if last is not None and nonce <= last:
                     return False, last
-                encoded = key_id.encode()
-                size = len(encoded)
-                if size > KEY_BYTES:
-                    raise ValueError(f"a key id of more than {KEY_BYTES} UTF-8 bytes: {key_id!r}")
-                body = _pack_body(ADVANCE, size, nonce, 0, encoded)
-                if _write(fd, _pack_crc(_crc32(body)) + body) != RECORD_SIZE:
-                    self._short_write()
-                self._offset += RECORD_SIZE
+                self._append(fd, ADVANCE, key_id, nonce, 0)
                 self._last[key_id] = nonce
                 self._journal_last[key_id] = nonce
                 if self._offset >= self._compact_at:
@@ -229,14 +233,7 @@ class NonceJournal:
                 seen = self._seen.get(key_id)
                 if seen is not None and nonce in seen:
                     return False
-                encoded = key_id.encode()
-                size = len(encoded)
-                if size > KEY_BYTES:
-                    raise ValueError(f"a key id of more than {KEY_BYTES} UTF-8 bytes: {key_id!r}")
-                body = _pack_body(SEEN, size, nonce, expires_at, encoded)
-                if _write(fd, _pack_crc(_crc32(body)) + body) != RECORD_SIZE:
-                    self._short_write()
-                self._offset += RECORD_SIZE
+                self._append(fd, SEEN, key_id, nonce, expires_at)
                 self._remember(key_id, nonce, expires_at)
                 self._journal_seen.append((expires_at, key_id, nonce))
                 if self._offset >= self._compact_at:
