@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from keyplane.auth.request import Requirement
 from keyplane.domain.model import Scheme
+from keyplane.domain.requirements import Requirement
 
 BITGET_PERMISSIONS = frozenset({"read", "spot_trade", "margin_trade", "contract_trade", "transfer"})
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from keyplane.domain.model import Account, ApiKey, Scheme
+from keyplane.domain.requirements import Requirement  # re-exported: it lives below auth/
 
 
 @dataclass(slots=True)
@@ -20,18 +21,6 @@ class SignedRequest:
     headers: Mapping[str, str]
     body: bytes
     client_ip: str
-
-
-@dataclass(frozen=True, slots=True)
-class Requirement:
-    """What an endpoint needs from the key that signs a request to it."""
-
-    permission: str | None = None  # Bitget permission name; None: any valid key
-    key_type: int = 1  # WhiteBIT: 1 info+trading, 2 adds deposits and withdrawals
-    main_only: bool = False
-    main_needs_ip: bool = False  # Bitget's management endpoints: the main key must be bound to an IP
-    rate_limit: str | None = None  # "5/second", counted per caller UID and ``rate_name``
-    rate_name: str = "default"
 
 
 class Reason(enum.StrEnum):
@@ -86,3 +75,6 @@ class VerifyResult:
     @property
     def valid(self) -> bool:
         return self.reason is Reason.VALID
+
+
+__all__ = ["RateLimitState", "Reason", "Requirement", "SignedRequest", "VerifyResult"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from itertools import islice
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
@@ -23,11 +23,9 @@ from keyplane.auth.nonces import NonceGuard
 from keyplane.auth.request import Reason, Requirement, SignedRequest, VerifyResult
 from keyplane.domain.model import AccountStatus, Scheme
 from keyplane.domain.scopes import bitget_grants, whitebit_grants
+from keyplane.endpoints import EndpointTable
 from keyplane.ratelimit import RateLimiter
 from keyplane.store import Store
-
-if TYPE_CHECKING:
-    from keyplane.endpoints import EndpointTable
 
 _JSON = msgspec.json.Decoder()
 
@@ -67,12 +65,8 @@ class Verifier:
         self.nonces = NonceGuard(store)
         self.rate_limiter = rate_limiter or RateLimiter()
         self._clock_ms = clock_ms
-        if endpoints is None:
-            from keyplane.endpoints import EndpointTable  # imported late: it imports keyplane.auth
-
-            endpoints = EndpointTable.defaults()
         # what each private endpoint needs, for callers that give no Requirement (gateway, /v1/verify)
-        self.endpoints = endpoints
+        self.endpoints = endpoints if endpoints is not None else EndpointTable.defaults()
         self._closers: list[Callable[[], None]] = [self.nonces.close]
 
     def close(self) -> None:
