@@ -1,4 +1,5 @@
-"""Shared fixtures: a fresh PostgreSQL schema (``pg_url``), a real keyplane server (``keyplane serve``,
+"""Shared fixtures: a fresh PostgreSQL schema (``pg_url``), private PostgreSQL and Redis instances to stop
+and start for outage tests (``private_postgres``, ``private_redis``), a real keyplane server (``keyplane serve``,
 granian) on a free port over a temporary SQLite database, and helpers that create main accounts and keys
 through the real CLI."""
 
@@ -140,3 +141,23 @@ def pg_url() -> Iterator[str]:
     with admin.begin() as conn:
         conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
     admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def private_postgres() -> Iterator[Any]:
+    """A PostgreSQL instance of this module's own (tests/outage_helpers.py): ``stop()``/``start()`` it for real."""
+    from outage_helpers import PrivatePostgres
+
+    instance = PrivatePostgres()
+    yield instance
+    instance.close()
+
+
+@pytest.fixture(scope="module")
+def private_redis() -> Iterator[Any]:
+    """A redis-server of this module's own (tests/outage_helpers.py): ``stop()``/``start()`` it for real."""
+    from outage_helpers import PrivateRedis
+
+    instance = PrivateRedis()
+    yield instance
+    instance.close()
