@@ -17,7 +17,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 
 def test_private_instances_stop_and_start_for_real(private_postgres: Any, private_redis: Any) -> None:
-    engine = sa.create_engine(private_postgres.url.replace("postgresql://", "postgresql+psycopg://"))
+    url = private_postgres.url.replace("postgresql://", "postgresql+psycopg://")
+    engine = sa.create_engine(url, pool_pre_ping=True)
     try:
         for _ in range(2):
             with engine.connect() as conn:
