@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import time
+from pathlib import Path
 
 import httpx
+import pytest
 
-from conftest import Server
+from conftest import KEYPLANE, Server
 from keyplane.auth.bitget import prehash, sign_hmac
 from keyplane.crypto import MasterKey
 
@@ -53,3 +58,49 @@ def test_rotation_reseals_everything_and_running_servers_keep_verifying(server: 
         raise AssertionError("a secret is still sealed under the old master key")
     events = server.cli("audit")
     assert any(event["action"] == "masterkey.rotate" for event in events)
+
+
+def _cli(workdir: Path, *args: str, env_extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYPLANE_")}
+    env.update(env_extra)
+    return subprocess.run([*KEYPLANE, *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.postgres
+def test_a_shared_database_needs_an_explicit_master_key(pg_url: str, tmp_path: Path) -> None:
+    env = {"KEYPLANE_DATABASE_URL": pg_url}
+    for args in (("accounts", "create", "--name", "acme"), ("serve", "--port", "1")):
+        refused = _cli(tmp_path, *args, env_extra=env)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr
+        assert refused.stderr.strip().count("\n") == 0 and "KEYPLANE_MASTER_KEY_FILE" in refused.stderr
+    assert list(tmp_path.iterdir()) == []  # no key file made in the working directory
+    made = _cli(tmp_path, "accounts", "create", "--name", "acme", "--json",
+                env_extra={**env, "KEYPLANE_MASTER_KEY_FILE": str(tmp_path / "mk")})
+    assert made.returncode == 0, made.stderr
+    assert _cli(tmp_path, "accounts", "create", "--name", "b", env_extra={**env, "KEYPLANE_MASTER_KEY": "ab" * 32})
+
+
+def test_rotation_with_the_environment_needs_a_ring_and_reseals_under_its_first_key(tmp_path: Path) -> None:
+    old, new = "aa" * 32, "bb" * 32
+    db = f"sqlite:///{tmp_path / 'k.db'}"
+    env = {"KEYPLANE_DATABASE_URL": db, "KEYPLANE_MASTER_KEY": old}
+    uid = json.loads(_cli(tmp_path, "accounts", "create", "--name", "a", "--json", env_extra=env).stdout)["uid"]
+    key = json.loads(
+        _cli(tmp_path, "keys", "create", "--account", uid, "--dialect", "bitget", "--json", env_extra=env).stdout
+    )
+    for refused in (
+        _cli(tmp_path, "master-key", "rotate", env_extra=env),
+        _cli(tmp_path, "master-key", "rotate", "--new-key", new, env_extra={**env, "KEYPLANE_MASTER_KEY": new}),
+    ):
+        assert refused.returncode == 2 and "NEW,OLD" in refused.stderr and "Traceback" not in refused.stderr
+        assert refused.stderr.strip().count("\n") == 0
+    rotated = _cli(tmp_path, "master-key", "rotate", "--json", env_extra={**env, "KEYPLANE_MASTER_KEY": f"{new},{old}"})
+    assert rotated.returncode == 0, rotated.stderr
+    assert json.loads(rotated.stdout)["resealed"] == 1
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(db)
+    with engine.connect() as conn:
+        key_id, sealed = conn.execute(sa.text("SELECT id, sealed_secret FROM api_keys")).one()
+    engine.dispose()
+    assert MasterKey.from_text(new).unseal(sealed, key_id) == key["secretKey"].encode()

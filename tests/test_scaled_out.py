@@ -82,7 +82,9 @@ def test_server_on_postgres_and_redis_serves_ccxt(pg_url: str, tmp_path: Path) -
     import ccxt
 
     policy = '{"bitget": {"rate_limits": {"batch-create-subaccount-and-apikey": "1/minute"}}}'
-    srv = make_server(tmp_path, {"KEYPLANE_REDIS_URL": REDIS_URL, "KEYPLANE_POLICY": policy})
+    srv = make_server(
+        tmp_path, {"KEYPLANE_REDIS_URL": REDIS_URL, "KEYPLANE_POLICY": policy, "KEYPLANE_MASTER_KEY": "cd" * 32}
+    )
     srv.database_url = pg_url
     srv.start()
     try:

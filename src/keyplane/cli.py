@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import replace
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,7 +27,7 @@ master_key_app = typer.Typer(help="The master key that seals every API secret.",
 app.add_typer(master_key_app, name="master-key")
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # an error stays one line, however narrow the terminal
 
 DatabaseOption = Annotated[
     str | None, typer.Option("--database", help="Database URL (default: KEYPLANE_DATABASE_URL or ./keyplane.db).")
@@ -36,7 +36,16 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object,
 
 
 def _runtime(database: str | None) -> Runtime:
-    return build_runtime(_settings(database))
+    return _build(_settings(database))
+
+
+def _build(settings: Settings) -> Runtime:
+    """The runtime, or one clear line and exit code 2 when the master key cannot be used."""
+    try:
+        return build_runtime(settings)
+    except crypto.MasterKeyError as error:
+        err_console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
 
 
 def _settings(database: str | None = None) -> Settings:
@@ -208,6 +217,11 @@ def audit(
     console.print(table)
 
 
+# How long a rotation waits, with the new key in the file, before its last pass: a node that read the old
+# file just before it changed may still commit a secret sealed under the old key within this time.
+RESEAL_GRACE_SECONDS = 2.0
+
+
 @master_key_app.command("rotate")
 def master_key_rotate(
     new_key: Annotated[
@@ -218,37 +232,67 @@ def master_key_rotate(
 ) -> None:
     """Re-seal every API secret under a new master key, without downtime.
 
-    With a key file, the file first holds the new key and the old one (so running servers open both),
-    then, once every secret is re-sealed, the new key only. With KEYPLANE_MASTER_KEY, set the printed
-    value on every instance afterwards.
+    With a key file: the file first holds the new key and the old ones (running servers read it again, seal
+    under the new key and open both), every secret is re-sealed, and once none is left under an old key the
+    file holds the new key only. With KEYPLANE_MASTER_KEY, which keyplane cannot change on running servers:
+    set it to NEW,OLD (newest first) on every node and restart them, then run this command; it re-seals
+    everything under NEW, after which OLD can be dropped from the setting.
     """
     settings = _settings(database)
-    new_text = new_key or crypto.new_master_key_text()
-    crypto.MasterKey.from_text(new_text)  # refuse a malformed key before touching anything
-    key_file = settings.resolved_master_key_file
     if settings.master_key:
-        old_text = settings.master_key
-    else:
+        _rotate_environment_ring(settings, new_key, as_json)
+        return
+    new_text = new_key or crypto.new_master_key_text()
+    try:
+        crypto.MasterKey.from_text(new_text)  # refuse a malformed key before touching anything
+    except ValueError as error:
+        err_console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    runtime = _build(settings)  # also refuses a missing, linked or loose key file, in one line
+    key_file = settings.resolved_master_key_file
+    try:
         old_text = load_master_key_text(key_file)
         crypto.write_key_file(key_file, "\n".join([new_text, *old_text.split(",")]) + "\n")
-    ring = crypto.MasterKey.from_text(f"{new_text},{old_text}")
-    runtime = build_runtime(replace(settings, master_key=f"{new_text},{old_text}"))
+        count = runtime.service.reseal_secrets()
+        time.sleep(RESEAL_GRACE_SECONDS)
+        count += runtime.service.reseal_secrets(only_stale=True)
+        crypto.write_key_file(key_file, new_text + "\n")
+    finally:
+        runtime.close()
+    _emit({"resealed": count, "keyFile": str(key_file)}, as_json, "master key rotated")
+
+
+def _rotate_environment_ring(settings: Settings, new_key: str | None, as_json: bool) -> None:
+    assert settings.master_key is not None
+    try:
+        ring = crypto.MasterKey.from_text(settings.master_key)
+    except ValueError as error:
+        err_console.print(f"[red]error:[/red] KEYPLANE_MASTER_KEY: {error}")
+        raise typer.Exit(2) from None
+    if new_key is not None or len(ring) < 2:
+        err_console.print(
+            "[red]error:[/red] KEYPLANE_MASTER_KEY is read at start only: set it to NEW,OLD (newest first) on "
+            "every node, restart them, then run `keyplane master-key rotate` without --new-key"
+        )
+        raise typer.Exit(2)
+    runtime = _build(settings)
     try:
         count = runtime.service.reseal_secrets(ring)
     finally:
         runtime.close()
-    if not settings.master_key:
-        crypto.write_key_file(key_file, new_text + "\n")
-        _emit({"resealed": count, "keyFile": str(key_file)}, as_json, "master key rotated")
-    else:
-        _emit({"resealed": count, "KEYPLANE_MASTER_KEY": new_text}, as_json, "master key rotated: set it")
+    _emit(
+        {"resealed": count, "next": "keep only the first key in KEYPLANE_MASTER_KEY on every node"},
+        as_json, "master key rotated",
+    )
 
 
 def load_master_key_text(key_file: Path) -> str:
-    if not key_file.exists():
-        err_console.print(f"[red]error:[/red] no master key file at {key_file}")
-        raise typer.Exit(2)
-    return ",".join(key_file.read_text().split())  # all of them: an earlier rotation may not have finished
+    try:
+        text = crypto.read_key_file(key_file)
+    except crypto.MasterKeyError as error:
+        err_console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    return ",".join(text.split())  # all of them: an earlier rotation may not have finished
 
 
 @app.command("serve")
@@ -267,7 +311,7 @@ def serve(
     if database:
         os.environ["KEYPLANE_DATABASE_URL"] = database
     # Make the schema and the master key before the server starts, so problems surface here.
-    build_runtime(_settings()).close()
+    _build(_settings()).close()
     Granian(
         "keyplane.app:app_from_env",
         address=host,

@@ -8,16 +8,21 @@ rather than hashed. Passphrases are only ever verified, so they get a slow hash.
 from __future__ import annotations
 
 import base64
+import errno
+import logging
 import os
 import secrets
 import stat
 import sys
+import threading
 from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+log = logging.getLogger("keyplane.crypto")
 
 _NONCE_BYTES = 12
 _SEAL_VERSION = b"\x01"
@@ -59,6 +64,20 @@ class MasterKey:
             raise ValueError("no master key given")
         return cls(*(_parse_key(entry) for entry in entries))
 
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __repr__(self) -> str:
+        return f"MasterKey(<{len(self._keys)} keys>)"
+
+    def sealed_under_newest(self, sealed: bytes, key_id: str) -> bool:
+        """Whether the newest key alone opens ``sealed`` (a rotation re-seals the others)."""
+        try:
+            self._keys[0].decrypt(sealed[1 : 1 + _NONCE_BYTES], sealed[1 + _NONCE_BYTES :], key_id.encode())
+        except InvalidTag:
+            return False
+        return sealed[:1] == _SEAL_VERSION
+
     def seal(self, secret: bytes, key_id: str) -> bytes:
         nonce = os.urandom(_NONCE_BYTES)
         return _SEAL_VERSION + nonce + self._keys[0].encrypt(nonce, secret, key_id.encode())
@@ -75,6 +94,87 @@ class MasterKey:
         raise InvalidTag("no master key opens this secret")
 
 
+class MasterKeyError(ValueError):
+    """A master-key setting or file keyplane refuses to start with; its message is one line for the operator."""
+
+
+# A key file must be readable by its owner only: group or other bits (any of them) are refused at start.
+_OWNER_ONLY = stat.S_IRWXG | stat.S_IRWXO
+
+
+def read_key_file(key_file: Path) -> str:
+    """The key file's text. Refused (``MasterKeyError``) if it is a symbolic link, not a regular file, or
+    its mode lets group or others read or write it: the master key opens every API secret."""
+    try:
+        fd = os.open(key_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise MasterKeyError(
+                f"the master key file {key_file} is a symbolic link; give keyplane the file itself"
+            ) from None
+        raise MasterKeyError(f"cannot read the master key file {key_file}: {error.strerror}") from None
+    with os.fdopen(fd, "r") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise MasterKeyError(f"the master key file {key_file} is not a regular file")
+        if info.st_mode & _OWNER_ONLY:
+            raise MasterKeyError(
+                f"the master key file {key_file} has mode {stat.S_IMODE(info.st_mode):04o}: group or others "
+                f"may read or write it; run: chmod 600 {key_file}"
+            )
+        return handle.read()
+
+
+def _write_temporary(key_file: Path, text: str) -> Path:
+    """``text`` in a new file beside ``key_file`` under a unique name (``O_EXCL | O_NOFOLLOW``, 0600), synced."""
+    temporary = key_file.with_name(f".{key_file.name}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(temporary, flags, stat.S_IRUSR | stat.S_IWUSR)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return temporary
+
+
+def _sync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_key_file(key_file: Path, text: str) -> None:
+    """Replaces the key file atomically: a synced temporary file renamed over it, then the directory synced."""
+    temporary = _write_temporary(key_file, text)
+    try:
+        os.replace(temporary, key_file)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _sync_directory(key_file.parent)
+
+
+def _create_key_file(key_file: Path, text: str) -> bool:
+    """Puts ``text`` at ``key_file`` unless a file is already there; False when another process made one
+    first (two nodes starting at once): a hard link never replaces an existing name, a rename would."""
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    temporary = _write_temporary(key_file, text)
+    try:
+        os.link(temporary, key_file)
+    except FileExistsError:
+        return False
+    finally:
+        temporary.unlink(missing_ok=True)
+    _sync_directory(key_file.parent)
+    return True
+
+
 def load_or_create_master_key(env_value: str | None, key_file: Path) -> MasterKey:
     """The master key from the environment, else from ``key_file``, made there on first use.
 
@@ -82,33 +182,77 @@ def load_or_create_master_key(env_value: str | None, key_file: Path) -> MasterKe
     """
     if env_value:
         return MasterKey.from_text(env_value)
-    if key_file.exists():
-        return MasterKey.from_text(key_file.read_text())
-    key_file.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(new_master_key_text() + "\n")
-    print(
-        f"keyplane: created a new master key in {key_file} (mode 0600). Back it up: without it the "
-        "stored API secrets cannot be unsealed. Set KEYPLANE_MASTER_KEY to use your own.",
-        file=sys.stderr,
-    )
-    return MasterKey.from_text(key_file.read_text())
+    if not os.path.lexists(key_file) and _create_key_file(key_file, new_master_key_text() + "\n"):
+        print(
+            f"keyplane: created a new master key in {key_file} (mode 0600). Back it up: without it the "
+            "stored API secrets cannot be unsealed. Set KEYPLANE_MASTER_KEY to use your own.",
+            file=sys.stderr,
+        )
+    return MasterKey.from_text(read_key_file(key_file))
+
+
+class MasterKeyRing:
+    """The master keys in force, from ``KEYPLANE_MASTER_KEY`` or the key file, read again when the file changes.
+
+    ``current()`` costs one ``stat`` with a key file: a rotation (``keyplane master-key rotate``) replaces the
+    file, and every running process then seals under the new key and opens secrets under both, without
+    being told. A ring given by the environment (or in code) never changes while the process runs.
+    """
+
+    def __init__(self, env_value: str | None = None, key_file: Path | None = None, *, fixed: MasterKey | None = None):
+        self._env_value = env_value
+        self._key_file = key_file
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, int, int, int] | None = None
+        if fixed is not None:
+            self._keys = fixed
+        elif env_value:
+            self._keys = MasterKey.from_text(env_value)
+        elif key_file is not None:
+            self._keys = load_or_create_master_key(None, key_file)
+            self._stamp = self._stamp_of(key_file)
+        else:
+            raise MasterKeyError("no master key given")
+
+    @classmethod
+    def of(cls, keys: MasterKey | MasterKeyRing) -> MasterKeyRing:
+        return keys if isinstance(keys, MasterKeyRing) else cls(fixed=keys)
+
+    @property
+    def from_file(self) -> bool:
+        return self._stamp is not None
+
+    def current(self) -> MasterKey:
+        if self._stamp is None or self._key_file is None:
+            return self._keys
+        stamp = self._stamp_of(self._key_file)
+        if stamp != self._stamp:
+            with self._lock:
+                if stamp != self._stamp:
+                    self._stamp = stamp
+                    try:
+                        self._keys = MasterKey.from_text(read_key_file(self._key_file))
+                    except ValueError as error:  # a half-edited or loosened file: keep the keys in force
+                        log.error("master key file not reloaded: %s", error)
+        return self._keys
+
+    def replace(self, keys: MasterKey) -> None:
+        """Seals under ``keys`` from now on (tests, and a ring that does not come from a file)."""
+        with self._lock:
+            self._keys = keys
+            self._stamp = None
+
+    @staticmethod
+    def _stamp_of(key_file: Path) -> tuple[int, int, int, int]:
+        try:
+            info = os.lstat(key_file)
+        except OSError:
+            return (0, 0, 0, 0)
+        return (info.st_ino, info.st_mtime_ns, info.st_size, info.st_mode)
 
 
 def new_master_key_text() -> str:
     return secrets.token_hex(32)
-
-
-def write_key_file(key_file: Path, text: str) -> None:
-    """Replaces the key file atomically, readable by its owner only."""
-    temporary = key_file.with_name(key_file.name + ".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, stat.S_IRUSR | stat.S_IWUSR)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, key_file)
 
 
 def hash_passphrase(passphrase: str) -> str:

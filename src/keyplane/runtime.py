@@ -9,7 +9,7 @@ from keyplane.auth import Verifier
 from keyplane.auth.changes import KeyChangeFeed
 from keyplane.auth.invalidation import RedisInvalidationBus
 from keyplane.config import Settings
-from keyplane.crypto import MasterKey, load_or_create_master_key
+from keyplane.crypto import MasterKey, MasterKeyError, MasterKeyRing
 from keyplane.endpoints import EndpointTable
 from keyplane.ratelimit import RateLimiter
 from keyplane.service import KeyplaneService
@@ -34,18 +34,32 @@ class Runtime:
         self.store.close()
 
 
+def master_key_ring(settings: Settings) -> MasterKeyRing:
+    """The master keys of ``settings``. Beyond SQLite the setting must be explicit: several nodes share the
+    store, so a key file made in each one's working directory would seal secrets the others cannot open."""
+    explicit = settings.master_key or settings.master_key_file
+    if not explicit and not settings.database_url.startswith("sqlite"):
+        raise MasterKeyError(
+            "set KEYPLANE_MASTER_KEY or KEYPLANE_MASTER_KEY_FILE: on a shared database every node needs the "
+            "same master key"
+        )
+    if settings.master_key:
+        return MasterKeyRing(settings.master_key)
+    return MasterKeyRing(key_file=settings.resolved_master_key_file)
+
+
 def load_master_key(settings: Settings) -> MasterKey:
-    return load_or_create_master_key(settings.master_key, settings.resolved_master_key_file)
+    return master_key_ring(settings).current()
 
 
 def build_runtime(settings: Settings, *, follow_changes: bool = False) -> Runtime:
     """The parts, wired. ``follow_changes`` (servers) also follows key changes made by other processes."""
+    ring = master_key_ring(settings)  # a missing or unsafe master key stops everything before the store
     store = Store(settings.database_url)
     store.migrate()
-    master_key = load_master_key(settings)
-    service = KeyplaneService(store, master_key, settings.policy)
+    service = KeyplaneService(store, ring, settings.policy)
     verifier = Verifier(
-        store, master_key, RateLimiter(settings.redis_url), reload_master_key=lambda: load_master_key(settings),
+        store, ring.current(), RateLimiter(settings.redis_url), reload_master_key=ring.current,
         endpoints=settings.endpoints,
     )
     service.on_keys_changed(verifier.invalidate)

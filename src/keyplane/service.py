@@ -114,10 +114,18 @@ KeyListener = Callable[[Sequence[str]], None]
 class KeyplaneService:
     """The use-cases, over one store, one master key and one policy."""
 
-    def __init__(self, store: Store, master_key: crypto.MasterKey, policy: Policy | None = None) -> None:
+    def __init__(
+        self, store: Store, master_key: crypto.MasterKey | crypto.MasterKeyRing, policy: Policy | None = None
+    ) -> None:
         self.store = store
-        self.master_key = master_key
+        # a ring read from the key file follows a rotation made by another process (crypto.MasterKeyRing)
+        self.master_keys = crypto.MasterKeyRing.of(master_key)
         self.policy = policy or Policy()
+
+    @property
+    def master_key(self) -> crypto.MasterKey:
+        """The keys in force now: the newest seals, the older ones still open."""
+        return self.master_keys.current()
 
     def on_keys_changed(self, listener: KeyListener) -> None:
         """``listener`` hears of every key whose record or account changed, right after the commit."""
@@ -462,21 +470,28 @@ class KeyplaneService:
             keys = tx.list_api_keys(list(subs), limit=limit, offset=offset, scheme=scheme)
         return [(key, subs[key.account_uid]) for key in keys]
 
-    def reseal_secrets(self, new_master_key: crypto.MasterKey) -> int:
-        """Re-seals every stored secret under ``new_master_key`` in one transaction; returns how many.
+    def reseal_secrets(self, new_master_key: crypto.MasterKey | None = None, *, only_stale: bool = False) -> int:
+        """Re-seals stored secrets under the newest key of ``new_master_key`` (default: the keys in force) in one
+        transaction; returns how many. With ``only_stale``, only those the newest key alone cannot open.
 
-        ``new_master_key`` must still open the old seals (a key ring with the old key after the new one).
+        ``new_master_key`` must still open the old seals (a key ring with the old key after the new one). Each
+        row is replaced only if it still holds what was read, so a secret reset meanwhile is never overwritten.
         """
+        ring = new_master_key or self.master_key
         with self.store.transaction() as tx:
             sealed = tx.sealed_secrets()
+            count = 0
             for key_id, secret in sealed:
-                tx.reseal(key_id, new_master_key.seal(new_master_key.unseal(secret, key_id), key_id))
+                if only_stale and ring.sealed_under_newest(secret, key_id):
+                    continue
+                count += tx.reseal(key_id, secret, ring.seal(ring.unseal(secret, key_id), key_id))
             tx.add_audit(
                 action="masterkey.rotate", target="*", account_uid=None, actor_uid=None, actor_key=None,
-                ip=None, detail={"resealed": len(sealed)},
+                ip=None, detail={"resealed": count},
             )
-        self.master_key = new_master_key
-        return len(sealed)
+        if new_master_key is not None and not self.master_keys.from_file:
+            self.master_keys.replace(new_master_key)
+        return count
 
     def audit_events(self, *, account_uid: int | None = None, limit: int = 1000) -> list[AuditEvent]:
         with self.store.reading() as tx:

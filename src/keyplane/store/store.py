@@ -363,10 +363,17 @@ class Transaction:
         query = sa.select(api_keys.c.id, api_keys.c.sealed_secret).where(api_keys.c.sealed_secret.is_not(None))
         return [(row.id, row.sealed_secret) for row in self.conn.execute(query)]
 
-    def reseal(self, key_id: str, sealed_secret: bytes) -> None:
-        """Replaces a sealed secret by the same secret sealed under another master key."""
-        self.conn.execute(sa.update(api_keys).where(api_keys.c.id == key_id).values(sealed_secret=sealed_secret))
-        self._key_changed(key_id)
+    def reseal(self, key_id: str, old: bytes, sealed_secret: bytes) -> int:
+        """Replaces a sealed secret by the same secret sealed under another master key, only if the row still
+        holds ``old`` (a secret reset since it was read stays as it is); 1 if replaced, else 0."""
+        replaced = self.conn.execute(
+            sa.update(api_keys)
+            .where(api_keys.c.id == key_id, api_keys.c.sealed_secret == old)
+            .values(sealed_secret=sealed_secret)
+        ).rowcount
+        if replaced:
+            self._key_changed(key_id)
+        return int(replaced)
 
     def passphrase_hash(self, key_id: str) -> str | None:
         query = sa.select(api_keys.c.passphrase_hash).where(api_keys.c.id == key_id)
