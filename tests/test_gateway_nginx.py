@@ -7,6 +7,10 @@ request; the upstream is a tiny HTTP server that echoes what reached it.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import http.client
 import json
 import os
 import shutil
@@ -14,7 +18,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -65,13 +69,26 @@ ENDPOINTS = {
 
 
 class Upstream:
-    """The venue's API stand-in: answers every request with what it received, in its dialect's envelope."""
+    """The venue's API stand-in: answers every request with what it received, in its dialect's envelope.
+
+    ``lines`` holds the request line of everything that reached it, parsable or not, any method; ``seen``
+    the requests it could parse, with their headers as received (``raw_headers`` keeps repeats)."""
 
     def __init__(self) -> None:
         self.seen: list[dict[str, Any]] = []
+        self.lines: list[bytes] = []
         upstream = self
 
         class Handler(BaseHTTPRequestHandler):
+            def parse_request(self) -> bool:
+                upstream.lines.append(self.raw_requestline)
+                return super().parse_request()
+
+            def __getattr__(self, name: str) -> Any:  # do_GET, do_POST, do_PUT, ... any method at all
+                if name.startswith("do_"):
+                    return self._answer
+                raise AttributeError(name)
+
             def _answer(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length) if length else b""
@@ -79,6 +96,7 @@ class Upstream:
                     "method": self.command,
                     "path": self.path,
                     "headers": {k.lower(): v for k, v in self.headers.items()},
+                    "raw_headers": [[k, v] for k, v in self.headers.items()],
                     "body": body.decode(),
                 }
                 upstream.seen.append(record)
@@ -91,8 +109,6 @@ class Upstream:
                 self.send_header("Content-Length", str(len(out)))
                 self.end_headers()
                 self.wfile.write(out)
-
-            do_GET = do_POST = _answer
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -427,3 +443,229 @@ def test_keyplane_verify_wants_the_gateway_token(gateway: Gateway, keys: dict[st
         assert answer.headers["www-authenticate"] == "Bearer"
     answer = httpx.post(url, json=call, headers={"Authorization": f"Bearer {VERIFY_TOKEN}"})
     assert answer.status_code == 200 and answer.json()["valid"] is True
+
+
+# --- one path, one meaning; identity headers are keyplane's alone (issue 8, item 2) -------------------
+#
+# Each trick is a request target an upstream could read otherwise than nginx routed it or keyplane
+# verified it. The gateway refuses every one on every location itself (keyplane_guard.lua), before any
+# location runs, so neither the public locations nor keyplane's own checks are relied on.
+
+PUBLIC = (b"/api/v2/spot/market/", b"/api/v4/public/")
+PRIVATE = (b"/api/v2/spot/account/", b"/api/v4/trade-account/")
+NOWHERE = (b"/static/",)  # the 404 location
+
+TRICKS: dict[str, bytes] = {  # appended to a location's prefix
+    "dot-dot-semicolon": b"..;/..;/spot/wallet/withdrawal",
+    "dot-dot": b"../../spot/wallet/withdrawal",
+    "dot-dot-at-end": b"tickers/..",
+    "dot-dot-before-query": b"x/..?symbol=BTCUSDT",
+    "dot": b"./tickers",
+    "dot-at-end": b"tickers/.",
+    "encoded-dot-dot": b"%2e%2e/%2e%2e/spot/wallet/withdrawal",
+    "encoded-dot-dot-upper": b"%2E%2E/x",
+    "half-encoded-dot-dot": b".%2e/x",
+    "encoded-slash": b"..%2f..%2fspot%2fwallet%2fwithdrawal",
+    "encoded-letter": b"%74ickers",
+    "encoded-nul": b"tickers%00",
+    "doubled-slash": b"/tickers",
+    "tripled-slash": b"x///tickers",
+    "backslash": b"tickers\\..\\..\\wallet\\withdrawal",
+    "semicolon": b"tickers;jsessionid=1",
+    "semicolon-segment": b";/tickers",
+    "control": b"tick\x01ers",
+    "delete": b"tick\x7fers",
+    "tab": b"tick\ters",
+    "non-ascii": "tickérs".encode(),
+    "non-ascii-latin1": b"tick\xe9rs",
+    "query-control": b"tickers?symbol=\x01",
+    "query-non-ascii": b"tickers?symbol=\xc3\xa9",
+    "fragment": b"tickers#x",
+}
+
+WHOLE_TARGETS: dict[str, bytes] = {  # tricks that start outside any one location
+    "into-public-from-404": b"/static/../api/v2/spot/market/tickers",
+    "into-private-from-public": b"/api/v2/spot/market/../../v2/spot/wallet/withdrawal",
+    "into-public-from-private": b"/api/v2/spot/account/../market/tickers",
+    "leading-double-slash": b"//api/v2/spot/market/tickers",
+    "api-dot-dot": b"/api/../api/v4/public/ticker",
+}
+
+FORGED: list[tuple[str, str]] = [  # identity headers a client may try to pass off as keyplane's
+    ("X-Keyplane-Account-Uid", "1"),
+    ("x-keyplane-api-key", "forged"),
+    ("X-KEYPLANE-IS-MAIN", "true"),
+    ("X-Keyplane-Permissions", "withdraw"),
+    ("X-Keyplane-Permissions", "wallet_withdraw"),  # twice: no copy may survive
+    ("X-Keyplane-Key-Type", "2"),
+    ("X-Keyplane-Something-New", "x"),  # one keyplane does not set today
+    ("X_Keyplane_Api_Key", "forged"),  # CGI/WSGI read "_" as "-"
+    ("X-Keyplane-", "x"),
+]
+
+
+Answer = tuple[int, dict[str, str], bytes]
+
+
+def raw_request(
+    gateway: Gateway, method: str, target: bytes, headers: Sequence[tuple[str, str]] = (), body: bytes = b""
+) -> Answer:
+    """Sends ``target`` byte for byte (httpx would normalize it) and returns status, headers and body."""
+    port = int(gateway.base_url.rsplit(":", 1)[1])
+    head = method.encode() + b" " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+    for name, value in headers:
+        head += f"{name}: {value}\r\n".encode()
+    if body:
+        head += b"Content-Length: %d\r\n" % len(body)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head + b"\r\n" + body)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+
+
+def bitget_signed_headers(key: dict[str, Any], method: str, target: bytes, body: bytes = b"") -> list[tuple[str, str]]:
+    """A correct Bitget signature over the raw target: the trick is signed, so only the path check stops it."""
+    timestamp = str(int(time.time() * 1000))
+    prehash = timestamp.encode() + method.encode() + target + body
+    signature = base64.b64encode(hmac.new(key["secretKey"].encode(), prehash, hashlib.sha256).digest()).decode()
+    return [
+        ("ACCESS-KEY", key["apiKey"]),
+        ("ACCESS-SIGN", signature),
+        ("ACCESS-TIMESTAMP", timestamp),
+        ("ACCESS-PASSPHRASE", key["passphrase"]),
+        ("Content-Type", "application/json"),
+    ]
+
+
+def whitebit_signed(key: dict[str, Any], target: bytes) -> tuple[list[tuple[str, str]], bytes]:
+    """A correct WhiteBIT signature whose body names the raw target as its `request`."""
+    body = json.dumps({"request": target.decode("latin-1"), "nonce": str(time.time_ns())}).encode()
+    payload = base64.b64encode(body).decode()
+    signature = hmac.new(key["apiSecret"].encode(), payload.encode(), hashlib.sha512).hexdigest()
+    headers = [
+        ("Content-Type", "application/json"),
+        ("X-TXC-APIKEY", key["apiKey"]),
+        ("X-TXC-PAYLOAD", payload),
+        ("X-TXC-SIGNATURE", signature),
+    ]
+    return headers, body
+
+
+def assert_guard_refused(gateway: Gateway, target: bytes, answer: Answer, lines: int) -> None:
+    status, headers, body = answer
+    assert gateway.upstream.lines[lines:] == [], f"{target!r} reached the upstream"
+    if target.startswith(NOWHERE) and status == 404:  # `return 404` answers before the guard runs
+        return
+    assert status == 400, (target, status, body)
+    if headers.get("x-keyplane-code") is None:  # nginx itself refused it before any location ran
+        assert b"400 Bad Request" in body, (target, body)
+        return
+    assert headers["x-keyplane-code"] == "NON_CANONICAL"
+    error = json.loads(body)
+    if target.startswith(b"/api/v2/"):  # Bitget's envelope (keyplane_guard.lua names its choice)
+        assert error["code"] == "40020" and error["msg"] == "Parameter path error" and error["data"] is None
+        assert isinstance(error["requestTime"], int)
+    elif target.startswith(b"/api/v4/"):
+        assert error == {"code": 9, "message": "Invalid payload."}
+    else:
+        assert error == {"code": "400", "msg": "bad path"}
+
+
+@pytest.mark.parametrize("trick", TRICKS, ids=list(TRICKS))
+def test_non_canonical_targets_never_reach_the_upstream(gateway: Gateway, keys: dict[str, Any], trick: str) -> None:
+    for prefix in (*PUBLIC, *PRIVATE, *NOWHERE):
+        target = prefix + TRICKS[trick]
+        lines = len(gateway.upstream.lines)
+        assert_guard_refused(gateway, target, raw_request(gateway, "GET", target, FORGED), lines)
+        # signed right: a key's signature over the trick does not carry it through either
+        answer = raw_request(gateway, "GET", target, bitget_signed_headers(keys["bitget"], "GET", target))
+        assert_guard_refused(gateway, target, answer, lines)
+        headers, body = whitebit_signed(keys["whitebit"], target)
+        assert_guard_refused(gateway, target, raw_request(gateway, "POST", target, headers, body), lines)
+
+
+@pytest.mark.parametrize("name", WHOLE_TARGETS, ids=list(WHOLE_TARGETS))
+def test_targets_that_cross_locations_never_reach_the_upstream(
+    gateway: Gateway, keys: dict[str, Any], name: str
+) -> None:
+    target = WHOLE_TARGETS[name]
+    lines = len(gateway.upstream.lines)
+    assert_guard_refused(gateway, target, raw_request(gateway, "GET", target), lines)
+    answer = raw_request(gateway, "GET", target, bitget_signed_headers(keys["bitget_read"], "GET", target))
+    assert_guard_refused(gateway, target, answer, lines)
+
+
+def keyplane_headers(record: dict[str, Any]) -> list[tuple[str, str]]:
+    return [
+        (name.lower(), value)
+        for name, value in record["raw_headers"]
+        if name.lower().replace("_", "-").startswith("x-keyplane")
+    ]
+
+
+def test_public_locations_strip_forged_identity_headers(gateway: Gateway) -> None:
+    for target in (b"/api/v2/spot/market/tickers?symbol=BTCUSDT", b"/api/v4/public/ticker"):
+        status, _, body = raw_request(gateway, "GET", target, [*FORGED, ("X-Real-IP", "10.9.9.9")])
+        assert status == 200
+        record = json.loads(body)["data"]
+        assert record["path"] == target.decode()
+        assert keyplane_headers(record) == [], "a forged identity header reached the upstream"
+        assert record["headers"]["x-real-ip"] == "127.0.0.1"
+        assert gateway.upstream.seen[-1] == record
+
+
+def test_the_404_location_passes_nothing(gateway: Gateway) -> None:
+    lines = len(gateway.upstream.lines)
+    for target in (b"/", b"/static/x", b"/API/v2/spot/market/tickers", b"/v1/verify", b"/_keyplane/verify"):
+        status, headers, _ = raw_request(gateway, "POST", target, FORGED, b"{}")
+        assert status == 404 and "x-keyplane-api-key" not in headers
+    assert gateway.upstream.lines[lines:] == []
+
+
+def test_private_locations_send_only_keyplanes_identity(gateway: Gateway, keys: dict[str, Any]) -> None:
+    key = keys["bitget_read"]
+    target = b"/api/v2/spot/account/assets?coin=BTC"
+    status, _, body = raw_request(gateway, "GET", target, [*bitget_signed_headers(key, "GET", target), *FORGED])
+    assert status == 200, body
+    record = json.loads(body)["data"]
+    got = keyplane_headers(record)
+    names = [name for name, _ in got]
+    assert len(names) == len(set(names)), "an identity header arrived twice"
+    assert dict(got)["x-keyplane-api-key"] == key["apiKey"]
+    assert dict(got)["x-keyplane-account-uid"] == keys["uid"]
+    assert dict(got)["x-keyplane-permissions"] == "read"
+    assert "x-keyplane-something-new" not in dict(got) and "x-keyplane-key-type" not in dict(got)
+
+    # refused requests carry nothing anywhere
+    lines = len(gateway.upstream.lines)
+    status, _, _ = raw_request(gateway, "GET", target, FORGED)
+    assert status == 400 and gateway.upstream.lines[lines:] == []
+
+
+def test_too_many_headers_are_refused_not_half_stripped(gateway: Gateway) -> None:
+    lines = len(gateway.upstream.lines)
+    padding = [(f"X-Pad-{i}", "x") for i in range(200)]
+    for target in (b"/api/v2/spot/market/tickers", b"/api/v4/public/ticker"):
+        status, _, _ = raw_request(gateway, "GET", target, [*padding, ("X-Keyplane-Account-Uid", "1")])
+        assert status == 400
+    assert gateway.upstream.lines[lines:] == []
+
+
+def test_the_upstream_gets_the_verified_target_byte_for_byte(gateway: Gateway, keys: dict[str, Any]) -> None:
+    # ccxt percent-encodes the query and signs it as sent; the upstream reads those very bytes
+    client = bitget_client(gateway, keys["bitget"])
+    signed = client.sign("v2/spot/account/assets", ["private", "spot"], "GET", {"coin": "BTC/USDT x,y"})
+    target = httpx.URL(signed["url"]).raw_path
+    assert b"%2F" in target
+    response = signed_request(gateway, signed)
+    assert response.status_code == 200
+    assert response.json()["data"]["path"] == target.decode()
+
+    public = b"/api/v2/spot/market/tickers?symbol=BTC%2FUSDT&note=a+b&x=%25"
+    status, _, body = raw_request(gateway, "GET", public)
+    assert status == 200 and json.loads(body)["data"]["path"] == public.decode()
+
+    # an absolute-form target: nginx's $request_uri is its path and query, and only that goes on
+    status, _, body = raw_request(gateway, "GET", b"http://venue.example/api/v4/public/ticker?x=1")
+    assert status == 200 and json.loads(body)["data"]["path"] == "/api/v4/public/ticker?x=1"

@@ -3,7 +3,9 @@
 --
 -- On success the caller's identity goes upstream in X-Keyplane-* headers; on failure the client gets
 -- the venue dialect's own error (Bitget or WhiteBIT status and body) verbatim, and the upstream sees
--- nothing. Any X-Keyplane-* header the client sent is removed first, so the upstream can trust them.
+-- nothing. Any X-Keyplane-* header the client sent is removed first (keyplane_guard.lua, which runs
+-- before this on every location, already did; this copy keeps the script safe where it is used alone),
+-- so the upstream can trust them.
 -- If keyplane cannot be reached or answers nonsense, the request is refused (fail closed) with 503.
 
 local cjson = require "cjson.safe"
