@@ -52,7 +52,7 @@ def _verify_token_from_env() -> str | None:
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
-    master_key: str | None = None
+    master_key: str | None = field(default=None, repr=False)  # a secret: never in a repr
     master_key_file: Path | None = None
     redis_url: str | None = None
     policy: Policy = field(default_factory=Policy)
@@ -60,7 +60,7 @@ class Settings:
     # what each private endpoint needs (KEYPLANE_ENDPOINTS / KEYPLANE_ENDPOINTS_FILE; see endpoints.py)
     endpoints: EndpointTable = field(default_factory=EndpointTable.defaults)
     # when set, /v1/ calls (the gateway's) must carry ``Authorization: Bearer <token>``
-    verify_token: str | None = None
+    verify_token: str | None = field(default=None, repr=False)  # a secret: never in a repr
 
     @property
     def resolved_master_key_file(self) -> Path:

@@ -63,8 +63,8 @@ class IssuedKey:
     """A key just made or reset: the only time its secret (and a generated passphrase) is shown."""
 
     key: ApiKey
-    secret: str | None
-    passphrase: str | None = None
+    secret: str | None = field(repr=False)  # shown to its owner once; never in a repr or traceback
+    passphrase: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +72,7 @@ class NewKeySpec:
     """What a new sub-account key is made of, already in keyplane's terms."""
 
     label: str
-    passphrase: str | None = None
+    passphrase: str | None = field(default=None, repr=False)  # never in a repr or traceback
     permissions: tuple[str, ...] = ()
     ip_list: tuple[str, ...] = ()
     key_type: int | None = None
@@ -81,7 +81,7 @@ class NewKeySpec:
 @dataclass(frozen=True, slots=True)
 class NewSubAccountWithKey:
     name: str
-    key: NewKeySpec
+    key: NewKeySpec  # its repr leaves out the passphrase
     label: str = ""
     permissions: tuple[str, ...] = ()
 

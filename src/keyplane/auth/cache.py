@@ -6,6 +6,8 @@ import hashlib
 import hmac
 import logging
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -20,6 +22,23 @@ log = logging.getLogger("keyplane.cache")
 
 Checker = bitget.HmacChecker | bitget.RsaChecker | whitebit.HmacChecker
 
+# Failed passphrases: after PASSPHRASE_FAILURES failures within PASSPHRASE_WINDOW_S seconds a key refuses
+# every passphrase until the window ends, without running argon2id (~25 ms and 19 MiB each). Whoever
+# tries passphrases already holds the secret (the signature is checked first); this keeps them from
+# guessing the passphrase at argon2's speed, or at a digest compare's once it is known here.
+PASSPHRASE_FAILURES = 10
+PASSPHRASE_WINDOW_S = 60.0
+
+# Unknown API keys: remembered for UNKNOWN_TTL_S so that a flood of them costs no store lookups, at most
+# UNKNOWN_MAX of them (the oldest go first). A key made meanwhile is new and random, so it cannot be
+# remembered as unknown; any change notification for a key also drops it. The TTL bounds the rest (a key
+# that was unknown because its store row was not yet committed, or another process's import).
+UNKNOWN_TTL_S = 1.0
+UNKNOWN_MAX = 50_000
+# No API key keyplane issues is longer; longer ones, or ones holding NUL (which PostgreSQL cannot
+# compare), are unknown without a lookup.
+API_KEY_MAX = 128
+
 
 class CachedKey:
     """A key, its account, its prepared signature checker and its compiled IP allowlist."""
@@ -28,6 +47,8 @@ class CachedKey:
         "account",
         "allowlist",
         "checker",
+        "failures",
+        "failures_since",
         "key",
         "last_verdict",
         "passphrase_digest",
@@ -46,17 +67,47 @@ class CachedKey:
         # the verifier's decisions that depend only on this entry: (requirement id, ip, path) -> verdict
         self.verdicts: dict[tuple[int, str, str], tuple[Any, ...]] = {}
         self.last_verdict: tuple[Any, ...] | None = None  # the verdict of the last call: checked first
+        # failed passphrases in the current throttle window (bounded memory: two numbers per cached key)
+        self.failures = 0
+        self.failures_since = 0.0
+
+    def __repr__(self) -> str:  # never the checker (it holds the secret) nor the passphrase hash
+        return f"CachedKey(key={self.key.api_key!r}, account={self.account.uid})"
+
+    @property
+    def passphrase_needs_slow_check(self) -> bool:
+        """Whether ``passphrase_ok`` would run argon2id (a blocking step): no passphrase has passed here yet
+        and the key is not throttled."""
+        return self.passphrase_digest is None and self.passphrase_hash is not None and not self.throttled()
+
+    def throttled(self) -> bool:
+        if self.failures < PASSPHRASE_FAILURES:
+            return False
+        if time.monotonic() - self.failures_since >= PASSPHRASE_WINDOW_S:
+            self.failures = 0
+            return False
+        return True
 
     def passphrase_ok(self, passphrase: str) -> bool:
         if self.passphrase_hash is None:
             return True
+        if self.throttled():
+            return False
         given = hashlib.sha256(passphrase.encode()).digest()
         if self.passphrase_digest is not None:
-            return hmac.compare_digest(given, self.passphrase_digest)
-        if crypto.verify_passphrase(self.passphrase_hash, passphrase):
+            if hmac.compare_digest(given, self.passphrase_digest):
+                return True
+        elif crypto.verify_passphrase(self.passphrase_hash, passphrase):
             self.passphrase_digest = given
             return True
+        self._failed()
         return False
+
+    def _failed(self) -> None:
+        now = time.monotonic()
+        if self.failures == 0 or now - self.failures_since >= PASSPHRASE_WINDOW_S:
+            self.failures, self.failures_since = 0, now
+        self.failures += 1
 
 
 Loader = Callable[[str], tuple[ApiKey, KeyCredentials, Account] | None]
@@ -77,62 +128,102 @@ class KeyCache:
         self._master_key = master_key
         self._reload_master_key = reload_master_key
         self._entries: dict[str, CachedKey] = {}
+        self._unknown: OrderedDict[str, float] = OrderedDict()  # api_key -> when it stops being remembered
         self._lock = threading.Lock()
         self._generation = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
+    def peek(self, api_key: str) -> CachedKey | None:
+        """The cached entry, never a store lookup."""
+        return self._entries.get(api_key)
+
+    def known_unknown(self, api_key: str) -> bool:
+        """Whether ``get`` would answer None without a store lookup (a malformed or recently unknown key)."""
+        if len(api_key) > API_KEY_MAX or "\x00" in api_key:
+            return True
+        expires = self._unknown.get(api_key)
+        return expires is not None and expires > time.monotonic()
+
     def get(self, api_key: str) -> CachedKey | None:
         entry = self._entries.get(api_key)
         if entry is not None:
             return entry
+        if self.known_unknown(api_key):
+            return None
         generation = self._generation
         loaded = self._loader(api_key)
         if loaded is None:
+            self._remember_unknown(api_key, generation)
             return None
-        try:
-            entry = self._build(*loaded)
-        except ValueError:
-            # a stored public key that does not load (registered before keys were checked): no request
-            # can verify against it, so the key is as good as unknown
-            log.error("the credentials of key %s do not load", loaded[0].id)
-            return None
-        except InvalidTag:
-            # The master key was rotated since this process started: read it again, once.
-            if self._reload_master_key is None:
-                log.error("no master key opens the secret of key %s", loaded[0].id)
-                return None
-            self._master_key = self._reload_master_key()
-            try:
-                entry = self._build(*loaded)
-            except InvalidTag:
-                log.error("no master key opens the secret of key %s", loaded[0].id)
-                return None
+        entry = self._build_logged(*loaded)
         with self._lock:
             # An invalidation that raced with this load wins: do not cache what may be stale.
             if generation == self._generation:
-                self._entries[api_key] = entry
+                if entry is None:
+                    self._remember_unknown_locked(api_key)
+                else:
+                    self._entries[api_key] = entry
         return entry
+
+    def _remember_unknown(self, api_key: str, generation: int) -> None:
+        with self._lock:
+            if generation == self._generation:
+                self._remember_unknown_locked(api_key)
+
+    def _remember_unknown_locked(self, api_key: str) -> None:
+        unknown = self._unknown
+        unknown[api_key] = time.monotonic() + UNKNOWN_TTL_S
+        unknown.move_to_end(api_key)
+        while len(unknown) > UNKNOWN_MAX:
+            unknown.popitem(last=False)
+
+    def _build_logged(self, key: ApiKey, credentials: KeyCredentials, account: Account) -> CachedKey | None:
+        """The entry, or None (logged) when the stored key cannot be used: then no request can verify
+        against it, so the key is as good as unknown. Never raises."""
+        try:
+            return self._build(key, credentials, account)
+        except InvalidTag:
+            pass
+        except Exception as error:  # a row that does not build must not fail verification
+            # e.g. a stored public key that does not load (registered before keys were checked); the
+            # error's type only: its text could quote key material
+            log.error("the credentials of key %s do not load (%s)", key.id, type(error).__name__)
+            return None
+        # The master key was rotated since this process started: read it again, once.
+        if self._reload_master_key is not None:
+            try:
+                self._master_key = self._reload_master_key()
+                return self._build(key, credentials, account)
+            except Exception as error:
+                log.error("no master key opens the secret of key %s (%s)", key.id, type(error).__name__)
+                return None
+        log.error("no master key opens the secret of key %s", key.id)
+        return None
 
     def invalidate(self, api_keys: Iterable[str]) -> None:
         with self._lock:
             self._generation += 1
             for api_key in api_keys:
                 self._entries.pop(api_key, None)
+                self._unknown.pop(api_key, None)
 
     def clear(self) -> None:
         with self._lock:
             self._generation += 1
             self._entries.clear()
+            self._unknown.clear()
 
     def _build(self, key: ApiKey, credentials: KeyCredentials, account: Account) -> CachedKey:
         checker: Checker
         if key.sign_type is SignType.RSA:
-            assert credentials.public_key_pem is not None
+            if credentials.public_key_pem is None:
+                raise ValueError("an RSA key without its public key")
             checker = bitget.RsaChecker(credentials.public_key_pem)
         else:
-            assert credentials.sealed_secret is not None
+            if credentials.sealed_secret is None:
+                raise ValueError("an HMAC key without its secret")
             secret = self._master_key.unseal(credentials.sealed_secret, key.id)
             checker = bitget.HmacChecker(secret) if key.scheme is Scheme.BITGET else whitebit.HmacChecker(secret)
         return CachedKey(key, account, checker, credentials.passphrase_hash)

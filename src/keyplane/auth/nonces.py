@@ -36,6 +36,9 @@ class NonceGuard:
         self._advance = self._ledger.advance
         self._record = self._ledger.record
         self._transactional = self._ledger.transactional
+        # PostgreSQL's ledger is a transaction per accept (it waits on the network); the SQLite journal is
+        # one flock'd append of microseconds. The verifier runs a blocking accept off the event loop.
+        self.blocking: bool = self._transactional
         self._last: dict[str, int] = {}
         self._accepted = 0
 

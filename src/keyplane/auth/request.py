@@ -4,23 +4,38 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from keyplane.domain.model import Account, ApiKey, Scheme
 from keyplane.domain.requirements import Requirement  # re-exported: it lives below auth/
 
+# Headers whose values are credentials: a repr shows that they were sent, never what they hold.
+SECRET_HEADERS = frozenset({"access-sign", "access-passphrase", "x-txc-signature", "authorization", "cookie"})
+
 
 @dataclass(slots=True)
 class SignedRequest:
-    """A request exactly as received: header names lower-case, the query string and body as sent."""
+    """A request exactly as received: header names lower-case, the query string and body as sent.
+
+    Its repr (and so any traceback or log line that formats it) leaves out the signature, passphrase
+    and bearer-token headers and the body (a key's create or modify body carries a passphrase).
+    """
 
     method: str
     path: str
     query: str
-    headers: Mapping[str, str]
-    body: bytes
+    headers: Mapping[str, str] = field(repr=False)
+    body: bytes = field(repr=False)
     client_ip: str
+
+    def __repr__(self) -> str:
+        names = sorted(self.headers)
+        shown = {name: "***" if name in SECRET_HEADERS else self.headers[name] for name in names}
+        return (
+            f"SignedRequest(method={self.method!r}, path={self.path!r}, query={self.query!r}, "
+            f"headers={shown!r}, body=<{len(self.body)} bytes>, client_ip={self.client_ip!r})"
+        )
 
 
 class Reason(enum.StrEnum):
@@ -51,6 +66,8 @@ class Reason(enum.StrEnum):
     NONCE_TOO_LOW = "NONCE_TOO_LOW"
     NONCE_OUT_OF_WINDOW = "NONCE_OUT_OF_WINDOW"
     NONCE_REPLAYED = "NONCE_REPLAYED"
+    UNAVAILABLE = "UNAVAILABLE"  # the store (or Redis) failed: an outage is an answer, not an exception
+    WOULD_BLOCK = "WOULD_BLOCK"  # only ever in the ``WOULD_BLOCK`` result of ``verify(may_block=False)``
 
 
 @dataclass(slots=True)  # not frozen: one is made per verification, and frozen costs 4x to construct
@@ -78,3 +95,8 @@ class VerifyResult:
 
 
 __all__ = ["RateLimitState", "Reason", "Requirement", "SignedRequest", "VerifyResult"]
+
+
+# What ``Verifier.verify(..., may_block=False)`` answers when the next step would wait: compared by
+# identity (``result is WOULD_BLOCK``), never changed, never handed to a client.
+WOULD_BLOCK = VerifyResult(Reason.WOULD_BLOCK)

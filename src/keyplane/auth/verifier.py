@@ -5,12 +5,22 @@ wrong-IP request never burns a nonce or the key's rate limit):
 headers → timestamp window (Bitget) → key lookup (cache, store on a miss) → signature → passphrase
 (Bitget) → payload shape (WhiteBIT) → account and key state → IP allowlist → permission → nonce
 (WhiteBIT) → rate limit.
+
+Never blocking the event loop: ``verify(..., may_block=False)`` answers ``WOULD_BLOCK`` instead of taking
+a step that waits (a cache miss's store lookup, the argon2id passphrase check, a component that says
+``blocking``, such as the nonce ledger on PostgreSQL), always before any state changes;
+``verify_async`` then runs the whole verification again in a small thread pool of its own.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from itertools import islice
 from typing import Any
 
@@ -20,14 +30,21 @@ from keyplane import crypto
 from keyplane.auth import bitget, whitebit
 from keyplane.auth.cache import CachedKey, KeyCache
 from keyplane.auth.nonces import NonceGuard
-from keyplane.auth.request import Reason, Requirement, SignedRequest, VerifyResult
+from keyplane.auth.request import WOULD_BLOCK, Reason, Requirement, SignedRequest, VerifyResult
 from keyplane.domain.model import AccountStatus, Scheme
 from keyplane.domain.scopes import bitget_grants, whitebit_grants
 from keyplane.endpoints import EndpointTable
 from keyplane.ratelimit import RateLimiter
 from keyplane.store import Store
 
+log = logging.getLogger("keyplane.verifier")
+
 _JSON = msgspec.json.Decoder()
+
+# Threads that run the verifications that would block (argon2id takes ~25 ms and 19 MiB; a store lookup
+# waits on the database): few, so that a flood of new keys cannot exhaust memory or the default
+# executor the management use-cases run in.
+BLOCKING_WORKERS = 4
 
 # On Python 3.11 reading an enum member goes through the enum's metaclass (~70 ns); the hot path reads
 # these module constants instead.
@@ -67,7 +84,9 @@ class Verifier:
         self._clock_ms = clock_ms
         # what each private endpoint needs, for callers that give no Requirement (gateway, /v1/verify)
         self.endpoints = endpoints if endpoints is not None else EndpointTable.defaults()
-        self._closers: list[Callable[[], None]] = [self.nonces.close]
+        self._closers: list[Callable[[], None]] = [self.nonces.close, self._shutdown_executor]
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
 
     def close(self) -> None:
         """Stops what ``keyplane.open_verifier`` started for this verifier (the change feed, the store)."""
@@ -84,25 +103,70 @@ class Verifier:
         self.cache.invalidate(api_keys)
 
     def verify(
-        self, request: SignedRequest, requirement: Requirement | None = None, scheme: Scheme | None = None
+        self,
+        request: SignedRequest,
+        requirement: Requirement | None = None,
+        scheme: Scheme | None = None,
+        *,
+        may_block: bool = True,
     ) -> VerifyResult:
-        """Valid, or the first reason it is not. Never raises for anything a client can send.
+        """Valid, or the first reason it is not. Never raises: a store that fails is ``UNAVAILABLE``.
 
         Without ``requirement`` the endpoint table (``self.endpoints``) says what the request's method
-        and path need; without ``scheme`` the signing headers say which scheme it is.
+        and path need; without ``scheme`` the signing headers say which scheme it is. With
+        ``may_block=False`` a step that would wait answers ``WOULD_BLOCK`` (the very object), before
+        anything changed; ``verify_async`` is how the event loop calls this.
         """
-        scheme = scheme or detect_scheme(request.headers)
-        if requirement is None:
-            requirement = self.endpoints.requirement_for(scheme, request.method, request.path)
-        if scheme is _BITGET:
-            return self._verify_bitget(request, requirement)
-        if scheme is _WHITEBIT:
-            return self._verify_whitebit(request, requirement)
-        return VerifyResult(Reason.MISSING_KEY)
+        try:
+            scheme = scheme or detect_scheme(request.headers)
+            if requirement is None:
+                requirement = self.endpoints.requirement_for(scheme, request.method, request.path)
+            if scheme is _BITGET:
+                return self._verify_bitget(request, requirement, may_block)
+            if scheme is _WHITEBIT:
+                return self._verify_whitebit(request, requirement, may_block)
+            return VerifyResult(Reason.MISSING_KEY)
+        except Exception as error:  # the one place a failure becomes an answer
+            return self._failed(request, scheme, error)
+
+    async def verify_async(
+        self, request: SignedRequest, requirement: Requirement | None = None, scheme: Scheme | None = None
+    ) -> VerifyResult:
+        """``verify`` for the event loop: inline when nothing would block (a cached key, its passphrase
+        already checked here), otherwise the whole verification again in the verifier's thread pool."""
+        result = self.verify(request, requirement, scheme, may_block=False)
+        if result is WOULD_BLOCK:
+            loop = asyncio.get_running_loop()
+            blocking = partial(self.verify, request, requirement, scheme)
+            result = await loop.run_in_executor(self._blocking_executor(), blocking)
+        return result
+
+    def _blocking_executor(self) -> ThreadPoolExecutor:
+        executor = self._executor
+        if executor is None:
+            with self._executor_lock:
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(BLOCKING_WORKERS, thread_name_prefix="keyplane-verify")
+                executor = self._executor
+        return executor
+
+    def _shutdown_executor(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    def _failed(self, request: SignedRequest, scheme: Scheme | None, error: Exception) -> VerifyResult:
+        # Only the error's type, method and path: its text or a traceback's values could carry what the
+        # client sent (a signature, a passphrase). A store or network failure is the usual cause.
+        log.error(
+            "verification could not complete (%s) for %s %s", type(error).__name__,
+            request.method[:16], request.path[:200],
+        )
+        return VerifyResult(Reason.UNAVAILABLE, scheme)
 
     # Bitget -------------------------------------------------------------------------------------
 
-    def _verify_bitget(self, request: SignedRequest, requirement: Requirement) -> VerifyResult:
+    def _verify_bitget(self, request: SignedRequest, requirement: Requirement, may_block: bool) -> VerifyResult:
         headers = request.headers
         api_key = headers.get(bitget.HEADER_KEY, "")
         signature = headers.get(bitget.HEADER_SIGN, "")
@@ -121,8 +185,12 @@ class Verifier:
         if abs(self._clock_ms() - int(timestamp)) > bitget.TIMESTAMP_WINDOW_MS:
             return VerifyResult(Reason.EXPIRED_TIMESTAMP, scheme)
 
-        cached = self._lookup(api_key, scheme)
+        cached = self.cache.peek(api_key)
         if cached is None:
+            if not may_block and not self.cache.known_unknown(api_key):
+                return WOULD_BLOCK
+            cached = self.cache.get(api_key)
+        if cached is None or cached.key.scheme is not scheme:
             return VerifyResult(Reason.UNKNOWN_KEY, scheme)
         signature_bytes = signature.encode()
         checker = cached.checker
@@ -139,13 +207,16 @@ class Verifier:
         if cached.passphrase_hash is not None:
             if not passphrase:
                 return VerifyResult(Reason.MISSING_PASSPHRASE, scheme)
+            # argon2id runs once per key per process; later checks compare a digest
+            if not may_block and cached.passphrase_digest is None and cached.passphrase_needs_slow_check:
+                return WOULD_BLOCK
             if not cached.passphrase_ok(passphrase):
                 return VerifyResult(Reason.BAD_PASSPHRASE, scheme)
-        return self._authorize(cached, request, requirement, scheme)
+        return self._authorize(cached, request, requirement, scheme, may_block)
 
     # WhiteBIT -----------------------------------------------------------------------------------
 
-    def _verify_whitebit(self, request: SignedRequest, requirement: Requirement) -> VerifyResult:
+    def _verify_whitebit(self, request: SignedRequest, requirement: Requirement, may_block: bool) -> VerifyResult:
         headers = request.headers
         scheme = _WHITEBIT
         payload = headers.get(whitebit.HEADER_PAYLOAD, "")
@@ -157,8 +228,12 @@ class Verifier:
             return VerifyResult(Reason.MISSING_KEY, scheme)
         if not signature:
             return VerifyResult(Reason.MISSING_SIGNATURE, scheme)
-        cached = self._lookup(api_key, scheme)
+        cached = self.cache.peek(api_key)
         if cached is None:
+            if not may_block and not self.cache.known_unknown(api_key):
+                return WOULD_BLOCK
+            cached = self.cache.get(api_key)
+        if cached is None or cached.key.scheme is not scheme:
             return VerifyResult(Reason.UNKNOWN_KEY, scheme)
         if not cached.checker.matches(payload.encode(), signature.encode()):
             return VerifyResult(Reason.BAD_SIGNATURE, scheme)
@@ -166,7 +241,7 @@ class Verifier:
             return VerifyResult(Reason.PAYLOAD_MISMATCH, scheme)
         try:
             body = _JSON.decode(request.body)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):  # msgspec's depth limit is a RecursionError
             return VerifyResult(Reason.PAYLOAD_MISMATCH, scheme)
         if not isinstance(body, dict):
             return VerifyResult(Reason.PAYLOAD_MISMATCH, scheme)
@@ -184,19 +259,12 @@ class Verifier:
         windowed = body.get("nonceWindow", False)
         if not isinstance(windowed, bool):
             return VerifyResult(Reason.INVALID_NONCE_WINDOW, scheme)
-        result = self._authorize(cached, request, requirement, scheme, nonce=(nonce, windowed))
-        result.payload = body
+        result = self._authorize(cached, request, requirement, scheme, may_block, nonce=(nonce, windowed))
+        if result is not WOULD_BLOCK:
+            result.payload = body
         return result
 
     # shared -------------------------------------------------------------------------------------
-
-    def _lookup(self, api_key: str, scheme: Scheme) -> CachedKey | None:
-        if len(api_key) > 128:
-            return None
-        cached = self.cache.get(api_key)
-        if cached is None or cached.key.scheme is not scheme:
-            return None
-        return cached
 
     def _authorize(
         self,
@@ -204,6 +272,7 @@ class Verifier:
         request: SignedRequest,
         requirement: Requirement,
         scheme: Scheme,
+        may_block: bool = True,
         nonce: tuple[int, bool] | None = None,
     ) -> VerifyResult:
         key, account = cached.key, cached.account
@@ -226,6 +295,12 @@ class Verifier:
         reason, detail, rate_key = decided[3], decided[4], decided[5]
         if reason is not _VALID:
             return VerifyResult(reason, scheme, key, account, detail=detail)
+        # the first steps that change state: a blocking one is left to the thread pool, untouched
+        if not may_block and (
+            (nonce is not None and self.nonces.blocking)
+            or (rate_key is not None and getattr(self.rate_limiter, "blocking", False))
+        ):
+            return WOULD_BLOCK
         if nonce is not None:
             verdict = self.nonces.accept(key.id, nonce[0], nonce[1], self._clock_ms())
             if verdict is not _VALID:

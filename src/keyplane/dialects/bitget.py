@@ -29,11 +29,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
-import msgspec
-
 from keyplane import errors
 from keyplane.auth import Reason, Requirement, Verifier, VerifyResult
-from keyplane.dialects.common import actor_of, run_service
+from keyplane.dialects.common import BadJson, actor_of, decode_json, run_service
 from keyplane.domain.model import Account, AccountStatus, ApiKey, Scheme
 from keyplane.domain.policy import DialectLimits
 from keyplane.domain.rules import (
@@ -48,8 +46,6 @@ from keyplane.service import IssuedKey, KeyplaneService, NewKeySpec, NewSubAccou
 
 PREFIX = "/api/v2/"
 USER = "/api/v2/user/"
-
-_DECODER = msgspec.json.Decoder()
 
 # Verifier reasons -> (code, message). Messages are Bitget's, exactly [BG-ERR].
 REASON_ERRORS: dict[Reason, tuple[str, str]] = {
@@ -68,6 +64,8 @@ REASON_ERRORS: dict[Reason, tuple[str, str]] = {
     Reason.MAIN_KEY_NEEDS_IP: ("40018", "Invalid IP"),
     Reason.NOT_MAIN_ACCOUNT: ("40048", "The user's ApiKey must be the parent account"),
     Reason.PERMISSION_DENIED: ("40014", "Incorrect permissions, need {0} permissions"),
+    # never answered: Verifier.verify_async resolves it; were it to leak, the "try again" code
+    Reason.WOULD_BLOCK: ("40015", "System is abnormal, please try again later"),
 }
 
 # Domain errors -> (code, message) [BG-ERR], most specific class first.
@@ -128,6 +126,12 @@ def not_found() -> Response:
     return fail("40404", "Request URL NOT FOUND", status=404)
 
 
+def internal_error() -> Response:
+    """A bug (never client input): HTTP 500 with 40015, the table's one code that says the fault is the
+    server's [BG-ERR]; the docs list HTTP 500 without a body."""
+    return fail("40015", "System is abnormal, please try again later", status=500)
+
+
 def verify_error(result: VerifyResult) -> Response:
     if result.reason is Reason.RATE_LIMITED:
         return rate_limited()
@@ -147,9 +151,11 @@ def domain_error(error: errors.KeyplaneError, field: str | None = None) -> Respo
 
 
 def _json_body(request: Request) -> Any:
+    """The one place a Bitget body is read: anything ``decode_json`` refuses (malformed, deep, huge
+    numbers, bad encoding, NUL) is 40017, the code Bitget answers a body it cannot parse."""
     try:
-        return _DECODER.decode(request.body) if request.body else {}
-    except msgspec.DecodeError:
+        return decode_json(request.body) if request.body else {}
+    except BadJson:
         raise WireError("40017", "Parameter verification failed") from None
 
 
@@ -167,18 +173,26 @@ def _required(body: dict[str, Any], name: str) -> Any:
     return value
 
 
-def _digits(text: str) -> bool:
-    # str.isdigit() alone accepts '²' and other digits that int() refuses
-    return text.isascii() and text.isdigit()
+def _number(value: object, name: str, low: int, high: int) -> int:
+    """The one place a Bitget number (JSON or query, int or digit string) is read: anything but
+    ``low..high`` is 40020. The length is checked before ``int()``, which refuses (ValueError) strings past
+    4300 digits, and before ``str()`` of a huge JSON integer."""
+    if isinstance(value, bool):
+        raise WireError("40020", f"Parameter {name} error")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and 0 < len(value) <= 19 and value.isascii() and value.isdigit():
+        # str.isdigit() alone accepts '²' and other digits that int() refuses
+        number = int(value)
+    else:
+        raise WireError("40020", f"Parameter {name} error")
+    if not low <= number <= high:
+        raise WireError("40020", f"Parameter {name} error")
+    return number
 
 
 def _uid(value: object, name: str = "subAccountUid") -> int:
-    if isinstance(value, bool) or not isinstance(value, str | int) or not _digits(str(value)):
-        raise WireError("40020", f"Parameter {name} error")
-    uid = int(value)
-    if uid > 2**62:
-        raise WireError("40020", f"Parameter {name} error")
-    return uid
+    return _number(value, name, 0, 2**62)
 
 
 def _str_list(value: object, name: str) -> list[Any]:
@@ -282,7 +296,7 @@ class BitgetDialect:
         if entry is None:
             return not_found()
         requirement, route = entry
-        result = self.verifier.verify(request, requirement, Scheme.BITGET)
+        result = await self.verifier.verify_async(request, requirement, Scheme.BITGET)
         if not result.valid:
             return verify_error(result)
         try:
@@ -371,9 +385,7 @@ class BitgetDialect:
         query = dict(parse_qsl(request.query, keep_blank_values=True))
         limit = 100
         if query.get("limit"):
-            if not _digits(query["limit"]) or not 1 <= int(query["limit"]) <= 500:
-                raise WireError("40020", "Parameter limit error")
-            limit = int(query["limit"])
+            limit = _number(query["limit"], "limit", 1, 500)
         id_less_than = _uid(query["idLessThan"], "idLessThan") if query.get("idLessThan") else None
         status = query.get("status") or None
         if status is not None and status not in (AccountStatus.NORMAL.value, AccountStatus.FREEZE.value):

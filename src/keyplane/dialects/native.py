@@ -87,6 +87,11 @@ def bad_call(message: str) -> Response:
     return json_response(400, {"valid": False, "code": "BAD_REQUEST", "message": message})
 
 
+def internal_error() -> Response:
+    """A bug (never client input): HTTP 500 in this API's own shape."""
+    return json_response(500, {"valid": False, "code": "INTERNAL_ERROR", "message": "internal error"})
+
+
 def dialect_error(scheme: Scheme | None, path: str, result: VerifyResult, requirement: Requirement) -> Response:
     """The answer the venue's own API gives for ``result``: Bitget's or WhiteBIT's error envelope."""
     if scheme is Scheme.WHITEBIT or (scheme is None and path.startswith("/api/v4/")):
@@ -164,12 +169,12 @@ class NativeDialect:
                 {"WWW-Authenticate": "Bearer"},
             )
         if request.path == VERIFY and request.method == "POST":
-            return self.verify(request.body, request.client_ip)
+            return await self.verify(request.body, request.client_ip)
         if request.path == NOOP and request.method == "POST":
             return noop(request)
         return json_response(404, {"code": "NOT_FOUND", "message": "Not found"})
 
-    def verify(self, raw: bytes, caller_ip: str) -> Response:
+    async def verify(self, raw: bytes, caller_ip: str) -> Response:
         call: VerifyCall
         try:
             call = _PLAIN_DECODER.decode(raw)
@@ -178,8 +183,12 @@ class NativeDialect:
                 call = _DECODER.decode(raw)
             except msgspec.DecodeError as error:
                 return bad_call(f"invalid verify request: {error}")
+            except RecursionError:  # msgspec's depth limit (the typed decoders refuse most nesting first)
+                return bad_call("invalid verify request: nested too deeply")
         except msgspec.DecodeError as error:
             return bad_call(f"invalid verify request: {error}")
+        except RecursionError:
+            return bad_call("invalid verify request: nested too deeply")
         signed = _signed_request(call, caller_ip)
         if isinstance(signed, str):
             return bad_call(signed)
@@ -193,7 +202,7 @@ class NativeDialect:
             # no signing headers at all: the path says whose API it is, and so whose error to answer
             scheme = detect_scheme(signed.headers) or _scheme_of_path(signed.path)
         requirement = self.verifier.endpoints.requirement_for(scheme, signed.method, signed.path)
-        result = self.verifier.verify(signed, requirement, scheme)
+        result = await self.verifier.verify_async(signed, requirement, scheme)
         if result.reason is _VALID:
             valid_body = self._valid_answer(result)
             if valid_body is not None:

@@ -86,9 +86,10 @@ class ApiKey:
 class KeyCredentials:
     """What verification needs besides the public record: sealed, never plaintext."""
 
-    sealed_secret: bytes | None
+    # sealed and hashed, but still nothing a repr, log line or traceback should carry
+    sealed_secret: bytes | None = field(repr=False)
     public_key_pem: str | None
-    passphrase_hash: str | None
+    passphrase_hash: str | None = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
