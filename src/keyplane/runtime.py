@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -63,12 +64,26 @@ def build_runtime(settings: Settings, *, follow_changes: bool = False) -> Runtim
         endpoints=settings.endpoints,
     )
     service.on_keys_changed(verifier.invalidate)
+    feed = None
+    if follow_changes:
+        # every change committed anywhere reaches this cache (LISTEN/NOTIFY on PostgreSQL, and a cursor that
+        # cannot skip); entries held for a while are re-validated in the feed's thread
+        def key_versions(api_keys: Sequence[str]) -> dict[str, tuple[int, int]]:
+            with store.reading() as tx:
+                return tx.key_versions(api_keys)
+
+        feed = KeyChangeFeed(
+            store, verifier.invalidate, clear=verifier.cache.clear,
+            revalidate=lambda: verifier.cache.revalidate(key_versions),
+        )
     bus = None
     if settings.redis_url:
-        # several processes or instances: each change reaches every other process's cache too
-        bus = RedisInvalidationBus(settings.redis_url, verifier.invalidate, verifier.cache.clear)
+        # several processes or instances: each change reaches every other process's cache as it is published;
+        # after a lost subscription the feed reads what was missed (without a feed: the cache starts over)
+        bus = RedisInvalidationBus(
+            settings.redis_url, verifier.invalidate, feed.wake if feed is not None else verifier.cache.clear
+        )
         service.on_keys_changed(bus.publish)
-    feed = KeyChangeFeed(store, verifier.invalidate) if follow_changes else None
     return Runtime(settings=settings, store=store, service=service, verifier=verifier, bus=bus, feed=feed)
 
 

@@ -7,8 +7,8 @@ import hmac
 import logging
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -51,6 +51,7 @@ class CachedKey:
         "failures_since",
         "key",
         "last_verdict",
+        "loaded_at",
         "passphrase_digest",
         "passphrase_hash",
         "verdicts",
@@ -70,6 +71,7 @@ class CachedKey:
         # failed passphrases in the current throttle window (bounded memory: two numbers per cached key)
         self.failures = 0
         self.failures_since = 0.0
+        self.loaded_at = time.monotonic()  # read from the store, or last re-validated against it
 
     def __repr__(self) -> str:  # never the checker (it holds the secret) nor the passphrase hash
         return f"CachedKey(key={self.key.api_key!r}, account={self.account.uid})"
@@ -112,6 +114,13 @@ class CachedKey:
 
 Loader = Callable[[str], tuple[ApiKey, KeyCredentials, Account] | None]
 MasterKeySource = Callable[[], crypto.MasterKey]
+# api_keys -> each existing key's (key updated_at, account updated_at): Store's ``key_versions``
+VersionReader = Callable[[Sequence[str]], dict[str, tuple[int, int]]]
+
+# The backstop behind the change feed: an entry held this long is compared with the store again (in the
+# feed's thread, never on the hot path). Unchanged, it stays with its verified-passphrase digest.
+TTL_SECONDS = 30.0
+_REVALIDATE_BATCH = 500
 
 
 class KeyCache:
@@ -131,6 +140,7 @@ class KeyCache:
         self._unknown: OrderedDict[str, float] = OrderedDict()  # api_key -> when it stops being remembered
         self._lock = threading.Lock()
         self._generation = 0
+        self._by_age: deque[CachedKey] = deque()  # entries in the order they were loaded or re-validated
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -165,7 +175,43 @@ class KeyCache:
                     self._remember_unknown_locked(api_key)
                 else:
                     self._entries[api_key] = entry
+                    self._by_age.append(entry)
         return entry
+
+    def revalidate(self, versions: VersionReader, ttl: float = TTL_SECONDS) -> int:
+        """Compares each entry older than ``ttl`` with the store: unchanged, it is kept (with its verified
+        passphrase) for another ``ttl``; changed or gone, it is dropped. Returns how many were dropped. A
+        store error leaves the entries as they are, to be tried again."""
+        cutoff = time.monotonic() - ttl
+        dropped = 0
+        while self._by_age and self._by_age[0].loaded_at <= cutoff:
+            due: list[CachedKey] = []
+            while self._by_age and self._by_age[0].loaded_at <= cutoff and len(due) < _REVALIDATE_BATCH:
+                entry = self._by_age.popleft()
+                if self._entries.get(entry.key.api_key) is entry:
+                    due.append(entry)
+            if not due:
+                continue
+            try:
+                found = versions([entry.key.api_key for entry in due])
+            except Exception:
+                self._by_age.extendleft(reversed(due))
+                raise
+            now = time.monotonic()
+            with self._lock:
+                for entry in due:
+                    api_key = entry.key.api_key
+                    if self._entries.get(api_key) is not entry:
+                        continue
+                    if found.get(api_key) == (entry.key.updated_at, entry.account.updated_at):
+                        entry.loaded_at = now
+                        self._by_age.append(entry)
+                    else:
+                        del self._entries[api_key]
+                        dropped += 1
+                if dropped:
+                    self._generation += 1
+        return dropped
 
     def _remember_unknown(self, api_key: str, generation: int) -> None:
         with self._lock:
@@ -214,6 +260,7 @@ class KeyCache:
             self._generation += 1
             self._entries.clear()
             self._unknown.clear()
+            self._by_age.clear()
 
     def _build(self, key: ApiKey, credentials: KeyCredentials, account: Account) -> CachedKey:
         checker: Checker

@@ -2,8 +2,10 @@
 
 Each process's key cache hears of its own changes directly (the service's listener). When keyplane runs
 as several processes or instances, each change is also published on a Redis channel, and every other
-process drops those keys from its cache as the message arrives. If the subscription breaks, messages may
-have been missed, so the whole cache is dropped when it reconnects.
+process drops those keys from its cache as the message arrives. This is the fast path only: the store's
+change feed (auth/changes.py) carries every change too. If the subscription breaks, messages may have been
+missed, so ``resync`` runs when it comes back: the runtime makes the feed read the store at once, which
+re-validates exactly what changed instead of dropping every cached key (each would then re-run argon2id).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import uuid
 from collections.abc import Callable, Sequence
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 log = logging.getLogger("keyplane.invalidation")
 
@@ -26,11 +30,15 @@ class RedisInvalidationBus:
         self,
         redis_url: str,
         invalidate: Callable[[Sequence[str]], None],
-        clear: Callable[[], None],
+        resync: Callable[[], None],
     ) -> None:
         self._redis = redis.Redis.from_url(redis_url)
+        # publishing happens after a commit, on the caller's thread: it must not wait for a Redis that is down
+        self._publisher = redis.Redis.from_url(
+            redis_url, socket_connect_timeout=0.5, socket_timeout=0.5, retry=Retry(NoBackoff(), 0)
+        )
         self._invalidate = invalidate
-        self._clear = clear
+        self._resync = resync
         self._origin = uuid.uuid4().hex
         self._stopped = threading.Event()
         self._subscribed = threading.Event()
@@ -39,12 +47,17 @@ class RedisInvalidationBus:
         self._subscribed.wait(timeout=5)
 
     def publish(self, api_keys: Sequence[str]) -> None:
-        self._redis.publish(CHANNEL, json.dumps({"origin": self._origin, "keys": list(api_keys)}))
+        """Best effort: the change is committed, and every node reads it from the store's feed anyway."""
+        try:
+            self._publisher.publish(CHANNEL, json.dumps({"origin": self._origin, "keys": list(api_keys)}))
+        except redis.RedisError as error:
+            log.warning("could not publish a key change on Redis (%s); other nodes read it from the store", error)
 
     def close(self) -> None:
         self._stopped.set()
         self._thread.join(timeout=3)  # the listener wakes at least once a second
         self._redis.close()
+        self._publisher.close()
 
     def _listen(self) -> None:
         first = True
@@ -53,7 +66,7 @@ class RedisInvalidationBus:
                 pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
                 pubsub.subscribe(CHANNEL)
                 if not first:
-                    self._clear()  # messages may have been missed while disconnected
+                    self._resync()  # messages may have been missed while disconnected
                 first = False
                 self._subscribed.set()
                 while not self._stopped.is_set():

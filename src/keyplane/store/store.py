@@ -123,6 +123,9 @@ _PUBLIC_KEY_COLUMNS = [c for c in api_keys.c if c.name not in ("sealed_secret", 
 
 KeyListener = Callable[[Sequence[str]], None]
 
+# PostgreSQL's NOTIFY payload limit is 8000 bytes; a longer list goes as an empty payload ("read the feed")
+_NOTIFY_MAX = 7900
+
 
 class Transaction:
     """The reads and writes of one use-case, inside one database transaction.
@@ -440,17 +443,32 @@ class Transaction:
     def last_key_change(self) -> int:
         return int(self.conn.execute(sa.select(sa.func.coalesce(sa.func.max(key_changes.c.id), 0))).scalar_one())
 
-    def key_changes_after(self, change_id: int, limit: int = 10_000) -> list[tuple[int, str]]:
-        query = (
-            sa.select(key_changes.c.id, key_changes.c.api_key)
-            .where(key_changes.c.id > change_id)
-            .order_by(key_changes.c.id)
-            .limit(limit)
-        )
-        return [(row.id, row.api_key) for row in self.conn.execute(query)]
+    def key_changes_after(
+        self, change_id: int, also: Sequence[int] = (), limit: int = 10_000
+    ) -> list[tuple[int, str]]:
+        """Changes with an id above ``change_id``, and those among the ids ``also`` (gaps the reader saw below
+        it: an id is taken before its transaction commits, so a lower id may commit after a higher one)."""
+        condition = key_changes.c.id > change_id
+        if also:
+            condition = sa.or_(condition, key_changes.c.id.in_(list(also)))
+        query = sa.select(key_changes.c.id, key_changes.c.api_key).where(condition).order_by(key_changes.c.id)
+        return [(row.id, row.api_key) for row in self.conn.execute(query.limit(limit))]
 
     def purge_key_changes(self, before: int) -> None:
-        self.conn.execute(sa.delete(key_changes).where(key_changes.c.at < before))
+        """Drops old changes, always keeping the newest row: SQLite gives a new row the highest id + 1, so an
+        emptied table would hand out ids that followers have already read past."""
+        newest = sa.select(sa.func.max(key_changes.c.id)).scalar_subquery()
+        self.conn.execute(sa.delete(key_changes).where(key_changes.c.at < before, key_changes.c.id < newest))
+
+    def key_versions(self, keys: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """api_key -> (the key's and its account's ``updated_at``) for those of ``keys`` that exist: what the
+        key cache compares to re-validate entries it has held for a while (every change bumps one of them)."""
+        query = (
+            sa.select(api_keys.c.api_key, api_keys.c.updated_at, accounts.c.updated_at.label("account_updated_at"))
+            .join(accounts, accounts.c.uid == api_keys.c.account_uid)
+            .where(api_keys.c.api_key.in_(list(keys)))
+        )
+        return {row.api_key: (row.updated_at, row.account_updated_at) for row in self.conn.execute(query)}
 
     # audit --------------------------------------------------------------------------------------
 
@@ -505,6 +523,25 @@ class Store:
         self.engine = _make_engine(self.url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._key_listeners: list[KeyListener] = []
+        self._changes_channel: str | None = None
+
+    def changes_channel(self, conn: Connection | None = None) -> str | None:
+        """PostgreSQL: the ``NOTIFY`` channel each transaction that changes keys signals at its commit (one per
+        schema, since channels are per database). None on SQLite."""
+        if self.is_sqlite:
+            return None
+        if self._changes_channel is None:
+            if conn is None:
+                with self.engine.connect() as own:
+                    return self.changes_channel(own)
+            schema = conn.execute(sa.text("SELECT current_schema()")).scalar_one()
+            self._changes_channel = f"keyplane_key_changes.{schema}"
+        return self._changes_channel
+
+    def listen_connection_args(self) -> tuple[Any, dict[str, Any]]:
+        """How to open a connection of the store's driver outside the pool (the change feed's ``LISTEN``)."""
+        args, kwargs = self.engine.dialect.create_connect_args(self.engine.url)
+        return tuple(args), dict(kwargs)
 
     def on_keys_changed(self, listener: KeyListener) -> None:
         """``listener`` hears of the keys each transaction changed, right after it commits."""
@@ -525,7 +562,15 @@ class Store:
             yield tx
             if tx.changed_keys:
                 at = now_ms()
-                conn.execute(sa.insert(key_changes), [{"api_key": k, "at": at} for k in sorted(tx.changed_keys)])
+                changed = sorted(tx.changed_keys)
+                conn.execute(sa.insert(key_changes), [{"api_key": k, "at": at} for k in changed])
+                channel = self.changes_channel(conn)
+                if channel is not None:
+                    # delivered to every listener at commit, never before, never after a rollback
+                    payload = ",".join(changed)
+                    conn.execute(
+                        sa.select(sa.func.pg_notify(channel, payload if len(payload) < _NOTIFY_MAX else ""))
+                    )
         if tx.changed_keys:
             changed = sorted(tx.changed_keys)
             for listener in self._key_listeners:
