@@ -170,3 +170,40 @@ def test_postgres_keeps_whitebit_nonces_and_refuses_replays(pg_url: str) -> None
     finally:
         first.close()
         restarted.close()
+
+
+def test_postgres_concurrent_ip_list_changes_of_one_key_never_lose_one_another(pg_url: str) -> None:
+    policy = Policy.from_overrides({"bitget": {"ips_per_key": 30}})
+    services = [_service(pg_url, policy) for _ in range(2)]  # two nodes' services on one schema
+    main = services[0].create_main_account("venue")
+    actor = Actor(account=main)
+    sub = services[0].create_sub_account(actor, Scheme.BITGET, name="lockedip")
+    key = services[0].create_sub_key(
+        actor, Scheme.BITGET, NewKeySpec(label="k", passphrase="abcd1234", ip_list=("10.9.9.9",)), uid=sub.uid
+    ).key
+    ips = [f"10.0.0.{n}" for n in range(1, 17)]
+    barrier = threading.Barrier(len(ips))
+    errors: list[BaseException] = []
+
+    def change(n: int, ip: str, add: bool) -> None:
+        service = services[n % 2]
+        barrier.wait()
+        try:
+            if add:
+                service.add_key_ip(actor, key_id=key.id, ip=ip)
+            else:
+                service.remove_key_ip(actor, key_id=key.id, ip=ip)
+        except BaseException as error:
+            errors.append(error)
+
+    for add in (True, False):
+        threads = [threading.Thread(target=change, args=(n, ip, add)) for n, ip in enumerate(ips)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        listed = services[1].find_sub_key(actor, key_id=key.id).ip_list
+        assert sorted(listed) == sorted(["10.9.9.9", *ips] if add else ["10.9.9.9"])
+    for service in services:
+        service.store.close()

@@ -183,7 +183,7 @@ class KeyplaneService:
     def revoke_key(self, api_key: str) -> ApiKey:
         """The operator deletes any key; running servers stop accepting it (see auth/changes.py)."""
         with self.store.transaction() as tx:
-            key = tx.find_api_key(api_key)
+            key = tx.find_api_key(api_key, lock=True)
             if key is None:
                 raise ApiKeyNotFound("API key not found")
             account = tx.get_account(key.account_uid)
@@ -386,7 +386,7 @@ class KeyplaneService:
             if stored is None or not crypto.verify_passphrase(stored, passphrase):
                 raise WrongPassphrase("passphrase is error", field="passphrase")
         with self.store.transaction() as tx:
-            key, account = self._owned_key(tx, actor, api_key=api_key, key_id=key_id, scheme=scheme)
+            key, account = self._owned_key(tx, actor, api_key=api_key, key_id=key_id, scheme=scheme, lock=True)
             if sub_uid is not None and account.uid != sub_uid:
                 raise ApiKeyNotFound("this key does not belong to that sub-account")
             changes: dict[str, object] = {}
@@ -405,7 +405,7 @@ class KeyplaneService:
     def reset_sub_key(self, actor: Actor, *, key_id: str, scheme: Scheme | None = None) -> IssuedKey:
         """A new secret in place: the old one stops working with the very next request."""
         with self.store.transaction() as tx:
-            key, _account = self._owned_key(tx, actor, key_id=key_id, scheme=scheme)
+            key, _account = self._owned_key(tx, actor, key_id=key_id, scheme=scheme, lock=True)
             secret = _new_secret(key.scheme)
             tx.update_api_key(key.id, sealed_secret=self.master_key.seal(secret.encode(), key.id))
             self._audit(tx, actor, "apikey.reset", key.api_key, {})
@@ -415,13 +415,13 @@ class KeyplaneService:
 
     def delete_sub_key(self, actor: Actor, *, key_id: str, scheme: Scheme | None = None) -> None:
         with self.store.transaction() as tx:
-            key, _account = self._owned_key(tx, actor, key_id=key_id, scheme=scheme)
+            key, _account = self._owned_key(tx, actor, key_id=key_id, scheme=scheme, lock=True)
             tx.delete_api_key(key.id)
             self._audit(tx, actor, "apikey.delete", key.api_key, {})
 
     def add_key_ip(self, actor: Actor, *, key_id: str, ip: object, scheme: Scheme | None = None) -> ApiKey:
         with self.store.transaction() as tx:
-            key, _account = self._owned_key(tx, actor, key_id=key_id, scheme=scheme)
+            key, _account = self._owned_key(tx, actor, key_id=key_id, scheme=scheme, lock=True)
             try:
                 rule = normalize_ip_rule(ip)
             except InvalidIp:
@@ -437,7 +437,7 @@ class KeyplaneService:
 
     def remove_key_ip(self, actor: Actor, *, key_id: str, ip: str, scheme: Scheme | None = None) -> ApiKey:
         with self.store.transaction() as tx:
-            key, _account = self._owned_key(tx, actor, key_id=key_id, scheme=scheme)
+            key, _account = self._owned_key(tx, actor, key_id=key_id, scheme=scheme, lock=True)
             try:
                 rule = normalize_ip_rule(ip)
             except InvalidIp:
@@ -541,10 +541,16 @@ class KeyplaneService:
         api_key: str | None = None,
         key_id: str | None = None,
         scheme: Scheme | None = None,
+        lock: bool = False,
     ) -> tuple[ApiKey, Account]:
-        """A key of one of the caller's sub-accounts; with ``scheme``, only a key of that dialect."""
+        """A key of one of the caller's sub-accounts; with ``scheme``, only a key of that dialect. ``lock``
+        holds the key's row until commit (``SELECT … FOR UPDATE`` on PostgreSQL; SQLite's write lock is
+        already held): every read-modify-write of a key takes it, so two changes never lose one another."""
         main = self._main_of(actor)
-        key = tx.find_api_key(api_key) if api_key is not None else tx.get_api_key(key_id) if key_id else None
+        if api_key is not None:
+            key = tx.find_api_key(api_key, lock=lock)
+        else:
+            key = tx.get_api_key(key_id, lock=lock) if key_id else None
         account = tx.get_account(key.account_uid) if key is not None else None
         if key is None or account is None or account.parent_uid != main.uid:
             raise ApiKeyNotFound("API key not found")

@@ -333,12 +333,15 @@ class Transaction:
         self.conn.execute(sa.delete(seen_nonces).where(seen_nonces.c.api_key_id == key_id))
         self.conn.execute(sa.delete(api_keys).where(api_keys.c.id == key_id))
 
-    def get_api_key(self, key_id: str) -> ApiKey | None:
-        row = self.conn.execute(sa.select(*_PUBLIC_KEY_COLUMNS).where(api_keys.c.id == key_id)).first()
+    def get_api_key(self, key_id: str, *, lock: bool = False) -> ApiKey | None:
+        """The key; ``lock`` holds its row until commit (a no-op on SQLite, see the module's doc)."""
+        query = sa.select(*_PUBLIC_KEY_COLUMNS).where(api_keys.c.id == key_id)
+        row = self.conn.execute(query.with_for_update() if lock else query).first()
         return _api_key(row) if row else None
 
-    def find_api_key(self, api_key: str) -> ApiKey | None:
-        row = self.conn.execute(sa.select(*_PUBLIC_KEY_COLUMNS).where(api_keys.c.api_key == api_key)).first()
+    def find_api_key(self, api_key: str, *, lock: bool = False) -> ApiKey | None:
+        query = sa.select(*_PUBLIC_KEY_COLUMNS).where(api_keys.c.api_key == api_key)
+        row = self.conn.execute(query.with_for_update() if lock else query).first()
         return _api_key(row) if row else None
 
     def load_key_for_verification(self, api_key: str) -> tuple[ApiKey, KeyCredentials, Account] | None:
