@@ -1,13 +1,16 @@
-"""Rate limits: in this process's memory when alone, through the ``limits`` library in Redis when scaled out.
+"""Rate limits: fixed windows in this process's memory when alone; leased quotas through Redis when scaled out.
 
-In Redis, the moving-window strategy is exact (never more than N in any window), which is what a client
-that paces itself to the documented figure relies on.
+Without Redis (``LocalWindows``) every process counts alone: a limit of N holds per process, so
+``keyplane serve --workers 2`` admits up to 2N per window on one machine, and k nodes k times that. A
+fixed window per caller: ``limits``' in-memory moving window costs about 14 µs a hit plus 9 µs for its
+state, and its MemoryStorage re-arms a timer thread that scans every key every 10 ms, which alone was 60%
+of a verification (bench/README.md has the profile). A fixed window never refuses a client that paces
+itself to N per window; it can let up to 2N through across a window's edge, as the exchanges' own fixed
+windows do. Its cost is one dict lookup under a lock.
 
-In memory, a fixed window per caller (``LocalWindows``): ``limits``' in-memory moving window costs about
-14 µs a hit plus 9 µs for its state, and its MemoryStorage re-arms a timer thread that scans every key
-every 10 ms, which alone was 60% of a verification (bench/README.md has the profile). A fixed window
-never refuses a client that paces itself to N per window either; it can let up to 2N through across a
-window's edge, as the exchanges' own fixed windows do. Its cost is one dict lookup under a lock.
+With Redis (``KEYPLANE_REDIS_URL``) the limit is global, decided locally from slices of each window's
+quota leased through Redis (``ratelimit_redis``: design, error bound and outage behaviour there): no
+network round trip per request except for limits under 20 a window, which stay exact.
 """
 
 from __future__ import annotations
@@ -16,13 +19,14 @@ import threading
 import time
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from limits import RateLimitItem, parse
-from limits.storage import MemoryStorage, RedisStorage, Storage
-from limits.strategies import MovingWindowRateLimiter
 
 from keyplane.auth.request import RateLimitState
+
+if TYPE_CHECKING:
+    from keyplane.ratelimit_redis import LeasedLimiter
 
 # (the key: spec and identifiers; the spec's amount; its window in seconds), built once per caller
 Prepared = tuple[tuple[str, ...], int, float]
@@ -73,40 +77,51 @@ class LocalWindows:
 
 
 class RateLimiter:
+    """Counts rate limits: ``LocalWindows`` in this process, or with ``redis_url`` shared by every process
+    through leased quotas (``ratelimit_redis.LeasedLimiter``; its docstring has the design and error bound).
+
+    ``blocking`` says whether a hit may ever wait for the network (only with Redis); ``would_block`` whether
+    this one would, changing nothing: a caller that must not block checks it before anything spends state
+    and runs the verification in a thread when it is true.
+    """
+
     def __init__(self, redis_url: str | None = None) -> None:
-        storage: Storage = RedisStorage(redis_url) if redis_url else MemoryStorage()
-        self._storage = storage
-        self._limiter = MovingWindowRateLimiter(storage)
-        self._local = None if redis_url else LocalWindows()
-        # ``hit`` for what ``prepare`` made, chosen once: the hot path's call, nothing parsed or packed again
-        self.hit_prepared: Callable[[Prepared], tuple[bool, RateLimitState]] = (
-            self._hit_shared if self._local is None else self._local.hit_prepared
-        )
+        self.blocking = redis_url is not None
+        self._local: LocalWindows | None = None
+        self._shared: LeasedLimiter | None = None
+        if redis_url:
+            from keyplane.ratelimit_redis import LeasedLimiter
+
+            self._shared = LeasedLimiter(redis_url)
+            # ``hit`` for what ``prepare`` made, chosen once: the hot path's call, nothing parsed again
+            self.hit_prepared: Callable[[Prepared], tuple[bool, RateLimitState]] = self._shared.hit_prepared
+            self.would_block: Callable[[Prepared], bool] = self._shared.would_block
+        else:
+            self._local = LocalWindows()
+            self.hit_prepared = self._local.hit_prepared
+            self.would_block = _never
 
     def prepare(self, spec: str, *identifiers: str) -> Prepared:
         """What ``hit_prepared`` takes: the key, and the spec parsed once."""
         item = _item(spec)
         return (spec, *identifiers), item.amount, float(item.get_expiry())
 
-    def _hit_shared(self, prepared: Prepared) -> tuple[bool, RateLimitState]:
-        key = prepared[0]
-        return self.hit(key[0], *key[1:])
-
     def hit(self, spec: str, *identifiers: str) -> tuple[bool, RateLimitState]:
         """Spends one unit of ``spec`` for ``identifiers``; returns whether it was allowed."""
-        if self._local is not None:
-            return self._local.hit(spec, identifiers)
-        item = _item(spec)
-        allowed = self._limiter.hit(item, *identifiers)
-        stats = self._limiter.get_window_stats(item, *identifiers)
-        state = RateLimitState(
-            limit=item.amount,
-            remaining=stats.remaining,
-            reset_ms=int(stats.reset_time * 1000) if stats.reset_time else int(time.time() * 1000),
-        )
-        return allowed, state
+        return self.hit_prepared(self.prepare(spec, *identifiers))
 
     def reset(self) -> None:
+        """Forgets what this process counted (counters in Redis expire with their windows)."""
         if self._local is not None:
             self._local.reset()
-        self._storage.reset()
+        if self._shared is not None:
+            self._shared.reset()
+
+    def close(self) -> None:
+        """Stops the lease thread and gives back unspent leased units (nothing to do without Redis)."""
+        if self._shared is not None:
+            self._shared.close()
+
+
+def _never(prepared: Prepared) -> bool:
+    return False

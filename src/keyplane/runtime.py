@@ -32,6 +32,7 @@ class Runtime:
         if self.bus is not None:
             self.bus.close()
         self.verifier.nonces.close()  # the nonce journal's file (SQLite)
+        self.verifier.rate_limiter.close()  # the lease thread; unspent leased units go back to Redis
         self.store.close()
 
 

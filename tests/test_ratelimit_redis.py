@@ -1,0 +1,288 @@
+"""Rate limits shared through Redis: leased quotas decided locally, exact small limits, and Redis outages.
+
+Two real processes hammer the same caller's limit through the machine's Redis (each test its own caller,
+so parallel runs never share a counter); outages stop and start a private ``redis-server`` on its own
+port and data directory, never the machine's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from conftest import free_port
+from keyplane.ratelimit import RateLimiter
+from keyplane.ratelimit_redis import SMALL, share_of
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+pytestmark = pytest.mark.redis
+
+# Says it is ready, reads when to start (epoch s), hammers one caller's limit for ``seconds``; prints
+# {window end ms: admitted} and the refusals.
+HAMMER = """
+import json, sys, time
+from keyplane.ratelimit import RateLimiter
+url, spec, caller, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+limiter = RateLimiter(url)
+prepared = limiter.prepare(spec, "hammer", caller)
+admitted, refused = {}, 0
+print("ready", flush=True)
+start = float(sys.stdin.readline())
+until = start + seconds
+while time.time() < start:
+    time.sleep(0.001)
+while time.time() < until:
+    allowed, state = limiter.hit_prepared(prepared)
+    if allowed:
+        admitted[state.reset_ms] = admitted.get(state.reset_ms, 0) + 1
+    else:
+        refused += 1
+limiter.close()
+print(json.dumps({"admitted": admitted, "refused": refused}))
+"""
+
+
+def hammer_two(url: str, spec: str, seconds: float, span_s: float) -> tuple[list[dict[str, int]], int]:
+    """Two processes hammer ``spec`` for one caller from the start of a window for ``seconds``."""
+    caller = uuid.uuid4().hex
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", HAMMER, url, spec, caller, str(seconds)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    for proc in procs:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    start = (int(time.time() / span_s) + 1) * span_s + 0.001  # both hammer from a window's start
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write(f"{start}\n")
+        proc.stdin.flush()
+    outs = [json.loads(p.communicate(timeout=seconds + 30)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert all(o["admitted"] for o in outs)  # both took part
+    return [{k: int(v) for k, v in o["admitted"].items()} for o in outs], sum(o["refused"] for o in outs)
+
+
+def by_window(admitted: list[dict[str, int]], span_ms: int) -> Counter[int]:
+    """Admissions per window, both processes together (a window is named by its end, rounded: the two
+    processes' clock offsets to Redis differ by a millisecond or so)."""
+    total: Counter[int] = Counter()
+    for counts in admitted:
+        for end_ms, count in counts.items():
+            total[round(int(end_ms) / span_ms)] += count
+    return total
+
+
+def test_leased_limit_across_two_processes_stays_within_ten_percent() -> None:
+    """200/second hammered by two processes for four windows: never more than N + 2·N/20 in a window
+    (the documented bound, 110%), and a hammering client still gets nearly all of N."""
+    amount = 200
+    admitted, refused = hammer_two(REDIS_URL, f"{amount}/second", 4.0, 1.0)
+    windows = by_window(admitted, 1000)
+    assert len(windows) >= 4 and refused > 0
+    bound = amount + 2 * share_of(amount)
+    assert bound <= 1.1 * amount
+    for count in windows.values():
+        assert count <= bound, windows
+    full = [windows[w] for w in sorted(windows)[:4]]  # the four whole windows hammered
+    assert min(full) >= 0.9 * amount, windows
+    assert sum(full) <= 4 * bound
+
+
+def test_small_limit_is_exact_across_two_processes() -> None:
+    """5/second (under SMALL) is a moving window in Redis: hammered from two processes for 3 s, never more
+    than 5 admissions in any second, so at most 5·ceil(3) + 5 in all, and at least 5·3 - 5."""
+    amount = 5
+    assert amount < SMALL
+    admitted, refused = hammer_two(REDIS_URL, f"{amount}/second", 3.0, 1.0)
+    total = sum(sum(c.values()) for c in admitted)
+    assert refused > 1000  # refusals are decided locally: the loops spin
+    assert 2 * amount <= total <= 4 * amount, admitted
+
+
+def test_small_limit_alternating_between_limiters_is_exact_and_refuses_locally() -> None:
+    first, second = RateLimiter(REDIS_URL), RateLimiter(REDIS_URL)
+    try:
+        caller = uuid.uuid4().hex
+        prepared = first.prepare("3/second", "t", caller)
+        assert first.blocking and first.would_block(prepared)  # an exact limit needs Redis to admit
+        got = [limiter.hit_prepared(prepared) for limiter in (first, second, first, second, first)]
+        assert [allowed for allowed, _ in got] == [True, True, True, False, False]
+        assert [state.remaining for _, state in got] == [2, 1, 0, 0, 0]
+        # once refused, a limiter knows until when and refuses without asking Redis
+        assert not second.would_block(prepared) and not first.would_block(prepared)
+        reset_ms = got[3][1].reset_ms
+        assert 0 < reset_ms - time.time() * 1000 <= 1000
+        time.sleep(max(0.0, reset_ms / 1000 - time.time()) + 0.01)
+        assert second.would_block(prepared)
+        assert second.hit_prepared(prepared)[0]  # the oldest admission left the window
+    finally:
+        first.close()
+        second.close()
+
+
+def test_leased_limit_decides_locally_after_the_first_lease() -> None:
+    limiter = RateLimiter(REDIS_URL)
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        caller = uuid.uuid4().hex
+        prepared = limiter.prepare("1000/minute", "t", caller)
+        assert not limiter.would_block(prepared)  # the first hit of a window is admitted on debt
+        assert limiter.hit_prepared(prepared)[0]
+        deadline = time.monotonic() + 2
+        while not client.keys(f"kp:rl:1000/minute:t:{caller}:*") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        (counter,) = client.keys(f"kp:rl:1000/minute:t:{caller}:*")
+        time.sleep(0.05)
+        assert int(client.get(counter) or 0) == 1 + 50  # the debt and one slice (N/20)
+        ttl = client.pttl(counter)
+        assert 0 < ttl <= 120_000  # the counter expires after its window
+        for _ in range(20):
+            allowed, state = limiter.hit_prepared(prepared)
+            assert allowed and state.limit == 1000
+        assert int(client.get(counter) or 0) == 51  # no Redis call: the slice is spent locally
+    finally:
+        limiter.close()
+    # closing gives back what the slice still held
+    assert int(client.get(counter) or 0) == 21
+
+
+def test_leased_limit_refuses_once_the_window_is_spent_and_holds_the_bound() -> None:
+    first, second = RateLimiter(REDIS_URL), RateLimiter(REDIS_URL)
+    try:
+        caller = uuid.uuid4().hex
+        prepared = first.prepare("40/minute", "t", caller)
+        admitted = 0
+        for i in range(200):
+            admitted += (first if i % 2 else second).hit_prepared(prepared)[0]
+            time.sleep(0.001)
+        assert 40 - 2 * 3 <= admitted <= 40 + 2 * share_of(40)  # at most 1.5 slices left unspent per node
+        allowed, state = first.hit_prepared(prepared)
+        assert not allowed and state.remaining == 0 and not first.would_block(prepared)
+    finally:
+        first.close()
+        second.close()
+
+
+# --- Redis outages: a private redis-server, stopped and started for real ---------------------------------
+
+
+class PrivateRedis:
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.workdir),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                redis.Redis.from_url(self.url).ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.02)
+        raise RuntimeError("private redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_redis_outage_falls_back_to_local_counting_and_recovers(
+    private_redis: PrivateRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="keyplane.ratelimit")
+    limiter = RateLimiter(private_redis.url)
+    client = redis.Redis.from_url(private_redis.url)
+    try:
+        large = limiter.prepare("1000/minute", "t", "large")
+        small = limiter.prepare("3/minute", "t", "small")
+        assert limiter.hit_prepared(large)[0] and limiter.hit_prepared(small)[0]
+        assert client.keys("kp:rl:3/minute:t:small")
+        private_redis.stop()
+        # no exception, no refusal caused by the outage: each process counts N alone, one warning in all
+        results = [limiter.hit_prepared(large)[0] for _ in range(500)]
+        assert all(results)
+        small_results = [limiter.hit_prepared(small)[0] for _ in range(5)]
+        assert small_results == [True, True, True, False, False]  # the full N, per process, while down
+        assert not limiter.would_block(small)  # decided locally: nothing waits for a dead Redis
+        warnings = [r for r in caplog.records if r.name == "keyplane.ratelimit"]
+        assert len(warnings) == 1 and "unreachable" in warnings[0].getMessage()
+        assert private_redis.url not in caplog.text
+        private_redis.start()
+        deadline = time.monotonic() + 5
+        while limiter._shared is not None and limiter._shared.down and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert limiter._shared is not None and not limiter._shared.down
+        assert "answers again" in caplog.records[-1].getMessage()
+        # shared again: counted in the restarted Redis, no restart of the limiter
+        assert limiter.hit_prepared(small)[0]
+        assert client.llen("kp:rl:3/minute:t:small") == 1
+        assert limiter.hit_prepared(large)[0]
+        deadline = time.monotonic() + 2
+        while not client.keys("kp:rl:1000/minute:t:large:*") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert client.keys("kp:rl:1000/minute:t:large:*")
+    finally:
+        limiter.close()
+
+
+def test_redis_down_when_the_limiter_starts(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="keyplane.ratelimit")
+    server = PrivateRedis(tmp_path)  # not started yet
+    limiter = RateLimiter(server.url)
+    try:
+        prepared = limiter.prepare("2/second", "t", "early")
+        assert [limiter.hit_prepared(prepared)[0] for _ in range(3)] == [True, True, False]
+        server.start()
+        deadline = time.monotonic() + 5
+        while limiter._shared is not None and limiter._shared.down and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert limiter._shared is not None and not limiter._shared.down
+        assert limiter.hit_prepared(prepared)[0]
+        assert redis.Redis.from_url(server.url).llen("kp:rl:2/second:t:early") == 1
+    finally:
+        limiter.close()
+        server.stop()
