@@ -286,3 +286,40 @@ def test_redis_down_when_the_limiter_starts(tmp_path: Path, caplog: pytest.LogCa
     finally:
         limiter.close()
         server.stop()
+
+
+def test_non_blocking_verification_asks_redis_only_when_a_hit_needs_it(tmp_path: Path) -> None:
+    """``verify(may_block=False)`` decides a leased limit inline; an exact (small) limit's admission
+    needs Redis, so it answers WOULD_BLOCK having spent nothing, and the blocking pass admits it."""
+    from keyplane.auth import Requirement, SignedRequest
+    from keyplane.auth.bitget import prehash, sign_hmac
+    from keyplane.auth.request import WOULD_BLOCK, Reason
+    from keyplane.config import Settings
+    from keyplane.domain.model import Scheme
+    from keyplane.runtime import build_runtime
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'k.db'}", master_key="ab" * 32, redis_url=REDIS_URL)
+    runtime = build_runtime(settings)
+    try:
+        main = runtime.service.create_main_account("venue")
+        issued = runtime.service.issue_main_key(main.uid, Scheme.BITGET, passphrase="abcd1234", permissions=["read"])
+        assert issued.secret is not None
+        timestamp = str(int(time.time() * 1000))
+        signature = sign_hmac(issued.secret.encode(), prehash(timestamp, "GET", "/api/v2/x", "", b""))
+        headers = {"access-key": issued.key.api_key, "access-sign": signature,
+                   "access-timestamp": timestamp, "access-passphrase": "abcd1234"}  # fmt: skip
+        request = SignedRequest("GET", "/api/v2/x", "", headers, b"", "127.0.0.1")
+        verify = runtime.verifier.verify
+        assert verify(request, Requirement()).valid  # warms the cache (passphrase checked once)
+        caller = uuid.uuid4().hex
+        large = Requirement(rate_limit="1000/minute", rate_name=caller)
+        for _ in range(30):
+            assert verify(request, large, may_block=False).reason is Reason.VALID
+        small = Requirement(rate_limit="2/minute", rate_name=caller)
+        assert verify(request, small, may_block=False) is WOULD_BLOCK
+        assert verify(request, small, may_block=False) is WOULD_BLOCK  # nothing was spent
+        assert [verify(request, small).reason for _ in range(3)] == [Reason.VALID, Reason.VALID, Reason.RATE_LIMITED]
+        refused = verify(request, small, may_block=False)  # the refusal is known locally now
+        assert refused is not WOULD_BLOCK and refused.reason is Reason.RATE_LIMITED
+    finally:
+        runtime.close()

@@ -295,10 +295,13 @@ class Verifier:
         reason, detail, rate_key = decided[3], decided[4], decided[5]
         if reason is not _VALID:
             return VerifyResult(reason, scheme, key, account, detail=detail)
-        # the first steps that change state: a blocking one is left to the thread pool, untouched
+        # the first steps that change state: a blocking one is left to the thread pool, untouched. The rate
+        # limiter blocks only when this hit needs Redis (ratelimit_redis: a limit under 20, or a slice and
+        # its credit both spent); a worker thread may take the last leased unit between this check and the
+        # hit, and then that one hit waits for its lease on the loop (rare, bounded by the 0.5 s timeout).
         if not may_block and (
             (nonce is not None and self.nonces.blocking)
-            or (rate_key is not None and getattr(self.rate_limiter, "blocking", False))
+            or (rate_key is not None and self.rate_limiter.would_block(rate_key))
         ):
             return WOULD_BLOCK
         if nonce is not None:
