@@ -135,6 +135,8 @@ def test_entries_past_their_ttl_are_revalidated_off_the_hot_path(tmp_path: Path)
         assert cache.revalidate(versions, ttl=0) == 1
         fresh = cache.get(api_key)
         assert fresh is not None and fresh is not entry and fresh.key.ip_list == ("10.0.0.1",)
+        # the passphrase hash did not change: the reloaded entry needs no argon2id run
+        assert fresh.passphrase_digest is not None and not fresh.passphrase_needs_slow_check
         with runtime.store.engine.begin() as conn:
             conn.exec_driver_sql("DELETE FROM api_keys")
         assert cache.revalidate(versions, ttl=0) == 1

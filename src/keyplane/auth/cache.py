@@ -121,6 +121,7 @@ VersionReader = Callable[[Sequence[str]], dict[str, tuple[int, int]]]
 # feed's thread, never on the hot path). Unchanged, it stays with its verified-passphrase digest.
 TTL_SECONDS = 30.0
 _REVALIDATE_BATCH = 500
+_VERIFIED_MAX = 100_000
 
 
 class KeyCache:
@@ -141,6 +142,9 @@ class KeyCache:
         self._lock = threading.Lock()
         self._generation = 0
         self._by_age: deque[CachedKey] = deque()  # entries in the order they were loaded or re-validated
+        # api_key -> (passphrase hash, digest of the passphrase that passed it) of dropped entries: a change that
+        # leaves the hash as it was (an IP list, a freeze) costs the next request no argon2id run
+        self._verified: dict[str, tuple[str, bytes]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -168,6 +172,9 @@ class KeyCache:
             self._remember_unknown(api_key, generation)
             return None
         entry = self._build_logged(*loaded)
+        carried = self._verified.pop(api_key, None)
+        if entry is not None and carried is not None and carried[0] == entry.passphrase_hash:
+            entry.passphrase_digest = carried[1]
         with self._lock:
             # An invalidation that raced with this load wins: do not cache what may be stale.
             if generation == self._generation:
@@ -207,7 +214,7 @@ class KeyCache:
                         entry.loaded_at = now
                         self._by_age.append(entry)
                     else:
-                        del self._entries[api_key]
+                        self._forget_locked(api_key)
                         dropped += 1
                 if dropped:
                     self._generation += 1
@@ -252,8 +259,15 @@ class KeyCache:
         with self._lock:
             self._generation += 1
             for api_key in api_keys:
-                self._entries.pop(api_key, None)
+                self._forget_locked(api_key)
                 self._unknown.pop(api_key, None)
+
+    def _forget_locked(self, api_key: str) -> None:
+        entry = self._entries.pop(api_key, None)
+        if entry is not None and entry.passphrase_digest is not None and entry.passphrase_hash is not None:
+            self._verified[api_key] = (entry.passphrase_hash, entry.passphrase_digest)
+            if len(self._verified) > _VERIFIED_MAX:
+                del self._verified[next(iter(self._verified))]  # the oldest
 
     def clear(self) -> None:
         with self._lock:
