@@ -15,6 +15,7 @@ import sqlalchemy.exc
 from keyplane import crypto
 from keyplane.domain.model import AccountStatus, Scheme
 from keyplane.domain.policy import Policy
+from keyplane.domain.rules import BITGET_PERMISSIONS
 from keyplane.errors import InvalidIp, NameTaken, SubAccountLimit
 from keyplane.service import Actor, KeyplaneService, NewKeySpec, NewSubAccountWithKey
 from keyplane.store import Store
@@ -29,7 +30,10 @@ def service(tmp_path: Path) -> Iterator[KeyplaneService]:
 
 
 def _actor(service: KeyplaneService, name: str = "venue") -> Actor:
-    return Actor(account=service.create_main_account(name), api_key="bg_test", ip="127.0.0.1")
+    account = service.create_main_account(name)
+    # a main key holding every permission: a key grants only what it holds (tests/security/test_grants.py)
+    key = service.issue_main_key(account.uid, Scheme.BITGET, permissions=BITGET_PERMISSIONS)
+    return Actor(account=account, api_key=key.key.api_key, ip="127.0.0.1")
 
 
 def _entry(name: str, ips: tuple[str, ...] = ()) -> NewSubAccountWithKey:
@@ -113,7 +117,7 @@ def test_only_sealed_secrets_and_passphrase_hashes_reach_the_database(service: K
     assert issued.secret and main_key.secret
     with sqlite3.connect(tmp_path / "keyplane.db") as conn:
         rows = conn.execute("SELECT sealed_secret, passphrase_hash FROM api_keys").fetchall()
-    assert len(rows) == 2
+    assert len(rows) == 3  # the actor's main key, the sub-account's and the second main key
     for sealed, passphrase_hash in rows:
         assert issued.secret.encode() not in sealed and main_key.secret.encode() not in sealed
         assert passphrase_hash.startswith("$argon2id$") and "abcd1234" not in passphrase_hash

@@ -28,7 +28,8 @@ Verification failures are *not* exceptions: the verifier returns a ``VerifyResul
     │   └── BatchTooLarge
     └── Forbidden
         ├── NotMainAccount           a sub-account's key called a main-account endpoint
-        └── WrongPassphrase          a passphrase given to confirm a change does not match
+        ├── WrongPassphrase          a passphrase given to confirm a change does not match
+        └── GrantExceeded            a key would grant what the caller's own key lacks (``field``: what)
 """
 
 from __future__ import annotations
@@ -141,3 +142,8 @@ class NotMainAccount(Forbidden):
 
 class WrongPassphrase(Forbidden):
     pass
+
+
+class GrantExceeded(Forbidden):
+    """The caller's key cannot make or change a key that holds more than it does itself; ``field`` names
+    the permission it lacks (``read_and_write`` for a read-only key, which grants nothing)."""

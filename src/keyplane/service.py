@@ -36,6 +36,7 @@ from keyplane.errors import (
     ApiKeyNotFound,
     BatchTooLarge,
     DuplicateInRequest,
+    GrantExceeded,
     InvalidInput,
     InvalidIp,
     IpAlreadyListed,
@@ -152,7 +153,11 @@ class KeyplaneService:
         ip_list: Sequence[str] = (),
         passphrase: str | None = None,
         public_key_pem: str | None = None,
+        key_type: int | None = None,
     ) -> IssuedKey:
+        """A main account's key, made by the operator. WhiteBIT keys are type 2 unless ``key_type`` says 1."""
+        if key_type not in (None, 1, 2) or (key_type is not None and scheme is not Scheme.WHITEBIT):
+            raise InvalidInput("a key type is 1 or 2, and only for WhiteBIT keys", field="type")
         if public_key_pem is not None:
             _check_rsa_public_key(scheme, public_key_pem)
         if scheme is Scheme.BITGET and passphrase is None:
@@ -167,7 +172,7 @@ class KeyplaneService:
             issued = self._insert_key(
                 tx, account, scheme, label=label, permissions=tuple(permissions), ip_list=ips,
                 passphrase=passphrase, passphrase_hash=passphrase_hash, public_key_pem=public_key_pem,
-                key_type=2 if scheme is Scheme.WHITEBIT else None,
+                key_type=(key_type or 2) if scheme is Scheme.WHITEBIT else None,
             )
             tx.add_audit(
                 action="apikey.create", target=issued.key.api_key, account_uid=account.uid, actor_uid=None,
@@ -259,10 +264,15 @@ class KeyplaneService:
         lowered = [entry.name.lower() for entry in entries]
         if len(set(lowered)) != len(lowered):
             raise DuplicateInRequest("the same name twice in one request", field="subAccountName")
+        specs = [entry.key for entry in entries]
+        self._check_grants_now(actor, scheme, specs)  # before the slow hashes
         hashes = [_hash_passphrase(entry.key.passphrase) for entry in entries]
         issued: list[IssuedKey] = []
         with self._unique_names(), self.store.transaction() as tx:
             self._lock_main(tx, main)
+            caller = self._caller_key(tx, actor)
+            for spec in specs:
+                _check_grant(caller, scheme, spec.permissions, spec.key_type)
             count = tx.count_sub_accounts(main.uid)
             if count + len(entries) > limits.sub_accounts_per_main:
                 limit = limits.sub_accounts_per_main
@@ -313,6 +323,11 @@ class KeyplaneService:
         with self._unique_names(), self.store.transaction() as tx:
             account = self._owned_sub(tx, actor, uid=uid, public_id=public_id, lock=True)
             if permissions is not None:
+                caller = self._caller_key(tx, actor)
+                # a Bitget sub-account's permissions are the ceiling of its keys: raising it is a grant too
+                # (a WhiteBIT key has no permission list; its two flags stay within a type 1 key)
+                if caller is not None and caller.scheme is Scheme.BITGET:
+                    _check_grant(caller, Scheme.BITGET, permissions, None)
                 changes["permissions"] = tuple(permissions)
             if status is not None:
                 changes["status"] = status
@@ -349,9 +364,11 @@ class KeyplaneService:
         self, actor: Actor, scheme: Scheme, spec: NewKeySpec, *, uid: int | None = None, public_id: str | None = None
     ) -> IssuedKey:
         main = self._main_of(actor)
+        self._check_grants_now(actor, scheme, [spec])  # before the slow hash
         passphrase_hash = _hash_passphrase(spec.passphrase)
         with self.store.transaction() as tx:
             self._lock_main(tx, main)
+            _check_grant(self._caller_key(tx, actor), scheme, spec.permissions, spec.key_type)
             account = self._owned_sub(tx, actor, uid=uid, public_id=public_id)
             issued = self._insert_sub_key(tx, account, scheme, spec, passphrase_hash)
             self._audit(tx, actor, "apikey.create", issued.key.api_key, _key_detail(issued.key))
@@ -389,6 +406,10 @@ class KeyplaneService:
             key, account = self._owned_key(tx, actor, api_key=api_key, key_id=key_id, scheme=scheme, lock=True)
             if sub_uid is not None and account.uid != sub_uid:
                 raise ApiKeyNotFound("this key does not belong to that sub-account")
+            caller = self._caller_key(tx, actor)
+            _check_manages(caller, key)
+            if permissions is not None:
+                _check_grant(caller, key.scheme, permissions, key.key_type)
             changes: dict[str, object] = {}
             if label is not None:
                 changes["label"] = label
@@ -406,6 +427,7 @@ class KeyplaneService:
         """A new secret in place: the old one stops working with the very next request."""
         with self.store.transaction() as tx:
             key, _account = self._owned_key(tx, actor, key_id=key_id, scheme=scheme, lock=True)
+            _check_manages(self._caller_key(tx, actor), key)  # a new secret mints the key anew
             secret = _new_secret(key.scheme)
             tx.update_api_key(key.id, sealed_secret=self.master_key.seal(secret.encode(), key.id))
             self._audit(tx, actor, "apikey.reset", key.api_key, {})
@@ -422,6 +444,7 @@ class KeyplaneService:
     def add_key_ip(self, actor: Actor, *, key_id: str, ip: object, scheme: Scheme | None = None) -> ApiKey:
         with self.store.transaction() as tx:
             key, _account = self._owned_key(tx, actor, key_id=key_id, scheme=scheme, lock=True)
+            _check_manages(self._caller_key(tx, actor), key)
             try:
                 rule = normalize_ip_rule(ip)
             except InvalidIp:
@@ -438,6 +461,8 @@ class KeyplaneService:
     def remove_key_ip(self, actor: Actor, *, key_id: str, ip: str, scheme: Scheme | None = None) -> ApiKey:
         with self.store.transaction() as tx:
             key, _account = self._owned_key(tx, actor, key_id=key_id, scheme=scheme, lock=True)
+            # removing an address widens where a key works: only a caller holding all it holds may
+            _check_manages(self._caller_key(tx, actor), key)
             try:
                 rule = normalize_ip_rule(ip)
             except InvalidIp:
@@ -507,6 +532,26 @@ class KeyplaneService:
         if not actor.account.is_main:
             raise NotMainAccount("the caller's key must belong to a main account")
         return actor.account
+
+    def _caller_key(self, tx: Transaction, actor: Actor) -> ApiKey | None:
+        """The key the caller signed with (what it may grant), or None for the operator: the command line
+        acts with no key and no ceiling."""
+        if actor.api_key is None:
+            return None
+        key = tx.find_api_key(actor.api_key)
+        if key is None or key.account_uid != actor.account.uid:
+            raise GrantExceeded("the caller's key no longer exists", field=READ_WRITE)
+        return key
+
+    def _check_grants_now(self, actor: Actor, scheme: Scheme, specs: Sequence[NewKeySpec]) -> None:
+        """The grant check ahead of the slow passphrase hashes, so a key that may not mint keys costs
+        no argon2id; the transaction checks again."""
+        if actor.api_key is None:
+            return
+        with self.store.reading() as tx:
+            caller = self._caller_key(tx, actor)
+        for spec in specs:
+            _check_grant(caller, scheme, spec.permissions, spec.key_type)
 
     def _lock_main(self, tx: Transaction, main: Account) -> None:
         if tx.lock_account(main.uid) is None:
@@ -622,6 +667,43 @@ class KeyplaneService:
 
     def _unique_names(self) -> KeyplaneService._UniqueNames:
         return KeyplaneService._UniqueNames()
+
+
+# What ``GrantExceeded`` names when a read-only Bitget key tries to grant: the permission type of Bitget's
+# older API (``permType``: ``read_and_write`` | ``readonly``), the one word for "any write permission".
+READ_WRITE = "read_and_write"
+
+
+def _bitget_held(caller: ApiKey) -> set[str]:
+    """What a Bitget key may grant: its permissions, and ``read``, which any permission implies (as the
+    verifier's ``bitget_grants`` reads them)."""
+    return {*caller.permissions, "read"} if caller.permissions else set()
+
+
+def _check_grant(caller: ApiKey | None, scheme: Scheme, permissions: Iterable[str], key_type: int | None) -> None:
+    """A key made or changed by ``caller`` holds nothing ``caller`` lacks (issue 8, item 6).
+
+    Bitget: every permission must be the caller's own, and a read-only caller (nothing but ``read``)
+    grants nothing at all, not even ``read``. WhiteBIT: the new key's type (1 info and trading, 2 adds
+    deposits and withdrawals) is at most the caller's. The operator (no caller key) grants anything.
+    """
+    if caller is None:
+        return
+    if scheme is Scheme.BITGET:
+        held = _bitget_held(caller)
+        if not held - {"read"}:
+            raise GrantExceeded("a read-only key cannot grant keys", field=READ_WRITE)
+        for permission in permissions:
+            if permission not in held:
+                raise GrantExceeded(f"the caller's key lacks {permission}", field=permission)
+    elif (key_type or 1) > (caller.key_type or 1):
+        raise GrantExceeded("the caller's key type is lower than the key's", field="type")
+
+
+def _check_manages(caller: ApiKey | None, key: ApiKey) -> None:
+    """``caller`` may change ``key`` (its label, addresses, secret) only if it holds all ``key`` holds:
+    otherwise a weaker main key could, say, lift the IP allowlist of a withdrawal key."""
+    _check_grant(caller, key.scheme, key.permissions, key.key_type)
 
 
 def _hash_passphrase(passphrase: str | None) -> str | None:

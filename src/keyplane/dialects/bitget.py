@@ -86,6 +86,9 @@ DOMAIN_ERRORS: list[tuple[type[errors.KeyplaneError], str, str]] = [
     (errors.BatchTooLarge, "40058", "Parameter {0} Only a maximum of {1} is allowed"),
     (errors.WrongPassphrase, "40036", "passphrase is error"),
     (errors.NotMainAccount, "40048", "The user's ApiKey must be the parent account"),
+    # a key that would hold more than the caller's: Bitget's permission error, naming what is lacking
+    # [BG-ERR] (ccxt: PermissionDenied), as the verifier answers a key without the route's permission
+    (errors.GrantExceeded, "40014", "Incorrect permissions, need {0} permissions"),
     (errors.KeyplaneError, "40017", "Parameter verification failed {0}"),
 ]
 

@@ -202,7 +202,8 @@ def domain_error(error: errors.KeyplaneError) -> WireError:
         return business(f"You have reached the maximum number of allowed IPs: {error.limit}")
     if isinstance(error, errors.SubAccountLimit):
         return business(f"Limit of sub-accounts is reached. Maximum allowed: {error.limit}")
-    if isinstance(error, errors.NotMainAccount):
+    if isinstance(error, errors.NotMainAccount | errors.GrantExceeded):
+        # a key type above the caller's: the answer to a type 1 key where type 2 is needed (module doc)
         return WireError(*NOT_AUTHORIZED, {})
     return invalid(error.field or "request", error.message)
 
