@@ -33,6 +33,8 @@ from keyplane.domain.model import (
 from keyplane.store.tables import accounts, api_keys, audit_events, key_changes, key_nonces, seen_nonces
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+# PostgreSQL: (b"keyp" as a class id, the schema) -> one migrating process per schema at a time
+_MIGRATION_LOCK = sa.text("SELECT pg_advisory_xact_lock(1801812336, hashtext(coalesce(current_schema(), '')))")
 
 
 def now_ms() -> int:
@@ -551,10 +553,19 @@ class Store:
         self._key_listeners.append(listener)
 
     def migrate(self) -> None:
-        """Brings the schema to the newest Alembic revision."""
+        """Brings the schema to the newest Alembic revision; safe when many processes start at once.
+
+        The migration runs in one transaction that first takes a lock, so processes started together on
+        an empty database migrate one after the other and every later one finds the schema at head (a
+        no-op). SQLite: ``BEGIN IMMEDIATE`` (see ``_make_engine``) is that lock. PostgreSQL: a
+        transaction-scoped advisory lock keyed by the schema, released at commit; without it two nodes
+        both created ``alembic_version`` and one died.
+        """
         config = Config()
         config.set_main_option("script_location", str(_MIGRATIONS))
         with self.engine.begin() as conn:
+            if not self.is_sqlite:
+                conn.execute(_MIGRATION_LOCK)
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
 
