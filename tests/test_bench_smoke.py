@@ -82,3 +82,17 @@ def test_scale_bench_runs() -> None:
         "http_of_noop",
     }
     assert len(figures["runs"]["small"]) == len(figures["runs"]["large"]) == 2
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (apt-get install -y wrk)")
+def test_cluster_bench_runs() -> None:
+    figures = run_bench("cluster.py", "--quick", timeout=300)
+    assert set(figures["http"]) == {"sqlite", "pg1", "pg2"}
+    for node in figures["http"].values():
+        for scheme in ("bitget", "whitebit"):
+            assert node[scheme]["rps"] > 0 and node[scheme]["non_2xx"] == 0 and node[scheme]["valid_share"] > 0.99
+    assert set(figures["ratio_to_sqlite"]["pg1"]) == {"bitget", "whitebit"}
+    assert figures["inprocess"]["ratio"]["bitget"] > 0
+    assert "absent" in figures["propagation"] or figures["propagation"]["with_redis"]["n"] > 0
