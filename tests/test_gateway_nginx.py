@@ -481,6 +481,12 @@ TRICKS: dict[str, bytes] = {  # appended to a location's prefix
     "query-control": b"tickers?symbol=\x01",
     "query-non-ascii": b"tickers?symbol=\xc3\xa9",
     "fragment": b"tickers#x",
+    "trailing-slash": b"tickers/",
+    "trailing-dot": b"tickers.",
+    "leading-dot": b".tickers",
+    "dot-dot-in-name": b"tick..ers",
+    "colon": b"x:tickers",
+    "at": b"@tickers",
 }
 
 WHOLE_TARGETS: dict[str, bytes] = {  # tricks that start outside any one location
@@ -561,11 +567,11 @@ def assert_guard_refused(gateway: Gateway, target: bytes, answer: Answer, lines:
     if headers.get("x-keyplane-code") is None:  # nginx itself refused it before any location ran
         assert b"400 Bad Request" in body, (target, body)
         return
-    assert headers["x-keyplane-code"] == "NON_CANONICAL"
+    assert headers["x-keyplane-code"] == "BAD_TARGET"
     error = json.loads(body)
-    if target.startswith(b"/api/v2/"):  # Bitget's envelope (keyplane_guard.lua names its choice)
-        assert error["code"] == "40020" and error["msg"] == "Parameter path error" and error["data"] is None
-        assert isinstance(error["requestTime"], int)
+    if target.startswith(b"/api/v2/"):  # Bitget's envelope, as keyplane's verifier answers BAD_TARGET
+        assert error["code"] == "40017" and error["msg"] == "Parameter verification failed"
+        assert error["data"] is None and isinstance(error["requestTime"], int)
     elif target.startswith(b"/api/v4/"):
         assert error == {"code": 9, "message": "Invalid payload."}
     else:

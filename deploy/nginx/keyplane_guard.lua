@@ -3,17 +3,20 @@
 --
 -- 1. One path, one meaning. The request target exactly as the client sent it ($request_uri) must be
 --    canonical: an absolute path of plain segments, then optionally a query of printable ASCII. Refused:
---    dot segments (`.`, `..`, also percent-encoded, since `%` is refused), doubled slashes, backslashes,
---    any percent-encoding in the path, `;` parameters, control characters, spaces, `#`, non-ASCII.
+--    dot segments (`.`, `..`, also percent-encoded, since `%` is refused), doubled or trailing slashes,
+--    backslashes, any percent-encoding or other punctuation in the path (`;` parameters included),
+--    control characters, spaces, `#`, non-ASCII.
 --    nginx matches locations on its normalized $uri (dots resolved, slashes merged, %XX decoded) while the
 --    upstream reads the raw target; for a canonical target both are the same string, so what nginx
 --    routed (public or private) and what keyplane verified is what the upstream reads.
 -- 2. Identity headers are keyplane's alone: every client-sent X-Keyplane-* header is removed here, so on
 --    public locations too the upstream only ever sees the ones keyplane_verify.lua sets.
 
--- path: "/" alone, or "/segment" repeated with an optional trailing "/"; a segment is one or more RFC 3986
--- pchars without "%" and ";", and is never "." or "..". Query: printable ASCII except "#".
-local CANONICAL = [[^(?:/(?!\.\.?(?:/|\?|\z))[A-Za-z0-9\-._~!$&'()*+,=:@]+)*/?(?:\?[\x21\x22\x24-\x7e]*)?\z]]
+-- The same rule as keyplane's verifier (src/keyplane/domain/target.py), so a path means one thing on every
+-- location: "/segment" repeated, a segment being A-Z a-z 0-9 - _ ~ with single dots inside (never a dot
+-- segment, never a leading or trailing dot), no empty segment (no "//", no trailing "/"). Query:
+-- printable ASCII except "#".
+local CANONICAL = [[^(?:/[A-Za-z0-9_~-]+(?:\.[A-Za-z0-9_~-]+)*)+(?:\?[\x21\x22\x24-\x7e]*)?\z]]
 local IDENTITY_PREFIX = "x-keyplane-"
 local MAX_HEADERS = 200  -- the same bound keyplane_verify.lua reads; more is refused, never half-stripped
 
@@ -21,17 +24,18 @@ if ngx.is_subrequest then  -- the call to keyplane: already checked as the clien
     return
 end
 
--- HTTP 400 in the dialect the path belongs to. The gateway's choice (it answers before keyplane sees
--- the request): Bitget `40020` "Parameter {0} error" with {0} = path, a listed code ([BG-ERR] in
--- shared/reference/exchanges.md: every Bitget error is HTTP 400); WhiteBIT's "Invalid payload." code 9,
--- the 400 keyplane's WhiteBIT dialect gives a malformed request (dialects/whitebit.py INVALID_PAYLOAD).
+-- HTTP 400 in the dialect the path belongs to, the very answer keyplane's verifier gives such a target
+-- (Reason.BAD_TARGET): Bitget `40017` "Parameter verification failed" ([BG-ERR] in
+-- shared/reference/exchanges.md; every Bitget error is HTTP 400), WhiteBIT's "Invalid payload." code 9
+-- (dialects/whitebit.py INVALID_PAYLOAD). The gateway answers before keyplane sees the request.
 local function refuse(target, what)
     ngx.status = 400
     ngx.header["Content-Type"] = "application/json"
-    ngx.header["X-Keyplane-Code"] = "NON_CANONICAL"
+    ngx.header["X-Keyplane-Code"] = "BAD_TARGET"
     if string.sub(target, 1, 8) == "/api/v2/" then
         ngx.print(string.format(
-            '{"code":"40020","msg":"Parameter %s error","requestTime":%d,"data":null}', what, math.floor(ngx.now() * 1000)
+            '{"code":"40017","msg":"Parameter verification failed","requestTime":%d,"data":null}',
+            math.floor(ngx.now() * 1000)
         ))
     elseif string.sub(target, 1, 8) == "/api/v4/" then
         ngx.print('{"code":9,"message":"Invalid payload."}')
