@@ -10,7 +10,7 @@ windows do. Its cost is one dict lookup under a lock.
 
 With Redis (``KEYPLANE_REDIS_URL``) the limit is global, decided locally from slices of each window's
 quota leased through Redis (``ratelimit_redis``: design, error bound and outage behaviour there): no
-network round trip per request except for limits under 20 a window, which stay exact.
+network round trip per request except for limits under 40 a window, which stay exact.
 """
 
 from __future__ import annotations

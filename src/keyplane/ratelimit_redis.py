@@ -1,37 +1,38 @@
 """Rate limits shared through Redis, decided locally: no network round trip per request in the common case.
 
-Two regimes, by the limit's amount N (``SMALL`` = 20):
+Every process that verifies (each worker of each node) has one ``LeasedLimiter``. Two regimes, by the
+limit's amount N (``SMALL`` = 40):
 
-* **N >= 20: leased slices of a fixed window.** Windows are aligned to Redis's clock (window number
-  ``floor(t / T)``; each node learns its offset to Redis's ``TIME`` from every reply), so every node
-  counts the same windows. Redis holds one counter per (limit, caller, window): the units *granted* to
-  nodes. A node takes a slice (``chunk`` = N/20) with one atomic script (``LEASE``) and then decides
-  locally, spending its slice under a lock (~1 µs). When its slice runs low (half a chunk left) a
-  background thread leases the next one, so the hot path keeps deciding from memory. The first request of
-  a window on a node, or a burst that outruns the refill, is admitted on *debt*: up to ``share`` = N/20
-  units per node that Redis has not granted yet; the next lease carries the debt, which Redis counts even
-  if it no longer fits. Once Redis says the window is used up the node refuses locally until the window
-  ends, and takes no more debt in it.
+* **N >= 40: leased slices of a fixed window.** Windows are aligned to Redis's clock (window number
+  ``floor(t / T)``; each process learns its offset to Redis's ``TIME`` from every reply), so every process
+  counts the same windows. Redis holds one counter per (limit, caller, window): the units *granted*. A
+  process takes a slice (``chunk`` = N/20) with one atomic script (``LEASE``) and then decides locally,
+  spending its slice under a lock (~1 µs). When its slice runs low (half a chunk left) a background thread
+  leases the next one (one pipeline for every limit due), so the hot path keeps deciding from memory. The
+  first request of a window in a process, or a burst that outruns the refill, is admitted on *credit*: up
+  to ``share`` = N/40 units Redis has not granted yet, and only while the process's last answer from Redis
+  left room for them; the next lease carries that debt, which Redis counts even if it no longer fits. Once
+  Redis says the window is used up the process refuses locally until the window ends.
 
-  Error bound: Redis never grants more than N, so the only excess is debt admitted after the window
-  filled, at most ``share`` = floor(N/20) per node and window: a global limit of N admits at most
-  N + 2·floor(N/20) <= 1.1·N in a window across two nodes (k nodes: N·(1 + k/20)). The other way, a
-  node may end a window holding up to 1.5 chunks it never used (7.5% of N), which no other node can
-  spend: a caller whose traffic leaves a node mid-window may get that much less than N. Unused slices
-  expire with their window (the counter's TTL) and are given back when the limiter closes. Like the
-  in-memory fixed windows (``ratelimit.LocalWindows``) and the exchanges' own, up to 2N may pass across a
-  window's edge; a client pacing itself to N per window is never refused.
+  Error bound: Redis never grants more than N, so the only excess is credit taken after the window filled,
+  at most ``share`` = floor(N/40) per process and window. A global limit of N admits at most
+  N·(1 + P/40) in a window across P processes: **<= 110% across two nodes of up to two workers each**
+  (105% with one worker each). The other way, a process may end a window holding up to 1.5 slices it never
+  spent (7.5% of N), which no other process can spend: a caller whose traffic leaves a node mid-window may
+  get that much less than N. Unspent slices expire with their window (the counter's TTL) and are given back
+  when the limiter closes. Like the in-memory fixed windows (``ratelimit.LocalWindows``) and the exchanges'
+  own, up to 2N may pass across a window's edge; a client pacing itself to N per window is never refused.
 
-* **N < 20: exact moving window in Redis, one unit at a time.** 5% of such a limit is less than one
+* **N < 40: exact moving window in Redis, one unit at a time.** Credit of N/40 would be less than one
   request, so nothing is decided on credit: every admission is one ``MOVING`` script call (a list of the
   last N admission times, as ``limits``' moving window keeps it; one round trip instead of ``limits``'
-  two), and never more than N pass in any T seconds across all nodes. A refusal tells the node when the
-  oldest of those N admissions leaves the window; until then it refuses locally without asking.
+  two), and never more than N pass in any T seconds across all processes. A refusal tells the process when
+  the oldest of those N admissions leaves the window; until then it refuses locally without asking.
 
-The hot path never waits for Redis except where a decision needs it: an N < 20 admission, or a leased
-limit whose slice and debt are both spent before the refill answered. ``would_block`` tells which, without
-changing anything, so an asynchronous caller can run that verification in a thread; ``hit_prepared`` then
-makes the call itself (socket timeout 0.5 s).
+The hot path never waits for Redis except where a decision needs it: an N < 40 admission, or a leased
+limit whose slice and credit are both spent before the refill answered. ``would_block`` tells which,
+without changing anything, so the non-blocking verification leaves that one to a thread; ``hit_prepared``
+then makes the call itself (socket timeout 0.5 s).
 
 Redis down: the first failed call logs one warning and every process counts its own fixed windows of the
 full N (``LocalWindows``): no exception, no refusal caused by the outage; the limit then holds per
@@ -57,8 +58,9 @@ from keyplane.ratelimit import LocalWindows, Prepared
 log = logging.getLogger("keyplane.ratelimit")
 _time = time.time
 
-SMALL = 20  # below this amount a limit is exact (moving window, one Redis call per admission)
-SHARE_DIVISOR = 20  # debt per node and window: floor(N / 20), i.e. 5% of N
+SMALL = 40  # below this amount a limit is exact (moving window, one Redis call per admission)
+CHUNK_DIVISOR = 20  # a slice is N/20
+SHARE_DIVISOR = 40  # credit per process and window: floor(N/40), 2.5% of N (four processes: 10%)
 PREFIX = "kp:rl:"
 PROBE_EVERY = 0.5  # seconds between pings while Redis is down
 TIMEOUT = 0.5  # socket (connect and read) timeout of every Redis call
@@ -85,6 +87,7 @@ MOVING = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local amount, span = tonumber(ARGV[1]), tonumber(ARGV[2])
+if amount <= 0 then return {0, 0, now + span, now} end
 local nth = redis.call('LINDEX', KEYS[1], amount - 1)
 if nth and tonumber(nth) > now - span then
   return {0, amount, tonumber(nth) + span, now}
@@ -127,7 +130,7 @@ class _Window:
 
 
 def chunk_of(amount: int) -> int:
-    return max(1, amount // SHARE_DIVISOR)
+    return max(1, amount // CHUNK_DIVISOR)
 
 
 def share_of(amount: int) -> int:
@@ -213,6 +216,8 @@ class LeasedLimiter:
         if blocked is not None and blocked[0] > now_ms:
             return False, RateLimitState(amount, 0, blocked[0])
         span = int(seconds * 1000)
+        if amount <= 0:  # "0/second": nothing passes (Redis's LINDEX -1 would read the newest entry)
+            return False, RateLimitState(amount, 0, now_ms + span)
         try:
             admitted, inside, reset_ms, redis_now = self._moving(keys=[PREFIX + ":".join(key)], args=[amount, span])
         except redis.RedisError as error:
@@ -313,25 +318,35 @@ class LeasedLimiter:
 
     def _run(self) -> None:
         while not self._closed.is_set():
-            if self.down:
-                self._probe()
-                continue
             try:
-                first = self._queue.get(timeout=1.0)
-            except queue.Empty:
-                continue
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < 512:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
+                if not self._run_once():
                     return
-                batch.append(item)
-            self._refill(batch)
+            except Exception:  # a bug must not end the leases: hits would then wait for Redis themselves
+                log.exception("rate-limit lease thread")
+                self._closed.wait(PROBE_EVERY)
+
+    def _run_once(self) -> bool:
+        """One batch of leases (or one probe while Redis is down); False once the limiter closes."""
+        if self.down:
+            self._probe()
+            return True
+        try:
+            first = self._queue.get(timeout=1.0)
+        except queue.Empty:
+            return True
+        if first is None:
+            return False
+        batch = [first]
+        while len(batch) < 512:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                return False
+            batch.append(item)
+        self._refill(batch)
+        return True
 
     def _probe(self) -> None:
         if self._closed.wait(PROBE_EVERY):

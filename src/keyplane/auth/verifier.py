@@ -296,7 +296,7 @@ class Verifier:
         if reason is not _VALID:
             return VerifyResult(reason, scheme, key, account, detail=detail)
         # the first steps that change state: a blocking one is left to the thread pool, untouched. The rate
-        # limiter blocks only when this hit needs Redis (ratelimit_redis: a limit under 20, or a slice and
+        # limiter blocks only when this hit needs Redis (ratelimit_redis: a limit under 40, or a slice and
         # its credit both spent); a worker thread may take the last leased unit between this check and the
         # hit, and then that one hit waits for its lease on the loop (rare, bounded by the 0.5 s timeout).
         if not may_block and (
