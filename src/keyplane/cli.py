@@ -1,9 +1,17 @@
-"""The ``keyplane`` command: the operator's tool for main accounts, their keys, the audit log, the server."""
+"""The ``keyplane`` command: the operator's tool for main accounts, their keys, the audit log, the server.
+
+Exit codes: 0 done; 2 refused (a bad setting or argument, a rule the change breaks; nothing changed);
+3 unavailable (the database cannot be reached; nothing changed, try again). An outage prints one line,
+never a traceback. Redis down is not an outage for the command: a change is committed and other
+processes learn of it from the store's change feed.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +24,7 @@ from rich.table import Table
 from keyplane import crypto, errors
 from keyplane.config import Settings
 from keyplane.domain.model import Scheme
+from keyplane.outages import unavailable
 from keyplane.runtime import Runtime, build_runtime
 
 app = typer.Typer(help="keyplane: sub-accounts and API keys for a trading venue.", no_args_is_help=True)
@@ -36,6 +45,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object,
 
 
 def _runtime(database: str | None) -> Runtime:
+    _one_line_warnings()
     return _build(_settings(database))
 
 
@@ -46,6 +56,20 @@ def _build(settings: Settings) -> Runtime:
     except crypto.MasterKeyError as error:
         err_console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from None
+
+
+class _OneLine(logging.Formatter):
+    """Warnings as one line each: the command's user needs what happened, not a traceback."""
+
+    def formatException(self, ei: Any) -> str:
+        return ""
+
+
+def _one_line_warnings() -> None:
+    """For the commands that change or read the store (not ``serve``, which logs as a server)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(_OneLine("warning: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
 
 
 def _settings(database: str | None = None) -> Settings:
@@ -238,6 +262,7 @@ def master_key_rotate(
     set it to NEW,OLD (newest first) on every node and restart them, then run this command; it re-seals
     everything under NEW, after which OLD can be dropped from the setting.
     """
+    _one_line_warnings()
     settings = _settings(database)
     if settings.master_key:
         _rotate_environment_ring(settings, new_key, as_json)
@@ -323,8 +348,18 @@ def serve(
     ).serve()
 
 
+EXIT_UNAVAILABLE = 3
+
+
 def main() -> None:
-    app()
+    try:
+        app()
+    except Exception as error:
+        outage = unavailable(error)
+        if outage is None:
+            raise
+        err_console.print(f"[red]error:[/red] {outage.message}; nothing was changed, try again", soft_wrap=True)
+        sys.exit(EXIT_UNAVAILABLE)
 
 
 if __name__ == "__main__":

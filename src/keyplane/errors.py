@@ -26,10 +26,11 @@ Verification failures are *not* exceptions: the verifier returns a ``VerifyResul
     │   ├── ApiKeyLimit
     │   ├── IpLimit
     │   └── BatchTooLarge
-    └── Forbidden
-        ├── NotMainAccount           a sub-account's key called a main-account endpoint
-        ├── WrongPassphrase          a passphrase given to confirm a change does not match
-        └── GrantExceeded            a key would grant what the caller's own key lacks (``field``: what)
+    ├── Forbidden
+    │   ├── NotMainAccount           a sub-account's key called a main-account endpoint
+    │   ├── WrongPassphrase          a passphrase given to confirm a change does not match
+    │   └── GrantExceeded            a key would grant what the caller's own key lacks (``field``: what)
+    └── Unavailable                  the store (or Redis) cannot be reached now: an outage, not a rule
 """
 
 from __future__ import annotations
@@ -147,3 +148,11 @@ class WrongPassphrase(Forbidden):
 class GrantExceeded(Forbidden):
     """The caller's key cannot make or change a key that holds more than it does itself; ``field`` names
     the permission it lacks (``read_and_write`` for a read-only key, which grants nothing)."""
+
+
+class Unavailable(KeyplaneError):
+    """The store (or Redis) could not be reached; each dialect answers its 503-class error.
+
+    Raised at the edges (``keyplane.outages.unavailable``) from the driver's connection errors, so that
+    an outage becomes an answer. A transaction that fails this way before its commit changed nothing.
+    """

@@ -20,6 +20,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from keyplane.outages import redis_client
+
 log = logging.getLogger("keyplane.invalidation")
 
 CHANNEL = "keyplane:keys-changed"
@@ -32,7 +34,7 @@ class RedisInvalidationBus:
         invalidate: Callable[[Sequence[str]], None],
         resync: Callable[[], None],
     ) -> None:
-        self._redis = redis.Redis.from_url(redis_url)
+        self._redis = redis_client(redis_url)  # short timeouts, no retries: a down Redis costs ms
         # publishing happens after a commit, on the caller's thread: it must not wait for a Redis that is down
         self._publisher = redis.Redis.from_url(
             redis_url, socket_connect_timeout=0.5, socket_timeout=0.5, retry=Retry(NoBackoff(), 0)
@@ -75,6 +77,7 @@ class RedisInvalidationBus:
                         self._handle(message["data"])
             except redis.RedisError:
                 log.warning("invalidation channel lost; reconnecting", exc_info=True)
+                self._subscribed.set()  # never hold up a start (or a CLI call) while Redis is down
                 self._stopped.wait(1.0)
 
     def _handle(self, data: bytes) -> None:

@@ -34,6 +34,7 @@ from keyplane.auth.request import WOULD_BLOCK, Reason, Requirement, SignedReques
 from keyplane.domain.model import AccountStatus, Scheme
 from keyplane.domain.scopes import bitget_grants, whitebit_grants
 from keyplane.endpoints import EndpointTable
+from keyplane.outages import unavailable, warn
 from keyplane.ratelimit import RateLimiter
 from keyplane.store import Store
 
@@ -156,8 +157,13 @@ class Verifier:
             self._executor = None
 
     def _failed(self, request: SignedRequest, scheme: Scheme | None, error: Exception) -> VerifyResult:
+        # An outage of the store or Redis (a cache miss's lookup, a nonce that cannot be recorded): refused,
+        # one warning a second (keyplane.outages), not a line per request.
+        if unavailable(error) is not None:
+            warn("verification refused as UNAVAILABLE", error)
+            return VerifyResult(Reason.UNAVAILABLE, scheme)
         # Only the error's type, method and path: its text or a traceback's values could carry what the
-        # client sent (a signature, a passphrase). A store or network failure is the usual cause.
+        # client sent (a signature, a passphrase).
         log.error(
             "verification could not complete (%s) for %s %s", type(error).__name__,
             request.method[:16], request.path[:200],

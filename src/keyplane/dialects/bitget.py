@@ -19,7 +19,11 @@ Choices where Bitget's own docs disagree (``reference/exchanges.md`` section 3),
 - modify-virtual-subaccount-apikey checks ``passphrase`` against the key's (Bitget's FAQ: a passphrase
   "cannot be modified"), and answers ``secretKey: ""``: secrets are shown once, at creation;
 - an expired timestamp is 40008, an IP outside the allowlist 40018 "Invalid IP" (ccxt: PermissionDenied;
-  40038 would surface as a bare ExchangeError), a frozen sub-account's key 40013.
+  40038 would surface as a bare ExchangeError), a frozen sub-account's key 40013;
+- an outage (the store or Redis cannot be reached: ``Reason.UNAVAILABLE``, ``errors.Unavailable``) is HTTP
+  503 with 40015 "System is abnormal, please try again later" [BG-ERR]: the table's one code that says the
+  fault is the server's and to retry (the docs list 5xx statuses without bodies). Not 40010 "Request timed
+  out", which ccxt maps to AuthenticationError; ccxt maps 40015 to ExchangeError.
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ REASON_ERRORS: dict[Reason, tuple[str, str]] = {
     Reason.PERMISSION_DENIED: ("40014", "Incorrect permissions, need {0} permissions"),
     # never answered: Verifier.verify_async resolves it; were it to leak, the "try again" code
     Reason.WOULD_BLOCK: ("40015", "System is abnormal, please try again later"),
+    Reason.UNAVAILABLE: ("40015", "System is abnormal, please try again later"),  # HTTP 503: unavailable()
 }
 
 # Domain errors -> (code, message) [BG-ERR], most specific class first.
@@ -125,6 +130,11 @@ def rate_limited() -> Response:
     return fail("429", "Too Many Requests", status=429)
 
 
+def unavailable() -> Response:
+    """An outage of the store or Redis (module doc): HTTP 503, 40015."""
+    return fail(*REASON_ERRORS[Reason.UNAVAILABLE], status=503)
+
+
 def not_found() -> Response:
     return fail("40404", "Request URL NOT FOUND", status=404)
 
@@ -138,11 +148,15 @@ def internal_error() -> Response:
 def verify_error(result: VerifyResult) -> Response:
     if result.reason is Reason.RATE_LIMITED:
         return rate_limited()
+    if result.reason is Reason.UNAVAILABLE:
+        return unavailable()
     code, message = REASON_ERRORS.get(result.reason, ("40009", "sign signature error"))
     return fail(code, _fill(message, result.detail))
 
 
 def domain_error(error: errors.KeyplaneError, field: str | None = None) -> Response:
+    if isinstance(error, errors.Unavailable):
+        return unavailable()
     for error_type, code, message in DOMAIN_ERRORS:
         if isinstance(error, error_type):
             limit = getattr(error, "limit", "")

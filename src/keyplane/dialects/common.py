@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 
 from keyplane.auth import SignedRequest, VerifyResult
+from keyplane.outages import unavailable, warn
 from keyplane.service import Actor
 
 # No route's documented body nests deeper than 3; 32 leaves room and bounds every later walk.
@@ -63,5 +64,17 @@ def actor_of(request: SignedRequest, result: VerifyResult) -> Actor:
 
 async def run_service(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Runs a use-case in a thread: they hash passphrases and wait on database locks, which must not
-    block the event loop that verifies every other request."""
-    return await asyncio.to_thread(function, *args, **kwargs)
+    block the event loop that verifies every other request.
+
+    An outage of the store raises ``errors.Unavailable`` (each dialect's 503-class answer) instead of the
+    driver's error. A use-case is one transaction, so it failed before its commit and changed nothing;
+    a commit whose acknowledgement is lost with the connection is the one case that cannot be told.
+    """
+    try:
+        return await asyncio.to_thread(function, *args, **kwargs)
+    except Exception as error:
+        outage = unavailable(error)
+        if outage is None:
+            raise
+        warn("management call refused (store unavailable)", error)
+        raise outage from None

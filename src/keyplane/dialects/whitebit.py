@@ -63,7 +63,12 @@ Choices where WhiteBIT's own docs disagree or say nothing (``reference/exchanges
   endpoint; WhiteBIT counts them per IP address, which behind a gateway would be the gateway's. Over the
   limit is HTTP 429 "Too many requests.", the nonce failure's answer too;
 - a sub-account's permissions outside spot/collateral (e.g. Bitget's ``transfer``) survive a WhiteBIT
-  edit, which only sets the two flags it knows.
+  edit, which only sets the two flags it knows;
+- an outage (the store or Redis cannot be reached: ``Reason.UNAVAILABLE``, ``errors.Unavailable``) is HTTP
+  503 with the body WhiteBIT answers when it is unavailable, as ccxt records it (whitebit.py's exact
+  exceptions, ``'503': ExchangeNotAvailable``): ``{"response":null,"status":503,"errors":{"message":[""]},
+  "notification":null,"warning":null,"_token":null}``; ccxt raises ExchangeNotAvailable, a retryable
+  NetworkError.
 """
 
 from __future__ import annotations
@@ -126,6 +131,13 @@ REASON_ERRORS: dict[Reason, tuple[int, int, str]] = {
     Reason.PERMISSION_DENIED: (403, 0, "You don't have permission to use this endpoint."),
     # never answered: Verifier.verify_async resolves it; were it to leak, a retryable 503
     Reason.WOULD_BLOCK: (503, 0, "Service Unavailable"),
+    Reason.UNAVAILABLE: (503, 0, ""),  # answered by unavailable(): WhiteBIT's 503 body has its own shape
+}
+
+# WhiteBIT's answer when it is unavailable, as ccxt records it (module doc)
+UNAVAILABLE_BODY = {
+    "response": None, "status": 503, "errors": {"message": [""]}, "notification": None, "warning": None,
+    "_token": None,
 }
 
 
@@ -161,6 +173,11 @@ def not_found(message: str) -> WireError:
     return WireError(404, None, message, {})
 
 
+def unavailable() -> Response:
+    """An outage of the store or Redis (module doc): HTTP 503 in WhiteBIT's shape."""
+    return json_response(503, UNAVAILABLE_BODY)
+
+
 def too_large() -> Response:
     return fail(*INVALID_PAYLOAD)
 
@@ -172,6 +189,8 @@ def internal_error() -> Response:
 
 def verify_error(result: VerifyResult, requirement: Requirement) -> Response:
     # a type 1 key where type 2 is needed is "not authorized"; an allowlist miss is "no permission"
+    if result.reason is Reason.UNAVAILABLE:
+        return unavailable()
     key = result.key
     if result.reason is Reason.PERMISSION_DENIED and key is not None and (key.key_type or 1) < requirement.key_type:
         return fail(*NOT_AUTHORIZED)
@@ -415,6 +434,8 @@ class WhitebitDialect:
             return await route(request, result)
         except WireError as error:
             return error.response()
+        except errors.Unavailable:
+            return unavailable()
         except errors.KeyplaneError as error:
             return domain_error(error).response()
 

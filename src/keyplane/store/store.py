@@ -8,6 +8,7 @@ FOR UPDATE`` on the main account's row), which every limit-checking use-case tak
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -36,6 +37,8 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 # PostgreSQL: (b"keyp" as a class id, the schema) -> one migrating process per schema at a time
 _MIGRATION_LOCK = sa.text("SELECT pg_advisory_xact_lock(1801812336, hashtext(coalesce(current_schema(), '')))")
 
+log = logging.getLogger("keyplane.store")
+
 
 def now_ms() -> int:
     return int(time.time() * 1000)
@@ -51,8 +54,17 @@ def normalize_url(url: str) -> str:
 def _make_engine(url: str) -> Engine:
     url = normalize_url(url)
     if not url.startswith("sqlite"):
-        return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
-    engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # Outages (keyplane.outages): a connection checked out of the pool is pinged first, so one that a
+        # database restart dropped is replaced instead of failing its request; a connection attempt to a
+        # database that does not answer gives up after 2 s (libpq's minimum), a wait for a free pooled one
+        # after 10 s. Statement parameters (sealed secrets, hashes) never appear in an error's text.
+        return sa.create_engine(
+            url, pool_size=10, max_overflow=20, pool_pre_ping=True, pool_timeout=10, hide_parameters=True,
+            connect_args={"connect_timeout": 2},
+        )
+    engine = sa.create_engine(
+        url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True
+    )
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -588,7 +600,15 @@ class Store:
         if tx.changed_keys:
             changed = sorted(tx.changed_keys)
             for listener in self._key_listeners:
-                listener(changed)
+                # The change is committed: a listener that fails (a Redis publish with Redis down) must not
+                # turn it into an error. Other processes still learn of it from ``key_changes``.
+                try:
+                    listener(changed)
+                except Exception as error:
+                    log.warning(
+                        "a listener missed %d key change(s) (%s: %s); the change feed carries them",
+                        len(changed), type(error).__name__, str(error).split("\n", 1)[0],
+                    )
 
     @contextmanager
     def reading(self) -> Iterator[Transaction]:
