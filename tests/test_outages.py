@@ -312,6 +312,9 @@ def test_redis_outage_cached_keys_verify_management_commits_or_refuses_cleanly(c
     for node in nodes:  # warm both caches
         assert verify_bitget(node, cluster.keys["cached"])["valid"]
         assert verify_whitebit(node, cluster.keys["wb"])["valid"]
+    # what a CLI call costs with Redis up (mostly Python's start-up, slow on a loaded machine)
+    done, baseline = cluster.cli("keys", "list", "--account", cluster.main_uid, "--json")
+    assert done.returncode == 0, done.stderr
     cluster.redis.stop()
     try:
         for node in nodes:
@@ -349,7 +352,7 @@ def test_redis_outage_cached_keys_verify_management_commits_or_refuses_cleanly(c
             assert verify_bitget(node, revoked)["valid"]
         done, took = cluster.cli("keys", "revoke", "--key", revoked["apiKey"], "--json")
         assert done.returncode == 0, done.stderr
-        assert took < 5.0  # a Python start-up and a commit; redis-py's default retries took 8.6 s
+        assert took < baseline + 2.0, (took, baseline)  # redis-py's default retries made it 8.6 s
         assert json.loads(done.stdout)["revoked"] == revoked["apiKey"]
         assert "Traceback" not in done.stderr
         assert not cluster.key_exists(revoked["apiKey"])
@@ -397,8 +400,11 @@ def test_postgres_outage_refuses_what_it_cannot_decide_and_recovers(cluster: Clu
                 started = time.monotonic()
                 assert_unavailable(verify_bitget(node, keys["uncached"]), "bitget")
                 assert time.monotonic() - started < 3.0
-                # the key revoked before the outage is never VALID again
-                assert_unavailable(verify_bitget(node, revoked), "bitget")
+                # the key revoked before the outage is never VALID again: unknown while the cache remembers
+                # it as unknown (1 s, auth/cache.py), then undecidable
+                answer = verify_bitget(node, revoked)
+                if answer["code"] != "UNKNOWN_KEY":
+                    assert_unavailable(answer, "bitget")
                 # a WhiteBIT nonce cannot be recorded: refused, never accepted unrecorded
                 assert_unavailable(verify_whitebit(node, keys["wb"]), "whitebit")
             # management answers 503 in each dialect and commits nothing
