@@ -349,3 +349,38 @@ def test_a_zero_limit_admits_nothing(url: str | None) -> None:
         assert [limiter.hit("0/minute", "t", caller)[0] for _ in range(3)] == [False, False, False]
     finally:
         limiter.close()
+
+
+def test_a_hung_redis_costs_one_timeout_then_counts_locally(
+    private_redis: PrivateRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis frozen (SIGSTOP: connections accepted, no answer): the first call that needs it waits out its
+    0.5 s timeout, then the process counts alone; every hit is answered; SIGCONT and it shares again."""
+    import signal
+
+    caplog.set_level(logging.WARNING, logger="keyplane.ratelimit")
+    limiter = RateLimiter(private_redis.url)
+    assert private_redis.process is not None and limiter._shared is not None
+    try:
+        small = limiter.prepare("3/minute", "t", "hung")
+        assert limiter.hit_prepared(small)[0]
+        private_redis.process.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            answers = [limiter.hit_prepared(small)[0] for _ in range(5)]
+            elapsed = time.monotonic() - started
+        finally:
+            private_redis.process.send_signal(signal.SIGCONT)
+        assert answers == [True, True, True, False, False]  # the full N, locally, after the timeout
+        assert elapsed < 2.0
+        assert sum("unreachable" in r.getMessage() for r in caplog.records) == 1
+        deadline = time.monotonic() + 5
+        while limiter._shared.down and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not limiter._shared.down
+        assert limiter.hit_prepared(small)[0]
+        # the call that timed out was still in Redis's socket: it may have counted that admission on waking
+        # (erring towards refusing later, never towards admitting more)
+        assert redis.Redis.from_url(private_redis.url).llen("kp:rl:3/minute:t:hung") in (2, 3)
+    finally:
+        limiter.close()
