@@ -2,10 +2,11 @@
 
 Two ``keyplane serve`` processes share a private PostgreSQL and a private Redis (tests/outage_helpers.py),
 which are stopped and started for real; the machine's own servers stay up for the rest of the suite.
-With Redis down, cached keys verify and management calls succeed or fail cleanly; with PostgreSQL down,
-what cannot be decided without it (an uncached key, a nonce) is refused with each dialect's 503-class
-error, cached keys keep verifying, management answers 503 and commits nothing. No 5xx other than those
-documented 503s, no false VALID, and everything recovers without a restart.
+With Redis down, cached keys verify (rate limits counted per process) and management calls commit and
+succeed; with PostgreSQL down, what cannot be decided without it (an uncached key, a nonce) is refused
+with each dialect's 503-class error, cached keys keep verifying, management answers 503 and commits
+nothing. No 5xx other than those documented 503s, no false VALID, and everything recovers without a
+restart.
 """
 
 from __future__ import annotations
@@ -321,29 +322,23 @@ def test_redis_outage_cached_keys_verify_management_commits_or_refuses_cleanly(c
             for _ in range(3):
                 assert verify_bitget(node, cluster.keys["cached"])["code"] == "VALID"
                 assert verify_whitebit(node, cluster.keys["wb"])["code"] == "VALID"  # the nonce is in PostgreSQL
-                # a rate-limited endpoint needs Redis to count: counted locally (ratelimit.py's fallback) or
-                # refused as UNAVAILABLE, never an error
-                limited = verify_bitget(node, cluster.keys["cached"], LIMITED_BG)
-                if limited["code"] != "VALID":
-                    assert_unavailable(limited, "bitget")
+                # a rate-limited endpoint is counted in this process while Redis is down (ratelimit.py)
+                assert verify_bitget(node, cluster.keys["cached"], LIMITED_BG)["code"] == "VALID"
         for node in nodes:
-            # management: committed and 200, or 503 and nothing committed
+            # management commits and answers success: the Redis publish after the commit fails, is logged,
+            # and the other node reads the change from the store (today: 500 although committed)
             name = sub_name()
             started = time.monotonic()
             response = bitget_create_sub(cluster, node, name)
             assert time.monotonic() - started < 2.0
-            assert response.status_code in (200, 503), response.text
-            assert cluster.account_named(name) == (response.status_code == 200)
-            if response.status_code == 503:
-                assert (response.json()["code"], response.json()["msg"]) == BITGET_503
+            assert response.status_code == 200 and response.json()["code"] == "00000", response.text
+            assert cluster.account_named(name)
             ip = f"10.9.{nodes.index(node)}.1"
             response = whitebit(cluster, node).post(
                 "/api/v4/sub-account/api-key/ip-address/create", {"apiKeyId": cluster.wb_key_id, "ip": ip}
             )
-            assert response.status_code in (201, 503), response.text
-            assert (ip in cluster.ip_list(cluster.wb_key_id)) == (response.status_code == 201)
-            if response.status_code == 503:
-                assert response.json() == WHITEBIT_503
+            assert response.status_code == 201 and ip in response.json()["data"], response.text
+            assert ip in cluster.ip_list(cluster.wb_key_id)
 
         # the CLI commits, cannot publish, says so in one line and exits 0 at once; the nodes learn of the
         # revocation from the store's change feed
