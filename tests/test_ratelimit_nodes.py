@@ -20,7 +20,7 @@ import redis
 
 from conftest import Server, make_server
 from keyplane.ratelimit_redis import share_of
-from test_ratelimit_redis import PrivateRedis
+from outage_helpers import PrivateRedis
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -77,10 +77,10 @@ def hammer(nodes: list[Server], body: dict[str, Any], seconds: float) -> tuple[C
     return valid, codes
 
 
-def test_two_nodes_share_limits_through_redis_and_survive_its_outage(pg_url: str, tmp_path: Path) -> None:
-    store = PrivateRedis(tmp_path / "redis")
-    (tmp_path / "redis").mkdir()
-    store.start()
+def test_two_nodes_share_limits_through_redis_and_survive_its_outage(
+    pg_url: str, tmp_path: Path, private_redis: PrivateRedis
+) -> None:
+    store = private_redis
     env = {
         "KEYPLANE_REDIS_URL": store.url,
         "KEYPLANE_MASTER_KEY": "cd" * 32,
@@ -135,4 +135,3 @@ def test_two_nodes_share_limits_through_redis_and_survive_its_outage(pg_url: str
     finally:
         for node in nodes:
             node.stop()
-        store.stop()

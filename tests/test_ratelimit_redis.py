@@ -14,15 +14,14 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-from conftest import free_port
 from keyplane.ratelimit import RateLimiter
 from keyplane.ratelimit_redis import SMALL, share_of
+from outage_helpers import PrivateRedis
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -192,55 +191,7 @@ def test_leased_limit_refuses_once_the_window_is_spent_and_holds_the_bound() -> 
         second.close()
 
 
-# --- Redis outages: a private redis-server, stopped and started for real ---------------------------------
-
-
-class PrivateRedis:
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.workdir),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                redis.Redis.from_url(self.url).ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.02)
-        raise RuntimeError("private redis-server did not start")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-            self.process = None
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path)
-    server.start()
-    yield server
-    server.stop()
+# --- Redis outages: a private redis-server (conftest's private_redis), stopped and started for real ------
 
 
 def test_redis_outage_falls_back_to_local_counting_and_recovers(
@@ -282,23 +233,24 @@ def test_redis_outage_falls_back_to_local_counting_and_recovers(
         limiter.close()
 
 
-def test_redis_down_when_the_limiter_starts(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_redis_down_when_the_limiter_starts(private_redis: PrivateRedis, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="keyplane.ratelimit")
-    server = PrivateRedis(tmp_path)  # not started yet
-    limiter = RateLimiter(server.url)
+    private_redis.stop()
+    limiter = RateLimiter(private_redis.url)
     try:
         prepared = limiter.prepare("2/second", "t", "early")
         assert [limiter.hit_prepared(prepared)[0] for _ in range(3)] == [True, True, False]
-        server.start()
+        private_redis.start()
         deadline = time.monotonic() + 5
         while limiter._shared is not None and limiter._shared.down and time.monotonic() < deadline:
             time.sleep(0.05)
         assert limiter._shared is not None and not limiter._shared.down
         assert limiter.hit_prepared(prepared)[0]
-        assert redis.Redis.from_url(server.url).llen("kp:rl:2/second:t:early") == 1
+        assert redis.Redis.from_url(private_redis.url).llen("kp:rl:2/second:t:early") == 1
     finally:
         limiter.close()
-        server.stop()
+        if not private_redis.running:
+            private_redis.start()
 
 
 def test_non_blocking_verification_asks_redis_only_when_a_hit_needs_it(tmp_path: Path) -> None:
