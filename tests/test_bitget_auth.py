@@ -166,8 +166,11 @@ def test_ccxt_style_encoded_url_with_the_decoded_query_signed_verifies(fresh: h.
         response = raw.get("virtual-subaccount-list", "limit=5&status=normal&tag=a%20b%2Cc",
                            signed_query="limit=5&status=normal&tag=a b,c")
         assert h.assert_ok(response)["subAccountList"] == []
+        # ccxt sends '+' as %2B and signs '+'
+        h.assert_ok(raw.get("virtual-subaccount-list", "limit=5&tag=a%2Bb", signed_query="limit=5&tag=a+b"))
+        # a raw '+' is a space to a form decoder and a '+' to others: no decoded reading (auth/bitget.py)
         plus = raw.get("virtual-subaccount-list", "limit=5&tag=a+b", signed_query="limit=5&tag=a b")
-        h.assert_ok(plus)
+        h.assert_error(plus, "40009", "sign signature error")
     finally:
         raw.close()
 

@@ -20,8 +20,15 @@ The operator changes the table with JSON, in ``KEYPLANE_ENDPOINTS_FILE`` (a path
     {"replace": false,
      "rules": [{"path": "/api/v2/spot/trade/*", "method": "POST", "permission": "spot_trade",
                 "rate_limit": "5/second", "rate_name": "spot-trade"},
-               {"path": "/api/v4/main-account/withdraw", "key_type": 2, "rate_limit": null}],
+               {"path": "/api/v4/main-account/withdraw", "key_type": 2, "rate_limit": null},
+               {"path": "/api/v2/spot/trade/cancel-order", "method": "POST", "permission": "spot_trade",
+                "replay_protect": false}],
      "fallback": {"bitget": {"permission": "read"}, "whitebit": {"key_type": 1}}}
+
+``replay_protect`` (true by default) makes a signed Bitget request that changes state (any method but
+``GET``: a GET is never remembered) valid once within its timestamp window: a repeat is refused
+(``auth/nonces.py``); ``false`` turns that off for the rule. WhiteBIT requests are once-only by their nonce,
+whatever the flag says.
 
 ``replace: true`` drops the defaults. ``rate_limit`` is a ``limits`` string (``"10/second"``), counted
 per calling account and ``rate_name``; ``null`` means no rate limit for that endpoint.
@@ -65,6 +72,7 @@ class EndpointRule:
             out["main_only"] = True
         if req.main_needs_ip:
             out["main_needs_ip"] = True
+        out["replay_protect"] = req.replay_protect
         return out
 
 
@@ -216,6 +224,7 @@ def _requirement_json(req: Requirement) -> dict[str, Any]:
         "key_type": req.key_type,
         "rate_limit": req.rate_limit,
         "rate_name": req.rate_name,
+        "replay_protect": req.replay_protect,
     }
 
 
@@ -238,7 +247,15 @@ def _parse_requirement(spec: Mapping[str, Any], where: str) -> Requirement:
         main_needs_ip=bool(spec.get("main_needs_ip", False)),
         rate_limit=rate_limit,
         rate_name=str(spec.get("rate_name") or spec.get("path") or "default"),
+        # on unless the operator turns it off (a GET is never remembered; WhiteBIT's nonce is once-only anyway)
+        replay_protect=_flag(spec.get("replay_protect", True), f"{where}: replay_protect"),
     )
+
+
+def _flag(value: object, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{where} must be true or false")
+    return value
 
 
 def _parse_rule(entry: Mapping[str, Any]) -> EndpointRule:

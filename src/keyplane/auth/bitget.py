@@ -5,6 +5,28 @@ ccxt puts the percent-encoded query in the URL but signs the *decoded* one; pyth
 unsorted, unencoded query and JSON with spaces (which arrives byte for byte, so it verifies as is);
 Bitget's own SDK signs ``''`` for a body of ``{}``. ``prehash_candidates`` yields each reading of the
 received bytes, the exact one first, so a valid request costs one HMAC.
+
+**One signature, one request.** A second reading must never let one signature stand for other
+parameters than the ones it was made for. The decoded reading (ccxt's: ``rawencode`` = ``unquote`` of
+the ``quote``-encoded, key-sorted query; ``%24`` is sent back as ``$``) is accepted only where the
+decoded text names exactly the parameters the raw query names, compared name by name and value by value
+after percent-decoding each one (``decoded_query``):
+
+- split on ``&``, then on the first ``=``, the raw query's percent-decoded names and values must equal
+  the decoded text's own split (so no escape may decode to ``&`` anywhere, nor to ``=`` in a name:
+  ``a=1%26b%3D2`` is one parameter ``a`` = ``1&b=2``, and never passes for the signature of ``a=1&b=2``);
+- the decoded text must not decode any further (no ``%XX`` left in it): a signature over ``x=%41``
+  is valid for the raw ``x=%41`` (meaning ``A``), so ``x=%2541`` (meaning ``%41``) must not take it;
+- no raw ``+`` in the query: a form decoder (Python's ``parse_qsl``, servlet containers) reads it as a
+  space and others as ``+``, so no one decoded text is its meaning. ccxt sends ``+`` as ``%2B`` and a
+  space as ``%20``: values holding ``+``, ``/``, spaces or non-ASCII text still verify;
+- every ``%`` starts a valid escape and the escapes decode as UTF-8 (``%FF`` and ``%FE`` would both
+  decode to U+FFFD otherwise: two byte strings behind one signature).
+
+What stays: a signature over text holding ``+`` is valid both for ``%2B`` (ccxt) and for the raw ``+``
+(a client that signs as it sends); an upstream that reads ``+`` as a space sees a space in the second.
+That changes a character inside a value, never which parameters there are. A value holding ``&`` (sent
+as ``%26``) cannot verify in its decoded reading: the signed text does not say whether ``&`` separated.
 """
 
 from __future__ import annotations
@@ -14,7 +36,7 @@ import binascii
 import hashlib
 import hmac
 from collections.abc import Iterator
-from urllib.parse import unquote, unquote_plus
+from urllib.parse import unquote_to_bytes
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -36,14 +58,59 @@ def prehash(timestamp: str, method: str, path: str, query: str, body: bytes) -> 
     return head.encode() + body
 
 
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def _has_escape(text: str, *, only_valid: bool) -> bool:
+    """Whether ``text`` holds a ``%XX`` escape (``only_valid``), or a ``%`` that starts no valid one."""
+    at = text.find("%")
+    while at >= 0:
+        valid = at + 2 < len(text) and text[at + 1] in _HEX and text[at + 2] in _HEX
+        if valid is only_valid:
+            return True
+        at = text.find("%", at + 1)
+    return False
+
+
+def _decode_component(text: str) -> str | None:
+    """A query name or value percent-decoded, or None when an escape is malformed or not UTF-8."""
+    if _has_escape(text, only_valid=False):
+        return None
+    try:
+        return unquote_to_bytes(text).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def decoded_query(query: str) -> str | None:
+    """The query as ccxt signs it (each name and value percent-decoded), or None where that text could name
+    other parameters than the query as sent, or where it is the query itself (the module's rule)."""
+    if "%" not in query or "+" in query:
+        return None
+    parts: list[str] = []
+    for part in query.split("&"):
+        name, equals, value = part.partition("=")
+        decoded_name = _decode_component(name)
+        if decoded_name is None or "&" in decoded_name or "=" in decoded_name:
+            return None
+        decoded = decoded_name
+        if equals:
+            decoded_value = _decode_component(value)
+            if decoded_value is None or "&" in decoded_value:
+                return None
+            decoded += "=" + decoded_value
+        if "%" in decoded and _has_escape(decoded, only_valid=True):  # it would decode further: ambiguous
+            return None
+        parts.append(decoded)
+    return "&".join(parts)
+
+
 def prehash_candidates(timestamp: str, method: str, path: str, query: str, body: bytes) -> Iterator[bytes]:
     yield prehash(timestamp, method, path, query, body)
-    if query and ("%" in query or "+" in query):
-        decoded = unquote(query)
-        yield prehash(timestamp, method, path, decoded, body)
-        plus_decoded = unquote_plus(query)
-        if plus_decoded != decoded:
-            yield prehash(timestamp, method, path, plus_decoded, body)
+    if query:
+        decoded = decoded_query(query)
+        if decoded is not None and decoded != query:
+            yield prehash(timestamp, method, path, decoded, body)
     if body == b"{}":
         yield prehash(timestamp, method, path, query, b"")
 

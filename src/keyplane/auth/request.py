@@ -68,6 +68,7 @@ class Reason(enum.StrEnum):
     NONCE_REPLAYED = "NONCE_REPLAYED"
     UNAVAILABLE = "UNAVAILABLE"  # the store (or Redis) failed: an outage is an answer, not an exception
     WOULD_BLOCK = "WOULD_BLOCK"  # only ever in the ``WOULD_BLOCK`` result of ``verify(may_block=False)``
+    REQUEST_REPLAYED = "REQUEST_REPLAYED"  # Bitget: a replay-protected request already accepted
 
 
 @dataclass(slots=True)  # not frozen: one is made per verification, and frozen costs 4x to construct

@@ -4,7 +4,13 @@ Order of checks (cheap checks that change nothing come before the ones that spen
 wrong-IP request never burns a nonce or the key's rate limit):
 headers → timestamp window (Bitget) → key lookup (cache, store on a miss) → signature → passphrase
 (Bitget) → payload shape (WhiteBIT) → account and key state → IP allowlist → permission → nonce
-(WhiteBIT) → rate limit.
+(WhiteBIT) or replay record (Bitget, a replay-protected rule and a method other than GET) → rate limit.
+
+The replay record is 64 bits of the signature's bytes, kept until twice the timestamp window past the
+request's timestamp (other nodes' clocks may differ): with HMAC one signed message has one signature (its
+encoding is compared exactly); with RSA PKCS#1 v1.5 one signature's bytes (however its base64 was
+written). So every form of one signed request (ccxt's encoded query, a body of ``{}`` signed as ``''``)
+is the same record, and a repeat is refused as ``REQUEST_REPLAYED``.
 
 Never blocking the event loop: ``verify(..., may_block=False)`` answers ``WOULD_BLOCK`` instead of taking
 a step that waits (a cache miss's store lookup, the argon2id passphrase check, a component that says
@@ -15,6 +21,7 @@ a step that waits (a cache miss's store lookup, the argon2id passphrase check, a
 from __future__ import annotations
 
 import asyncio
+import binascii
 import logging
 import threading
 import time
@@ -52,6 +59,8 @@ BLOCKING_WORKERS = 4
 _VALID = Reason.VALID
 _BITGET = Scheme.BITGET
 _WHITEBIT = Scheme.WHITEBIT
+_UNKNOWN_KEY = Reason.UNKNOWN_KEY
+_REPLAY_KEEP_MS = 2 * bitget.TIMESTAMP_WINDOW_MS  # past the timestamp; twice: slack for nodes' clocks
 
 
 def _now_ms() -> int:
@@ -218,6 +227,11 @@ class Verifier:
                 return WOULD_BLOCK
             if not cached.passphrase_ok(passphrase):
                 return VerifyResult(Reason.BAD_PASSPHRASE, scheme)
+        if requirement.replay_protect and request.method != "GET":
+            # the signature matched, so it is valid base64 (one HMAC's canonical text, or RSA bytes)
+            token = int.from_bytes(binascii.a2b_base64(signature_bytes)[:8], "big", signed=True)
+            once = (token, int(timestamp) + _REPLAY_KEEP_MS)
+            return self._authorize(cached, request, requirement, scheme, may_block, once=once)
         return self._authorize(cached, request, requirement, scheme, may_block)
 
     # WhiteBIT -----------------------------------------------------------------------------------
@@ -280,6 +294,7 @@ class Verifier:
         scheme: Scheme,
         may_block: bool = True,
         nonce: tuple[int, bool] | None = None,
+        once: tuple[int, int] | None = None,
     ) -> VerifyResult:
         key, account = cached.key, cached.account
         # The state, IP, role and permission checks depend only on the cached key (replaced whenever the
@@ -306,13 +321,19 @@ class Verifier:
         # its credit both spent); a worker thread may take the last leased unit between this check and the
         # hit, and then that one hit waits for its lease on the loop (rare, bounded by the 0.5 s timeout).
         if not may_block and (
-            (nonce is not None and self.nonces.blocking)
+            ((nonce is not None or once is not None) and self.nonces.blocking)
             or (rate_key is not None and self.rate_limiter.would_block(rate_key))
         ):
             return WOULD_BLOCK
-        if nonce is not None:
-            verdict = self.nonces.accept(key.id, nonce[0], nonce[1], self._clock_ms())
+        if nonce is not None or once is not None:
+            if nonce is not None:
+                verdict = self.nonces.accept(key.id, nonce[0], nonce[1], self._clock_ms())
+            else:
+                assert once is not None
+                verdict = self.nonces.accept_once(key.id, once[0], once[1], self._clock_ms())
             if verdict is not _VALID:
+                if verdict is _UNKNOWN_KEY:  # deleted meanwhile (another node): as if never found
+                    return VerifyResult(verdict, scheme)
                 return VerifyResult(verdict, scheme, key, account)
         if rate_key is None:
             return VerifyResult(_VALID, scheme, key, account)

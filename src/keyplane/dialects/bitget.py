@@ -71,6 +71,11 @@ REASON_ERRORS: dict[Reason, tuple[str, str]] = {
     # never answered: Verifier.verify_async resolves it; were it to leak, the "try again" code
     Reason.WOULD_BLOCK: ("40015", "System is abnormal, please try again later"),
     Reason.UNAVAILABLE: ("40015", "System is abnormal, please try again later"),  # HTTP 503: unavailable()
+    # A replayed state-changing request: Bitget documents no "duplicate request" code. 40004 is the table's
+    # other "Request timestamp expired" (the timestamp was spent), which ccxt maps to InvalidNonce as it
+    # does 40008: a client retries with a new timestamp, never as an authentication failure; a code of
+    # its own tells a replay from a late request in logs.
+    Reason.REQUEST_REPLAYED: ("40004", "Request timestamp expired"),
 }
 
 # Domain errors -> (code, message) [BG-ERR], most specific class first.
@@ -303,6 +308,7 @@ class BitgetDialect:
                 main_needs_ip=True,
                 rate_limit=self.limits.rate_limits.get(name, self.limits.default_rate_limit),
                 rate_name=name,
+                replay_protect=method == "POST",  # a replayed create would mint a second key and hand out its secret
             )
             self.routes[(method, USER + name)] = (requirement, route)
         info = Requirement(rate_limit=self.limits.rate_limits.get("account-info"), rate_name="account-info")

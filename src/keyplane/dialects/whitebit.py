@@ -121,6 +121,9 @@ REASON_ERRORS: dict[Reason, tuple[int, int, str]] = {
     Reason.INVALID_NONCE_WINDOW: (400, 0, "Invalid nonceWindow."),
     Reason.NONCE_TOO_LOW: TOO_MANY,
     Reason.NONCE_REPLAYED: TOO_MANY,
+    # Bitget's replay record; a WhiteBIT request's nonce already makes it once-only, so the verifier never
+    # gives this for WhiteBIT: mapped as a replayed nonce, should a caller ask.
+    Reason.REQUEST_REPLAYED: TOO_MANY,
     Reason.NONCE_OUT_OF_WINDOW: (429, 0, "Your nonce is more than 5 seconds lesser than the current nonce."),
     Reason.RATE_LIMITED: TOO_MANY,
     Reason.ACCOUNT_FROZEN: KEY_DISABLED,

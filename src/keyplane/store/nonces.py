@@ -1,4 +1,5 @@
-"""WhiteBIT nonce state in the store: atomic check-and-sets, the only store writes on the hot path.
+"""Once-only state in the store: WhiteBIT nonces and Bitget replay records, as atomic check-and-sets, the
+only store writes on the hot path.
 
 On SQLite every accepted nonce is one record appended to the store's nonce journal
 (``<database>.nonces``, ``store/nonce_journal.py``) under an exclusive ``flock``, about 2 us, instead of one
@@ -6,7 +7,17 @@ SQLite upsert per request (~9 us); the journal is moved into the ``key_nonces`` 
 (the snapshot) whenever it passes 8 MiB. This module gives the journal its two ways into SQLite: loading
 one key's snapshot, and compaction. With an in-memory database the state is kept in memory only.
 
-On PostgreSQL the store's ordinary transactions decide it, as before.
+A Bitget key's replay records (auth/nonces.py ``accept_once``) are kept as its "windowed nonces": the
+same journal record (``SEEN``) and the same ``seen_nonces`` rows, holding a 64-bit token of the accepted
+signature. A key signs in one scheme only, so a key's rows are all nonces (WhiteBIT) or all tokens (Bitget).
+
+On PostgreSQL one conditional statement decides each check-and-set, in its own autocommit transaction
+(``_ADVANCE_PG``, ``_RECORD_PG``): under READ COMMITTED an ``INSERT … ON CONFLICT DO UPDATE … WHERE``
+locks the conflicting row and evaluates its ``WHERE`` against the newest committed version, so of two
+nodes sending the same nonce (a key's first included: the second insert waits for the first and then
+takes the conflict path) exactly one gets its row back. A key deleted meanwhile is a foreign-key
+violation: ``KeyGone``, which the caller answers as an unknown key. These statements block on the
+network: ``blocking`` says so before anything is called (``Verifier.verify_async`` runs them in a thread).
 """
 
 from __future__ import annotations
@@ -15,6 +26,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import sqlalchemy as sa
 import sqlalchemy.exc
 
 from keyplane.store.nonce_journal import COMPACT_BYTES, NonceJournal, journal_path, read_journal
@@ -34,6 +46,25 @@ _SNAPSHOT_SEEN = (  # parameters (expires_at, key id, nonce), as the journal kee
 )
 _PURGE_SEEN = "DELETE FROM seen_nonces WHERE expires_at < ?"
 
+# PostgreSQL: one statement each, the row comes back only when this call moved the state (module docstring).
+_ADVANCE_PG = sa.text(
+    "INSERT INTO key_nonces (api_key_id, last_nonce) VALUES (:key_id, :nonce) "
+    "ON CONFLICT (api_key_id) DO UPDATE SET last_nonce = excluded.last_nonce "
+    "WHERE key_nonces.last_nonce < excluded.last_nonce RETURNING last_nonce"
+)
+# An expired row of the same nonce (not purged yet) is taken over: its window has passed.
+_RECORD_PG = sa.text(
+    "INSERT INTO seen_nonces (api_key_id, nonce, expires_at) VALUES (:key_id, :nonce, :expires_at) "
+    "ON CONFLICT (api_key_id, nonce) DO UPDATE SET expires_at = excluded.expires_at "
+    "WHERE seen_nonces.expires_at < :now RETURNING nonce"
+)
+_LAST_PG = sa.text("SELECT last_nonce FROM key_nonces WHERE api_key_id = :key_id")
+_PURGE_PG = sa.text("DELETE FROM seen_nonces WHERE expires_at < :before")
+
+
+class KeyGone(Exception):
+    """The key was deleted (by another node, say) while its request was being verified."""
+
 
 def sqlite_database(store: Store) -> str | None:
     """The SQLite database's file, or None when it lives in memory."""
@@ -51,8 +82,10 @@ class NonceLedger:
 
     ``advance(key_id, nonce, now_ms)`` -> (True, None) when ``nonce`` is now the key's last nonce, else
     (False, the last nonce or None); ``record(key_id, nonce, expires_at, now_ms)`` -> False when the
-    windowed nonce was already recorded (a replay) or the key is gone. ``transactional``: the PostgreSQL
+    windowed nonce was already recorded (a replay). On PostgreSQL both raise ``KeyGone`` for a deleted key
+    (on SQLite the journal records it anyway: compaction skips it). ``transactional``: the PostgreSQL
     path, whose expired windowed nonces the caller purges (``purge``); on SQLite compaction does it.
+    ``blocking``: a call waits on the network (PostgreSQL), so an event loop should not make it.
     """
 
     advance: Callable[[str, int, int], tuple[bool, int | None]]
@@ -64,6 +97,8 @@ class NonceLedger:
         self._raw_lock = threading.Lock()
         self.journal: NonceJournal | None = None
         self.transactional = not store.is_sqlite
+        self.blocking = self.transactional
+        self._autocommit = store.engine.execution_options(isolation_level="AUTOCOMMIT")
         if store.is_sqlite:
             database = sqlite_database(store)
             if database is None:
@@ -117,26 +152,29 @@ class NonceLedger:
             finally:
                 conn.execute("PRAGMA synchronous=NORMAL")
 
-    # PostgreSQL: the store's transactions ------------------------------------------------------------
+    # PostgreSQL: one conditional statement each ----------------------------------------------------
 
     def _advance_in_transaction(self, key_id: str, nonce: int, now_ms: int) -> tuple[bool, int | None]:
-        with self._store.transaction() as tx:
-            last = tx.last_nonce(key_id)
-            if last is not None and nonce <= last:
-                return False, last
-            tx.set_last_nonce(key_id, nonce)
-        return True, None
+        with self._autocommit.connect() as conn:
+            try:
+                if conn.execute(_ADVANCE_PG, {"key_id": key_id, "nonce": nonce}).first() is not None:
+                    return True, None
+            except sqlalchemy.exc.IntegrityError:
+                raise KeyGone(key_id) from None
+            last = conn.execute(_LAST_PG, {"key_id": key_id}).scalar()  # for the caller's in-memory copy
+        return False, (int(last) if last is not None else None)
 
     def _record_in_transaction(self, key_id: str, nonce: int, expires_at: int, now_ms: int) -> bool:
-        try:
-            with self._store.transaction() as tx:
-                return tx.record_seen_nonce(key_id, nonce, expires_at=expires_at)
-        except sqlalchemy.exc.IntegrityError:
-            return False
+        params = {"key_id": key_id, "nonce": nonce, "expires_at": expires_at, "now": now_ms}
+        with self._autocommit.connect() as conn:
+            try:
+                return conn.execute(_RECORD_PG, params).first() is not None
+            except sqlalchemy.exc.IntegrityError:
+                raise KeyGone(key_id) from None
 
     def purge(self, before: int) -> None:
-        with self._store.transaction() as tx:
-            tx.purge_seen_nonces(before=before)
+        with self._autocommit.connect() as conn:
+            conn.execute(_PURGE_PG, {"before": before})
 
 
 def recorded_nonces(store: Store, key_id: str) -> tuple[int | None, set[int]]:
