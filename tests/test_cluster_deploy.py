@@ -235,8 +235,14 @@ def test_cluster_script_serves_through_the_gateway_from_every_node(
             assert seen["headers"]["x-keyplane-api-key"] == key["apiKey"]
             assert seen["headers"]["x-keyplane-account-uid"] == uid
         access_log = Path(state["nginx_access_log"])
-        verified_by = set(re.findall(r"/_keyplane/verify 200 upstream=(\S+)", access_log.read_text()))
-        assert verified_by == {f"127.0.0.1:{node_port}", f"127.0.0.1:{node_port + 1}"}
+        nodes = {f"127.0.0.1:{node_port}", f"127.0.0.1:{node_port + 1}"}
+        deadline = time.monotonic() + 3  # nginx logs a request as it finishes, maybe just after the answer
+        while True:
+            verified_by = set(re.findall(r"/_keyplane/verify 200 upstream=(\S+)", access_log.read_text()))
+            if verified_by == nodes or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert verified_by == nodes
 
         # a forged or tampered request is refused whichever node answers
         signed = client.sign("v2/spot/account/assets", ["private", "spot"], "GET", {})

@@ -158,10 +158,25 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> Non
 
 
 class Gateway:
-    def __init__(self, base_url: str, keyplane: Server, upstream: Upstream) -> None:
+    def __init__(self, base_url: str, keyplane: Server, upstream: Upstream, access_log: Path) -> None:
         self.base_url = base_url
         self.keyplane = keyplane
         self.upstream = upstream
+        self.access_log = access_log
+
+    def verify_calls(self) -> int:
+        """How many calls nginx has made to keyplane's /v1/verify (its access log has one line each).
+
+        nginx writes a request's lines as it finishes it, which may be just after the client has the
+        answer: the count is read until it holds still for 0.1 s."""
+        count, deadline = -1, time.monotonic() + 3
+        while time.monotonic() < deadline:
+            now = self.access_log.read_text().count(" /_keyplane/verify ")
+            if now == count:
+                return count
+            count = now
+            time.sleep(0.1)
+        return count
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +198,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         assert test.returncode == 0, test.stderr
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(port, process, prefix / "error.log")
-        yield Gateway(f"http://127.0.0.1:{port}", keyplane, upstream)
+        yield Gateway(f"http://127.0.0.1:{port}", keyplane, upstream, prefix / "access.log")
     finally:
         if process is not None:
             process.terminate()
@@ -580,6 +595,7 @@ def assert_guard_refused(gateway: Gateway, target: bytes, answer: Answer, lines:
 
 @pytest.mark.parametrize("trick", TRICKS, ids=list(TRICKS))
 def test_non_canonical_targets_never_reach_the_upstream(gateway: Gateway, keys: dict[str, Any], trick: str) -> None:
+    verify_calls = gateway.verify_calls()
     for prefix in (*PUBLIC, *PRIVATE, *NOWHERE):
         target = prefix + TRICKS[trick]
         lines = len(gateway.upstream.lines)
@@ -589,6 +605,7 @@ def test_non_canonical_targets_never_reach_the_upstream(gateway: Gateway, keys: 
         assert_guard_refused(gateway, target, answer, lines)
         headers, body = whitebit_signed(keys["whitebit"], target)
         assert_guard_refused(gateway, target, raw_request(gateway, "POST", target, headers, body), lines)
+    assert gateway.verify_calls() == verify_calls, "the gateway left a path check to keyplane"
 
 
 @pytest.mark.parametrize("name", WHOLE_TARGETS, ids=list(WHOLE_TARGETS))
@@ -598,8 +615,10 @@ def test_targets_that_cross_locations_never_reach_the_upstream(
     target = WHOLE_TARGETS[name]
     lines = len(gateway.upstream.lines)
     assert_guard_refused(gateway, target, raw_request(gateway, "GET", target), lines)
+    verify_calls = gateway.verify_calls()
     answer = raw_request(gateway, "GET", target, bitget_signed_headers(keys["bitget_read"], "GET", target))
     assert_guard_refused(gateway, target, answer, lines)
+    assert gateway.verify_calls() == verify_calls, "the gateway left a path check to keyplane"
 
 
 def keyplane_headers(record: dict[str, Any]) -> list[tuple[str, str]]:
@@ -632,8 +651,10 @@ def test_the_404_location_passes_nothing(gateway: Gateway) -> None:
 def test_private_locations_send_only_keyplanes_identity(gateway: Gateway, keys: dict[str, Any]) -> None:
     key = keys["bitget_read"]
     target = b"/api/v2/spot/account/assets?coin=BTC"
+    verify_calls = gateway.verify_calls()
     status, _, body = raw_request(gateway, "GET", target, [*bitget_signed_headers(key, "GET", target), *FORGED])
     assert status == 200, body
+    assert gateway.verify_calls() == verify_calls + 1
     record = json.loads(body)["data"]
     got = keyplane_headers(record)
     names = [name for name, _ in got]
