@@ -120,6 +120,7 @@ class _Window:
 
     window: int
     end_ms: int  # the window's end on the local clock
+    end_s: float  # the same in seconds, as time.time() gives it
     low: int  # a lease is asked for when this node holds no more than this (half a slice)
     left: int = 0  # leased units not spent yet
     debt: int = 0  # units admitted without a lease, not yet sent to Redis
@@ -163,49 +164,48 @@ class LeasedLimiter:
         if self.down:
             return self._local.hit_prepared(prepared)
         key, amount, seconds = prepared
-        now_ms = int(_time() * 1000)
         if amount < SMALL:
-            return self._hit_moving(key, amount, seconds, now_ms)
-        span = int(seconds * 1000)
-        window = (now_ms + self._offset_ms) // span
+            return self._hit_moving(key, amount, seconds, int(_time() * 1000))
+        now = _time()
         with self._lock:
             state = self._windows.get(key)
-            if state is None or state.window != window:
-                state = self._new_window(key, window, span, amount)
+            if state is None or now >= state.end_s:
+                state = self._current(key, amount, seconds, now)
             left = state.left
             if left > 0:
                 state.left = left = left - 1
                 if left <= state.low and not state.pending and not state.exhausted:
                     self._schedule(prepared, state)
-                # what this node holds, and what Redis had not granted to anyone when it last answered
+                # what this process holds, and what Redis had not granted to anyone when it last answered
                 room = 0 if state.exhausted else amount - state.seen - state.debt - state.debt_out
                 return True, RateLimitState(amount, left + room if room > 0 else left, state.end_ms)
             if state.exhausted:
                 return False, RateLimitState(amount, 0, state.end_ms)
             owed = state.debt + state.debt_out
-            # on credit only while this node's last word from Redis left room for it
+            # on credit only while this process's last word from Redis left room for it
             if owed < share_of(amount) and state.seen + owed < amount:
                 state.debt += 1
                 if not state.pending:
                     self._schedule(prepared, state)
                 return True, RateLimitState(amount, amount - state.seen - owed - 1, state.end_ms)
-        return self._lease_now(prepared, window, span)
+            window = state.window
+        return self._lease_now(prepared, window)
 
     def would_block(self, prepared: Prepared) -> bool:
         """Whether ``hit_prepared`` would need Redis now (changes nothing)."""
         if self.down:
             return False
-        key, amount, seconds = prepared
-        now_ms = int(time.time() * 1000)
+        key, amount, _ = prepared
         if amount < SMALL:
             blocked = self._blocked.get(key)
-            return blocked is None or blocked[0] <= now_ms
-        window = (now_ms + self._offset_ms) // int(seconds * 1000)
+            return blocked is None or blocked[0] <= _time() * 1000
         state = self._windows.get(key)
-        if state is None or state.window != window:
-            return share_of(amount) == 0
+        if state is None or _time() >= state.end_s:
+            return share_of(amount) == 0  # a new window starts on credit
+        if state.left > 0 or state.exhausted:
+            return False
         owed = state.debt + state.debt_out
-        return state.left <= 0 and not state.exhausted and (owed >= share_of(amount) or state.seen + owed >= amount)
+        return owed >= share_of(amount) or state.seen + owed >= amount
 
     # Redis calls -----------------------------------------------------------------------------------
 
@@ -233,15 +233,19 @@ class LeasedLimiter:
             return False, RateLimitState(amount, 0, reset_local)
         return True, RateLimitState(amount, max(0, amount - int(inside)), reset_local)
 
-    def _lease_now(self, prepared: Prepared, window: int, span: int) -> tuple[bool, RateLimitState]:
-        """A slice and debt both spent: lease in the caller's thread, then decide this hit from it."""
-        key, amount, _ = prepared
+    def _lease_now(self, prepared: Prepared, window: int) -> tuple[bool, RateLimitState]:
+        """A slice and credit both spent: lease in the caller's thread, then decide this hit from it."""
+        key, amount, seconds = prepared
         with self._lock:
             state = self._windows.get(key)
-            if state is None or state.window != window:
-                state = self._new_window(key, window, span, amount)
-            debt, state.debt = state.debt, 0
-            state.debt_out += debt
+            if state is None or state.window != window:  # the window ended meanwhile: decide in the next
+                state = None
+            else:
+                debt, state.debt = state.debt, 0
+                state.debt_out += debt
+        if state is None:
+            return self.hit_prepared(prepared)
+        span = int(seconds * 1000)
         try:
             answer = self._lease(keys=[self._counter(key, window)], args=[amount, chunk_of(amount), debt, 2 * span])
         except redis.RedisError as error:
@@ -249,7 +253,7 @@ class LeasedLimiter:
             return self._local.hit_prepared(prepared)
         with self._lock:
             state = self._settle(key, amount, window, debt, answer)
-            if state is None:  # the window ended meanwhile: the next one decides
+            if state is None:
                 return self.hit_prepared(prepared)
             if state.left > 0:
                 state.left -= 1
@@ -378,13 +382,21 @@ class LeasedLimiter:
 
     # helpers ---------------------------------------------------------------------------------------
 
-    def _new_window(self, key: tuple[str, ...], window: int, span: int, amount: int) -> _Window:
-        end_ms = (window + 1) * span - self._offset_ms
-        state = self._windows[key] = _Window(window, end_ms, chunk_of(amount) // 2)
+    def _current(self, key: tuple[str, ...], amount: int, seconds: float, now: float) -> _Window:
+        """This window's state for ``key`` (under the lock), made when the last one has ended."""
+        span = int(seconds * 1000)
+        offset = self._offset_ms
+        window = (int(now * 1000) + offset) // span
+        end_ms = (window + 1) * span - offset
+        state = self._windows.get(key)
+        if state is not None and state.window == window:  # the offset to Redis's clock moved a little
+            state.end_ms, state.end_s = end_ms, end_ms / 1000
+            return state
+        state = self._windows[key] = _Window(window, end_ms, end_ms / 1000, chunk_of(amount) // 2)
         self._hits += 1
         if self._hits >= 10_000:
             self._hits = 0
-            self._sweep(int(time.time() * 1000))
+            self._sweep(int(now * 1000))
         return state
 
     def _sweep(self, now_ms: int) -> None:
