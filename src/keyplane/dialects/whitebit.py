@@ -548,6 +548,9 @@ class WhitebitDialect:
         assert sub_id is not None and title is not None
         actor = actor_of(request, result)
         try:
+            # the account is read first: once the key is committed, nothing may fail the answer (an outage
+            # would turn a made key into a 503)
+            account: Account = await run_service(self.service.get_sub_account, actor, public_id=sub_id)
             issued: IssuedKey = await run_service(
                 self.service.create_sub_key,
                 actor,
@@ -557,7 +560,6 @@ class WhitebitDialect:
             )
         except errors.AccountNotFound:
             raise invalid("subAccountId", "validation.exists") from None
-        account: Account = await run_service(self.service.get_sub_account, actor, uid=issued.key.account_uid)
         return ok(api_key(issued.key, account, issued.secret or ""), 201)
 
     def _key_id(self, form: Form) -> str:
@@ -623,8 +625,10 @@ class WhitebitDialect:
         key_id = self._key_id(form)
         form.check()
         actor = actor_of(request, result)
+        # read first, as in create_key: after the commit nothing may fail the answer
+        key: ApiKey = await run_service(self.service.find_sub_key, actor, key_id=key_id, scheme=WHITEBIT)
+        account: Account = await run_service(self.service.get_sub_account, actor, uid=key.account_uid)
         issued: IssuedKey = await run_service(self.service.reset_sub_key, actor, key_id=key_id, scheme=WHITEBIT)
-        account: Account = await run_service(self.service.get_sub_account, actor, uid=issued.key.account_uid)
         return ok(api_key(issued.key, account, issued.secret or ""))
 
     async def list_ips(self, request: Request, result: VerifyResult) -> Response:
