@@ -336,3 +336,28 @@ def test_a_hung_redis_costs_one_timeout_then_counts_locally(
         assert redis.Redis.from_url(private_redis.url).llen("kp:rl:3/minute:t:hung") in (2, 3)
     finally:
         limiter.close()
+
+
+def test_credit_covers_a_window_start_while_redis_is_slow_then_the_hit_would_block(
+    private_redis: PrivateRedis,
+) -> None:
+    """Redis frozen before a window's first hits: a leased limit admits its credit (N/40) at once, without
+    waiting; the next hit would need Redis, and ``would_block`` says so before anything is spent."""
+    import signal
+
+    limiter = RateLimiter(private_redis.url)
+    assert private_redis.process is not None
+    try:
+        prepared = limiter.prepare("400/minute", "t", uuid.uuid4().hex)
+        private_redis.process.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            credit = [limiter.hit_prepared(prepared)[0] for _ in range(share_of(400))]
+            assert time.monotonic() - started < 0.2  # decided locally; the lease waits in its thread
+            assert credit == [True] * 10
+            assert limiter.would_block(prepared)
+        finally:
+            private_redis.process.send_signal(signal.SIGCONT)
+        assert limiter.hit_prepared(prepared)[0]  # leased now (or counted locally if the lease timed out)
+    finally:
+        limiter.close()
