@@ -6,7 +6,9 @@ Ceiling: the bare check of the same requests in a tight loop (prehash, HMAC, enc
 compare; WhiteBIT also decodes the payload and compares it with the body), with the secret already at
 hand: no header parsing, no lookup, no state. Figure: ``Verifier.verify(request)`` on the same requests
 with a warm cache (no ``Requirement``: the endpoint table decides; rate limit counted on every call),
-and on a cold cache (``miss``: every call is the store's indexed lookup plus unsealing).
+and on a cold cache (``miss``: every call is the store's indexed lookup plus unsealing). Bitget ``POST``:
+a replay-protected order, each one new (signed ahead), so every call also records it in the store (the
+nonce journal on SQLite) before it is accepted; its figure is compared with the ``GET`` figure.
 The last line is one JSON object with every figure.
 """
 
@@ -24,11 +26,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from common import BITGET_PATH, WHITEBIT_PATH, BenchKey, bitget_request, fill_store, machine, one_core
+from common import (
+    BITGET_PATH,
+    PASSPHRASE,
+    WHITEBIT_PATH,
+    BenchKey,
+    bitget_request,
+    fill_store,
+    machine,
+    one_core,
+)
 
 import keyplane
 from keyplane import SignedRequest
 from keyplane.domain.model import Scheme
+
+BITGET_POST_PATH = "/api/v2/spot/trade/place-order"
 
 # The default table's per-account limits (10/s) would refuse most of a benchmark's calls; the limiter
 # still counts every call, with limits no benchmark reaches.
@@ -42,6 +55,13 @@ BENCH_ENDPOINTS = {
             "rate_name": "bench",
         },
         {
+            "path": BITGET_POST_PATH,
+            "method": "POST",
+            "permission": "spot_trade",
+            "rate_limit": "1000000000/minute",
+            "rate_name": "bench",
+        },
+        {
             "path": WHITEBIT_PATH,
             "method": "POST",
             "key_type": 1,
@@ -50,6 +70,28 @@ BENCH_ENDPOINTS = {
         },
     ]
 }
+
+
+def bitget_post(key: BenchKey, now_ms: int, order: int) -> dict[str, Any]:
+    """A signed order as ccxt's bitget sends it (compact JSON body); ``order`` makes each one new."""
+    timestamp = str(now_ms)
+    body = json.dumps(
+        {"symbol": "BTCUSDT", "side": "buy", "orderType": "limit", "force": "gtc", "price": "60000", "size": "0.001",
+         "clientOid": f"bench-{order}"},
+        separators=(",", ":"),
+    ).encode()
+    message = f"{timestamp}POST{BITGET_POST_PATH}".encode() + body
+    signature = base64.b64encode(hmac.new(key.secret, message, hashlib.sha256).digest()).decode()
+    headers = {
+        "access-key": key.api_key,
+        "access-sign": signature,
+        "access-timestamp": timestamp,
+        "access-passphrase": PASSPHRASE,
+        "content-type": "application/json",
+        "x-channel-api-code": "p4sve",
+    }
+    return {"method": "POST", "path": BITGET_POST_PATH, "query": "", "headers": headers, "body": body,
+            "client_ip": "127.0.0.1"}
 
 
 def rate(fn: Callable[[int], int], seconds: float) -> float:
@@ -189,6 +231,38 @@ def _measure(keys_total: int, sample: int, seconds: float, workdir: Path) -> dic
             "ratio_to_bare": round(warm / bare, 3),
         }
 
+        # --- Bitget POST: replay-protected, so each order is new, and recorded once before it is accepted
+        get_rate = warm
+        count = min(int(max(get_rate, 50_000) * seconds * 1.2) + len(keys), 2_000_000)
+        now = int(time.time() * 1000)
+        posts = [SignedRequest(**bitget_post(keys[i % len(keys)], now, i)) for i in range(count)]
+        position = 0
+        results = {}
+
+        def verify_bitget_post(n: int) -> int:
+            nonlocal position
+            end = min(position + n, len(posts))
+            for i in range(position, end):
+                reason = verifier.verify(posts[i]).reason
+                results[reason] = results.get(reason, 0) + 1
+            done = end - position
+            position = end
+            if done == 0:
+                raise RuntimeError("ran out of pre-signed Bitget orders; lower --seconds")
+            return done
+
+        verify_bitget_post(len(keys))  # warm the verdicts of the POST rule
+        results.clear()
+        post_rate = rate(verify_bitget_post, seconds)
+        assert set(results) == {"VALID"}, results
+        replayed = verifier.verify(posts[0]).reason
+        assert replayed == "REQUEST_REPLAYED", replayed
+        figures["bitget_post"] = {
+            "verify_per_s": round(post_rate),
+            "ratio_to_get": round(post_rate / get_rate, 3),
+        }
+        posts.clear()  # its memory, before the WhiteBIT requests are signed
+
         # --- WhiteBIT: every request carries a new nonce, recorded in the store before it is accepted
         keys = chosen[Scheme.WHITEBIT]
         estimate = int(max(warm, 50_000) * seconds * 1.2) + len(keys)
@@ -250,6 +324,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{f['verify_per_s']:>9,}/s   = {f['ratio_to_bare']:.0%} of the ceiling",
             file=sys.stderr,
         )
+    post = figures["bitget_post"]
+    print(
+        f"bitget   POST (replay-protected, recorded once): {post['verify_per_s']:,}/s   = "
+        f"{post['ratio_to_get']:.0%} of the GET figure",
+        file=sys.stderr,
+    )
     wb = figures["whitebit"]
     print(
         f"whitebit ceiling (nonce write to the store alone): {wb['nonce_write_per_s']:,}/s   verify = "

@@ -39,6 +39,7 @@ def test_inprocess_bench_runs() -> None:
     for scheme in ("bitget", "whitebit"):
         assert figures[scheme]["verify_per_s"] > 0 and figures[scheme]["bare_per_s"] > 0
     assert figures["whitebit"]["nonce_write_per_s"] > 0
+    assert figures["bitget_post"]["verify_per_s"] > 0 and figures["bitget_post"]["ratio_to_get"] > 0
 
 
 def test_cache_memory_bench_runs() -> None:
