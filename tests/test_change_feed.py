@@ -172,3 +172,27 @@ def test_a_redis_reconnect_keeps_the_cache_and_reads_what_it_missed(tmp_path: Pa
     finally:
         writer.close()
         reader.close()
+
+
+@pytest.mark.postgres
+def test_listen_comes_back_after_a_postgres_restart(private_postgres: Any) -> None:
+    settings = Settings(database_url=private_postgres.url, master_key="ab" * 32)
+    writer = build_runtime(settings)
+    heard = Heard()
+    feed = KeyChangeFeed(writer.store, heard, interval=3600)
+    try:
+        assert feed.listening.wait(5)
+        main = writer.service.create_main_account("venue")
+        private_postgres.stop()
+        deadline = time.monotonic() + 10
+        while feed.listening.is_set():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        private_postgres.start()
+        assert feed.listening.wait(15)
+        key = writer.service.issue_main_key(main.uid, Scheme.WHITEBIT).key
+        writer.service.revoke_key(key.api_key)
+        heard.wait_for(key.api_key, 0.5)  # polls are an hour apart: the notification came back
+    finally:
+        feed.close()
+        writer.close()

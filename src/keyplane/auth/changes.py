@@ -138,19 +138,26 @@ class KeyChangeFeed:
         from psycopg import sql
 
         args, kwargs = self._store.listen_connection_args()
+        kwargs = {"connect_timeout": 5, **kwargs, "autocommit": True}
+        failures = 0
         while not self._stopped.is_set():
             try:
-                with psycopg.connect(*args, **{**kwargs, "autocommit": True}) as conn:
+                with psycopg.connect(*args, **kwargs) as conn:
                     conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                     self.listening.set()
+                    if failures:
+                        log.info("key change notifications back")
+                    failures = 0
                     self._wake.set()  # whatever committed while not listening is in the table
                     while not self._stopped.is_set():
                         for notice in conn.notifies(timeout=1.0):
                             if notice.payload:
                                 self._invalidate(notice.payload.split(","))
                             self._wake.set()
-            except psycopg.Error:
+            except psycopg.Error as error:
                 self.listening.clear()
-                log.warning("key change notifications lost; reconnecting", exc_info=True)
-                self._stopped.wait(1.0)
+                if not failures:  # once per outage: the cursor still brings every change meanwhile
+                    log.warning("key change notifications lost (%s); reconnecting", type(error).__name__)
+                failures += 1
+                self._stopped.wait(min(1.0 * failures, 5.0))
         self.listening.clear()
