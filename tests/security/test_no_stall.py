@@ -12,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import json
+import sqlite3
 import statistics
 import threading
 import time
@@ -258,3 +259,18 @@ def test_fresh_keys_never_stall_a_cached_keys_answers(server: Server) -> None:
     assert len(during) >= 5, (len(during), batch_seconds)
     assert statistics.median(during) < batch_seconds / 5, (statistics.median(during), batch_seconds)
     assert max(during) < batch_seconds / 2, (max(during), batch_seconds)
+
+
+def test_a_key_row_that_does_not_build_is_unknown_never_an_exception(runtime: Runtime, tmp_path: Path) -> None:
+    """Verifier.verify never raises: a stored secret no master key opens, or an RSA key whose public key
+    does not load, make the key unknown (logged by the cache), remembered like any unknown key."""
+    verifier = runtime.verifier
+    broken = [sub_key(runtime), sub_key(runtime)]
+    with sqlite3.connect(tmp_path / "keyplane.db") as conn:
+        conn.execute("UPDATE api_keys SET sealed_secret = ? WHERE api_key = ?", (b"\x01" + b"\x00" * 40, broken[0][0]))
+        conn.execute("UPDATE api_keys SET sign_type = 'rsa', public_key = 'not a PEM' WHERE api_key = ?",
+                     (broken[1][0],))
+    for api_key, secret in broken:
+        request = bitget_request(api_key, secret, PASSPHRASE)
+        assert verifier.verify(request).reason is Reason.UNKNOWN_KEY
+        assert verifier.verify(request, may_block=False).reason is Reason.UNKNOWN_KEY  # remembered: inline
