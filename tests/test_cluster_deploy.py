@@ -171,7 +171,7 @@ def upstream() -> Iterator[Upstream]:
     server.close()
 
 
-def wait_ready(process: subprocess.Popen[str], timeout: float = 90) -> dict[str, Any]:
+def wait_ready(process: subprocess.Popen[str], timeout: float = 180) -> dict[str, Any]:
     """Reads the script's output until its `ready` line; the JSON after it says where everything is."""
     assert process.stdout is not None
     lines: list[str] = []
@@ -204,7 +204,7 @@ def test_cluster_script_serves_through_the_gateway_from_every_node(
     command = [
         sys.executable, str(RUN), "--nodes", "2", "--workers", "2",
         "--upstream", f"127.0.0.1:{upstream.port}", "--listen", str(gateway_port),
-        "--node-port", str(node_port), "--dir", str(tmp_path / "cluster"),
+        "--node-port", str(node_port), "--dir", str(tmp_path / "cluster"), "--start-timeout", "150",
         "--keyplane", f"{sys.executable} -m keyplane.cli", "--database", pg_url, "--redis", REDIS_URL,
     ]
     script = subprocess.Popen(
@@ -225,7 +225,9 @@ def test_cluster_script_serves_through_the_gateway_from_every_node(
 
         uid = str(cli("accounts", "create", "--name", "cluster")["uid"])
         key = cli("keys", "create", "--account", uid, "--dialect", "bitget", "--ip", "127.0.0.1")
-        client = ccxt.bitget({"apiKey": key["apiKey"], "secret": key["secretKey"], "password": key["passphrase"]})
+        client = ccxt.bitget(
+            {"apiKey": key["apiKey"], "secret": key["secretKey"], "password": key["passphrase"], "timeout": 30_000}
+        )
         for group in client.urls["api"]:
             client.urls["api"][group] = state["gateway"]
 
@@ -267,6 +269,9 @@ def test_cluster_script_serves_through_the_gateway_from_every_node(
         except subprocess.TimeoutExpired:
             os.killpg(script.pid, signal.SIGKILL)
             rest, _ = script.communicate()
+        print("deploy/cluster/run said:\n" + rest)  # shown when the test fails, with the logs below
+        for log in sorted((tmp_path / "cluster").glob("**/*.log")):
+            print(f"--- {log.name}\n" + log.read_text()[-3000:])
     assert script.returncode == 0, rest
     assert "cluster: stopped" in rest
     for pgid in groups:  # nginx's workers and every node's granian workers are gone too
