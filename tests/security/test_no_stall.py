@@ -274,3 +274,30 @@ def test_a_key_row_that_does_not_build_is_unknown_never_an_exception(runtime: Ru
         request = bitget_request(api_key, secret, PASSPHRASE)
         assert verifier.verify(request).reason is Reason.UNKNOWN_KEY
         assert verifier.verify(request, may_block=False).reason is Reason.UNKNOWN_KEY  # remembered: inline
+
+
+def test_concurrent_wrong_passphrases_cannot_outrun_the_throttle(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """40 attempts at once, as the thread pool would run them: argon2id runs one at a time per key, so at
+    most the throttle's number of failures ever reach it."""
+    verifier = runtime.verifier
+    api_key, secret = sub_key(runtime)
+    verifier.cache.get(api_key)
+    spy = Counting(cache_module.crypto.verify_passphrase)
+    monkeypatch.setattr(cache_module.crypto, "verify_passphrase", spy)
+    start = threading.Barrier(40)
+    reasons: list[Reason] = []
+
+    def attempt(index: int) -> None:
+        request = bitget_request(api_key, secret, f"Wrongpass{index:02d}")
+        start.wait()
+        reasons.append(verifier.verify(request).reason)
+
+    threads = [threading.Thread(target=attempt, args=(index,)) for index in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert reasons == [Reason.BAD_PASSPHRASE] * 40
+    assert spy.calls == cache_module.PASSPHRASE_FAILURES

@@ -34,6 +34,7 @@ PASSPHRASE_WINDOW_S = 60.0
 # remembered as unknown; any change notification for a key also drops it. The TTL bounds the rest (a key
 # that was unknown because its store row was not yet committed, or another process's import).
 UNKNOWN_TTL_S = 1.0
+_SLOW_LOCKS = tuple(threading.Lock() for _ in range(64))
 UNKNOWN_MAX = 50_000
 # No API key keyplane issues is longer; longer ones, or ones holding NUL (which PostgreSQL cannot
 # compare), are unknown without a lookup.
@@ -90,20 +91,38 @@ class CachedKey:
             return False
         return True
 
-    def passphrase_ok(self, passphrase: str) -> bool:
+    def passphrase_ok(self, passphrase: str, *, slow_allowed: bool = True) -> bool:
+        """Whether ``passphrase`` is the key's. ``slow_allowed=False`` (the event loop) never runs argon2id:
+        the verifier asks only when ``passphrase_needs_slow_check`` said no, and should the throttle window
+        end in between, the answer stays the throttled one."""
         if self.passphrase_hash is None:
             return True
         if self.throttled():
             return False
         given = hashlib.sha256(passphrase.encode()).digest()
-        if self.passphrase_digest is not None:
-            if hmac.compare_digest(given, self.passphrase_digest):
+        digest = self.passphrase_digest
+        if digest is not None:
+            if hmac.compare_digest(given, digest):
                 return True
-        elif crypto.verify_passphrase(self.passphrase_hash, passphrase):
-            self.passphrase_digest = given
-            return True
-        self._failed()
-        return False
+            self._failed()
+            return False
+        if not slow_allowed:
+            return False
+        # One argon2id run at a time per key: concurrent first attempts would all pass the throttle check
+        # above before any failure is counted. A stripe of locks (no lock per cached key: memory).
+        with _SLOW_LOCKS[hash(self.key.id) % len(_SLOW_LOCKS)]:
+            if self.throttled():
+                return False
+            digest = self.passphrase_digest
+            if digest is not None:  # another thread's attempt passed meanwhile
+                ok = hmac.compare_digest(given, digest)
+            else:
+                ok = crypto.verify_passphrase(self.passphrase_hash, passphrase)
+                if ok:
+                    self.passphrase_digest = given
+            if not ok:
+                self._failed()
+            return ok
 
     def _failed(self) -> None:
         now = time.monotonic()

@@ -225,7 +225,7 @@ class Verifier:
             # argon2id runs once per key per process; later checks compare a digest
             if not may_block and cached.passphrase_digest is None and cached.passphrase_needs_slow_check:
                 return WOULD_BLOCK
-            if not cached.passphrase_ok(passphrase):
+            if not cached.passphrase_ok(passphrase, slow_allowed=may_block):
                 return VerifyResult(Reason.BAD_PASSPHRASE, scheme)
         if requirement.replay_protect and request.method != "GET":
             # the signature matched, so it is valid base64 (one HMAC's canonical text, or RSA bytes)
