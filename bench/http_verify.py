@@ -41,12 +41,16 @@ from keyplane.domain.model import Scheme
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from inprocess import BENCH_ENDPOINTS
 
+# the gateway's token, as deploy/nginx sends it on every call (a fixed value: the server is private)
+VERIFY_TOKEN = "bench-verify-token-0123456789"
+
 WRK_SCRIPT = """
 local bodies = {}
 for line in io.lines("%(bodies)s") do bodies[#bodies + 1] = line end
 local i = 0
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %(token)s"
 request = function()
     i = i + 1
     return wrk.format(nil, "%(path)s", nil, bodies[(i %% #bodies) + 1])
@@ -79,6 +83,7 @@ def start_server(url: str, workdir: Path, cpus: set[int] | None = None) -> tuple
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYPLANE_")}
     env["KEYPLANE_ENDPOINTS"] = json.dumps(BENCH_ENDPOINTS)
+    env["KEYPLANE_VERIFY_TOKEN"] = VERIFY_TOKEN  # /v1/ is closed without one
     with (workdir / "server.log").open("wb") as log:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(
             [sys.executable, "-m", "keyplane.cli", "serve", "--port", str(port), "--database", url],
@@ -130,7 +135,7 @@ def run_wrk(
     cpus: set[int] | None = None,
 ) -> dict[str, Any]:
     script = workdir / f"wrk-{path.strip('/').replace('/', '-').replace('?', '-')}.lua"
-    script.write_text(WRK_SCRIPT % {"bodies": bodies, "path": path})
+    script.write_text(WRK_SCRIPT % {"bodies": bodies, "path": path, "token": VERIFY_TOKEN})
     out = subprocess.run(
         [wrk, "-t1", f"-c{connections}", f"-d{max(int(seconds), 1)}s", "--latency", "-s", str(script), base + path],
         capture_output=True,
@@ -163,7 +168,7 @@ def measure(
     try:
         calls = signed_calls(chosen[Scheme.BITGET], bodies)
         answer_sizes = set()
-        with httpx.Client(base_url=base) as client:
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {VERIFY_TOKEN}"}) as client:
             for call in calls:  # every call valid (and the cache warm) before the run
                 answer = client.post("/v1/verify", json=call)
                 assert answer.json()["valid"] is True, answer.text

@@ -5,13 +5,26 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import ccxt
 import httpx
 import pytest
 
-from conftest import Server
+from conftest import Server, make_server
+
+TOKEN = "native-verify-token-" + "5" * 16
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server with a verify token: without one (and without KEYPLANE_VERIFY_OPEN=1) /v1/ is closed."""
+    srv = make_server(tmp_path_factory.mktemp("native"), {"KEYPLANE_VERIFY_TOKEN": TOKEN})
+    srv.start()
+    yield srv
+    srv.stop()
 
 
 def bitget_client(key: dict[str, Any]) -> Any:
@@ -43,7 +56,7 @@ def as_verify_call(
 
 
 def verify(server: Server, call: dict[str, Any]) -> dict[str, Any]:
-    response = httpx.post(server.base_url + "/v1/verify", json=call, timeout=10)
+    response = httpx.post(server.base_url + "/v1/verify", json=call, headers=AUTH, timeout=10)
     assert response.status_code == 200, response.text
     return dict(response.json())
 
@@ -161,13 +174,13 @@ def test_unsigned_request_is_refused_in_the_path_dialect(server: Server) -> None
     ],
 )
 def test_malformed_verify_call_is_400(server: Server, payload: bytes) -> None:
-    response = httpx.post(server.base_url + "/v1/verify", content=payload)
+    response = httpx.post(server.base_url + "/v1/verify", content=payload, headers=AUTH)
     assert response.status_code == 400
     assert response.json()["code"] == "BAD_REQUEST"
 
 
 def test_noop_reads_the_body_and_answers_the_asked_size(server: Server) -> None:
-    response = httpx.post(server.base_url + "/v1/noop?size=300", content=b"x" * 500)
+    response = httpx.post(server.base_url + "/v1/noop?size=300", content=b"x" * 500, headers=AUTH)
     assert response.status_code == 200 and len(response.content) == 300
-    response = httpx.post(server.base_url + "/v1/noop", content=b"y" * 200)
+    response = httpx.post(server.base_url + "/v1/noop", content=b"y" * 200, headers=AUTH)
     assert len(response.content) == 200 and response.json()["ok"] is True

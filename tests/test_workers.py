@@ -15,14 +15,14 @@ import httpx
 import pytest
 
 from conftest import Server, make_server
-from test_native_verify import as_verify_call
+from test_native_verify import AUTH, TOKEN, as_verify_call
 
 PARALLEL = 24
 
 
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = make_server(tmp_path_factory.mktemp("workers"))
+    srv = make_server(tmp_path_factory.mktemp("workers"), {"KEYPLANE_VERIFY_TOKEN": TOKEN})
     srv.serve_args = ("--workers", "2")
     srv.start()
     yield srv
@@ -40,7 +40,7 @@ def post_all(url: str, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
     def post(body: dict[str, Any]) -> dict[str, Any]:
         with httpx.Client(timeout=30) as client:
-            answer = client.post(url, json=body)
+            answer = client.post(url, json=body, headers=AUTH)
             assert answer.status_code == 200, answer.text
             return dict(answer.json())
 

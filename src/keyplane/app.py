@@ -8,8 +8,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from keyplane.auth import Reason, VerifyResult
 from keyplane.config import Settings
 from keyplane.dialects import bitget, native, whitebit
+from keyplane.domain.target import clean_method, clean_path
 from keyplane.http import (
     BodyTooLarge,
     Receive,
@@ -27,8 +29,15 @@ from keyplane.runtime import Runtime, build_runtime
 
 log = logging.getLogger("keyplane.access")
 
-# (prefix, handler, the dialect's answer to a body over the limit, its answer to a bug)
-Mount = tuple[str, Callable[[Request], Awaitable[Response]], Callable[[], Response], Callable[[], Response]]
+# (prefix, handler, the dialect's answer to a body over the limit, its answer to a bug, its answer to a
+# target an upstream could read otherwise: None where the handler routes by exact paths only)
+Mount = tuple[
+    str,
+    Callable[[Request], Awaitable[Response]],
+    Callable[[], Response],
+    Callable[[], Response],
+    Callable[[], Response] | None,
+]
 
 
 class KeyplaneApp:
@@ -44,24 +53,34 @@ class KeyplaneApp:
 
     def _mount(self, runtime: Runtime) -> None:
         bitget_dialect = bitget.BitgetDialect(runtime.service, runtime.verifier)
+        native_dialect = native.NativeDialect(
+            runtime.verifier,
+            self.settings.verify_token,
+            open_without_token=self.settings.verify_open,
+            trusted_proxies=self.settings.trusted_proxies,
+        )
+        bitget_bad_target = lambda: bitget.verify_error(VerifyResult(Reason.BAD_TARGET))  # noqa: E731
         self.mounts = [
             (
                 native.PREFIX,
-                native.NativeDialect(runtime.verifier, self.settings.verify_token).handle,
+                native_dialect.handle,
                 lambda: native.bad_call("body too large"),
                 native.internal_error,
+                None,  # /v1/verify and /v1/noop, matched exactly on the raw path: nothing else is served
             ),
             (
                 bitget.PREFIX,
                 bitget_dialect.handle,
                 lambda: bitget.fail("40017", "Parameter verification failed"),
                 bitget.internal_error,
+                bitget_bad_target,
             ),
             (
                 whitebit.PREFIX,
                 whitebit.WhitebitDialect(runtime.service, runtime.verifier).handle,
                 whitebit.too_large,
                 whitebit.internal_error,
+                whitebit.bad_target,
             ),
         ]
         self.ready = True
@@ -94,7 +113,10 @@ class KeyplaneApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        path: str = scope["path"]
+        # the path as sent, not the server's percent-decoded ``path``: routes and the verifier see the
+        # bytes an upstream would (one path, one meaning); latin-1 maps every byte to one character
+        raw_path: bytes | None = scope.get("raw_path")
+        path: str = raw_path.decode("latin-1") if raw_path is not None else scope["path"]
         response = await self._dispatch(scope, receive, path)
         await send_response(send, response)
         # /v1/verify is the gateway's per-request call (nginx logs those requests itself): an INFO line
@@ -110,8 +132,10 @@ class KeyplaneApp:
         if path == "/health":
             status = 200 if self.ready else 503
             return json_response(status, {"status": "ok" if self.ready else "starting"})
-        for prefix, handler, too_large, internal_error in self.mounts:
+        for prefix, handler, too_large, internal_error, bad_target in self.mounts:
             if path.startswith(prefix):
+                if bad_target is not None and not (clean_path(path) and clean_method(scope["method"])):
+                    return bad_target()
                 try:
                     body = await read_body(receive)
                 except BodyTooLarge:

@@ -336,7 +336,10 @@ def serve(
     if database:
         os.environ["KEYPLANE_DATABASE_URL"] = database
     # Make the schema and the master key before the server starts, so problems surface here.
-    _build(_settings()).close()
+    settings = _settings()
+    _build(settings).close()
+    # how /v1/ is guarded (closed, token, or explicitly open), so no operator runs an open one unawares
+    print(f"keyplane: {settings.verify_mode}", file=sys.stderr, flush=True)
     Granian(
         "keyplane.app:app_from_env",
         address=host,

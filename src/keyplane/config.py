@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from keyplane.domain.ipnet import TrustedProxies
 from keyplane.domain.policy import Policy
 from keyplane.endpoints import EndpointTable, endpoints_from_env
 
@@ -49,6 +50,15 @@ def _verify_token_from_env() -> str | None:
     return token
 
 
+def _flag_from_env(name: str) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"{name} must be 1 or 0 (true/false), not {value!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -56,11 +66,26 @@ class Settings:
     master_key_file: Path | None = None
     redis_url: str | None = None
     policy: Policy = field(default_factory=Policy)
-    trusted_proxies: frozenset[str] = frozenset()
+    # KEYPLANE_TRUSTED_PROXIES: addresses and CIDR ranges whose X-Real-IP / X-Forwarded-For is believed
+    trusted_proxies: TrustedProxies = field(default_factory=TrustedProxies)
     # what each private endpoint needs (KEYPLANE_ENDPOINTS / KEYPLANE_ENDPOINTS_FILE; see endpoints.py)
     endpoints: EndpointTable = field(default_factory=EndpointTable.defaults)
     # when set, /v1/ calls (the gateway's) must carry ``Authorization: Bearer <token>``
     verify_token: str | None = field(default=None, repr=False)  # a secret: never in a repr
+    # KEYPLANE_VERIFY_OPEN=1: without a token, /v1/ answers anyone (else it answers 401 to everyone)
+    verify_open: bool = False
+
+    @property
+    def verify_mode(self) -> str:
+        """One line for the start-up log: how /v1/ is guarded."""
+        if self.verify_token:
+            return "/v1/ needs Authorization: Bearer <KEYPLANE_VERIFY_TOKEN>"
+        if self.verify_open:
+            return (
+                "/v1/ is OPEN to anyone who can reach it (KEYPLANE_VERIFY_OPEN=1, no KEYPLANE_VERIFY_TOKEN); "
+                "client_ip is taken only from KEYPLANE_TRUSTED_PROXIES"
+            )
+        return "/v1/ is closed: every call answers 401 (set KEYPLANE_VERIFY_TOKEN, or KEYPLANE_VERIFY_OPEN=1)"
 
     @property
     def resolved_master_key_file(self) -> Path:
@@ -71,14 +96,16 @@ class Settings:
         env = os.environ
         key_file = env.get("KEYPLANE_MASTER_KEY_FILE")
         proxies = env.get("KEYPLANE_TRUSTED_PROXIES", "")
+        policy = _policy_from_env()
         settings = cls(
             database_url=env.get("KEYPLANE_DATABASE_URL") or DEFAULT_DATABASE_URL,
             master_key=env.get("KEYPLANE_MASTER_KEY") or None,
             master_key_file=Path(key_file) if key_file else None,
             redis_url=env.get("KEYPLANE_REDIS_URL") or None,
-            policy=_policy_from_env(),
-            trusted_proxies=frozenset(p.strip() for p in proxies.split(",") if p.strip()),
-            endpoints=endpoints_from_env(env),
+            policy=policy,
+            trusted_proxies=TrustedProxies.parse(proxies),
+            endpoints=endpoints_from_env(env, policy),
             verify_token=_verify_token_from_env(),
+            verify_open=_flag_from_env("KEYPLANE_VERIFY_OPEN"),
         )
         return replace(settings, database_url=database_url) if database_url else settings

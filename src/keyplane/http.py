@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from keyplane.auth.request import SignedRequest
+from keyplane.domain.ipnet import TrustedProxies
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -64,15 +65,13 @@ async def read_body(receive: Receive, limit: int = MAX_BODY_BYTES) -> bytes:
     return b"".join(chunks)
 
 
-def client_ip_of(scope: Scope, headers: Mapping[str, str], trusted_proxies: frozenset[str]) -> str:
-    """The peer's address, or the one a trusted proxy (the nginx gateway) says it forwarded."""
+def client_ip_of(scope: Scope, headers: Mapping[str, str], trusted_proxies: TrustedProxies) -> str:
+    """The peer's address, or the client's a trusted proxy says it forwarded (``TrustedProxies``)."""
     client = scope.get("client")
-    peer = client[0] if client else ""
-    if peer in trusted_proxies:
-        forwarded = headers.get("x-real-ip") or headers.get("x-forwarded-for", "").split(",")[-1].strip()
-        if forwarded:
-            return forwarded
-    return str(peer)
+    peer = str(client[0]) if client else ""
+    if not trusted_proxies:
+        return peer
+    return trusted_proxies.client_ip(peer, headers.get("x-real-ip"), headers.get("x-forwarded-for"))
 
 
 def decode_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:

@@ -69,6 +69,10 @@ class Reason(enum.StrEnum):
     UNAVAILABLE = "UNAVAILABLE"  # the store (or Redis) failed: an outage is an answer, not an exception
     WOULD_BLOCK = "WOULD_BLOCK"  # only ever in the ``WOULD_BLOCK`` result of ``verify(may_block=False)``
     REQUEST_REPLAYED = "REQUEST_REPLAYED"  # Bitget: a replay-protected request already accepted
+    # a request target an upstream could read otherwise than the verifier did (domain/target.py)
+    BAD_TARGET = "BAD_TARGET"
+    # no endpoint rule of the key's dialect names this method and path (endpoints.py)
+    UNKNOWN_ENDPOINT = "UNKNOWN_ENDPOINT"
 
 
 @dataclass(slots=True)  # not frozen: one is made per verification, and frozen costs 4x to construct

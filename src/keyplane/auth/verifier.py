@@ -40,7 +40,8 @@ from keyplane.auth.nonces import NonceGuard
 from keyplane.auth.request import WOULD_BLOCK, Reason, Requirement, SignedRequest, VerifyResult
 from keyplane.domain.model import AccountStatus, Scheme
 from keyplane.domain.scopes import bitget_grants, whitebit_grants
-from keyplane.endpoints import EndpointTable
+from keyplane.domain.target import clean_query
+from keyplane.endpoints import EndpointTable, Refusal
 from keyplane.outages import unavailable, warn
 from keyplane.ratelimit import RateLimiter
 from keyplane.store import Store
@@ -73,6 +74,13 @@ def detect_scheme(headers: dict[str, str] | Any) -> Scheme | None:
     if whitebit.HEADER_KEY in headers or whitebit.HEADER_PAYLOAD in headers:
         return Scheme.WHITEBIT
     return None
+
+
+def _refused(refusal: Refusal, scheme: Scheme | None) -> VerifyResult:
+    if refusal is Refusal.BAD_TARGET:
+        return VerifyResult(Reason.BAD_TARGET, scheme)
+    # no rule: of the key's dialect, or, unsigned, of any (then the missing key is what to say)
+    return VerifyResult(Reason.UNKNOWN_ENDPOINT if scheme is not None else Reason.MISSING_KEY, scheme)
 
 
 class Verifier:
@@ -123,14 +131,28 @@ class Verifier:
         """Valid, or the first reason it is not. Never raises: a store that fails is ``UNAVAILABLE``.
 
         Without ``requirement`` the endpoint table (``self.endpoints``) says what the request's method
-        and path need; without ``scheme`` the signing headers say which scheme it is. With
-        ``may_block=False`` a step that would wait answers ``WOULD_BLOCK`` (the very object), before
-        anything changed; ``verify_async`` is how the event loop calls this.
+        and path need, among the rules of the key's dialect only; without ``scheme`` the signing headers
+        say which scheme it is. With or without, a target an upstream could read otherwise than verified
+        (``domain/target.py``) is ``BAD_TARGET``, and a path the table gives to another dialect is
+        ``UNKNOWN_ENDPOINT``. With ``may_block=False`` a step that would wait answers ``WOULD_BLOCK``
+        (the very object), before anything changed; ``verify_async`` is how the event loop calls this.
         """
         try:
             scheme = scheme or detect_scheme(request.headers)
+            # one path, one meaning: a target an upstream could read otherwise is refused before anything
+            # else (domain/target.py); the table checks the method and path once per distinct request line
+            query = request.query
+            if query and not clean_query(query):
+                return VerifyResult(Reason.BAD_TARGET, scheme)
             if requirement is None:
-                requirement = self.endpoints.requirement_for(scheme, request.method, request.path)
+                found = self.endpoints.requirement_for(scheme, request.method, request.path)
+                if isinstance(found, Refusal):
+                    return _refused(found, scheme)
+                requirement = found
+            else:
+                refusal = self.endpoints.check_target(scheme, request.method, request.path)
+                if refusal is not None:
+                    return _refused(refusal, scheme)
             if scheme is _BITGET:
                 return self._verify_bitget(request, requirement, may_block)
             if scheme is _WHITEBIT:

@@ -45,6 +45,7 @@ from keyplane.domain.rules import (
     check_passphrase,
     normalize_bitget_permissions,
 )
+from keyplane.endpoints import BITGET_ACCOUNT_INFO, management_rules
 from keyplane.http import Request, Response, json_response
 from keyplane.service import IssuedKey, KeyplaneService, NewKeySpec, NewSubAccountWithKey
 
@@ -76,6 +77,13 @@ REASON_ERRORS: dict[Reason, tuple[str, str]] = {
     # does 40008: a client retries with a new timestamp, never as an authentication failure; a code of
     # its own tells a replay from a late request in logs.
     Reason.REQUEST_REPLAYED: ("40004", "Request timestamp expired"),
+    # A path or method an upstream could read another way (dot segments, %-encoding, ';', '//', a
+    # lower-case method): Bitget's generic parameter error, HTTP 400 as every row of its table, and
+    # BadRequest in ccxt [BG-ERR; clients.md]. Not 40404: the target is malformed, not merely unknown.
+    Reason.BAD_TARGET: ("40017", "Parameter verification failed"),
+    # No rule of Bitget's names the method and path: Bitget's own answer for a URL it does not serve,
+    # with HTTP 404 (verify_error), as this dialect's router answers (not_found())
+    Reason.UNKNOWN_ENDPOINT: ("40404", "Request URL NOT FOUND"),
 }
 
 # Domain errors -> (code, message) [BG-ERR], most specific class first.
@@ -155,6 +163,8 @@ def verify_error(result: VerifyResult) -> Response:
         return rate_limited()
     if result.reason is Reason.UNAVAILABLE:
         return unavailable()
+    if result.reason is Reason.UNKNOWN_ENDPOINT:
+        return not_found()
     code, message = REASON_ERRORS.get(result.reason, ("40009", "sign signature error"))
     return fail(code, _fill(message, result.detail))
 
@@ -293,26 +303,22 @@ class BitgetDialect:
         self.verifier = verifier
         self.limits = service.policy.bitget
         self.routes: dict[tuple[str, str], tuple[Requirement, Route]] = {}
-        user_routes: list[tuple[str, str, Route]] = [
-            ("POST", "create-virtual-subaccount", self.create_virtual_subaccount),
-            ("POST", "modify-virtual-subaccount", self.modify_virtual_subaccount),
-            ("POST", "batch-create-subaccount-and-apikey", self.batch_create),
-            ("GET", "virtual-subaccount-list", self.virtual_subaccount_list),
-            ("POST", "create-virtual-subaccount-apikey", self.create_apikey),
-            ("POST", "modify-virtual-subaccount-apikey", self.modify_apikey),
-            ("GET", "virtual-subaccount-apikey-list", self.apikey_list),
-        ]
-        for method, name, route in user_routes:
-            requirement = Requirement(
-                main_only=True,
-                main_needs_ip=True,
-                rate_limit=self.limits.rate_limits.get(name, self.limits.default_rate_limit),
-                rate_name=name,
-                replay_protect=method == "POST",  # a replayed create would mint a second key and hand out its secret
-            )
-            self.routes[(method, USER + name)] = (requirement, route)
-        info = Requirement(rate_limit=self.limits.rate_limits.get("account-info"), rate_name="account-info")
-        self.routes[("GET", "/api/v2/spot/account/info")] = (info, self.account_info)
+        user_routes: dict[str, Route] = {
+            "create-virtual-subaccount": self.create_virtual_subaccount,
+            "modify-virtual-subaccount": self.modify_virtual_subaccount,
+            "batch-create-subaccount-and-apikey": self.batch_create,
+            "virtual-subaccount-list": self.virtual_subaccount_list,
+            "create-virtual-subaccount-apikey": self.create_apikey,
+            "modify-virtual-subaccount-apikey": self.modify_apikey,
+            "virtual-subaccount-apikey-list": self.apikey_list,
+        }
+        # the requirements are the endpoint table's rows for these routes (endpoints.management_rules),
+        # so /v1/verify and the gateway judge them exactly as this dialect does
+        for rule in management_rules(service.policy):
+            if rule.dialect is Scheme.BITGET:
+                name = rule.path.removeprefix(USER)
+                route = self.account_info if rule.path == BITGET_ACCOUNT_INFO else user_routes[name]
+                self.routes[(rule.method, rule.path)] = (rule.requirement, route)
 
     async def handle(self, request: Request) -> Response:
         entry = self.routes.get((request.method, request.path))

@@ -4,11 +4,19 @@
 ``verifyKey``: always HTTP 200 with ``valid`` and ``code``; on success the caller's identity and
 rate-limit state; on failure also ``error``, the answer the venue's own API (Bitget or WhiteBIT) would
 have given, status and body, for a gateway to return verbatim. HTTP 400 means the verify call itself
-was malformed. The endpoint is for the venue's internal network: anyone who can reach it can spend
-keys' rate limits and nonces, so bind it, or the gateway's upstream block, to a private address. With
-``KEYPLANE_VERIFY_TOKEN`` set, every ``/v1/`` call must also carry ``Authorization: Bearer <token>``
-(compared in constant time); without it the answer is HTTP 401 ``{"valid": false, "code":
-"UNAUTHORIZED", ...}``.
+was malformed. The endpoint is for the venue's internal network: anyone who can call it can spend keys' rate limits
+and nonces and name the client address that IP allowlists judge. So ``/v1/`` is closed unless the
+operator configures it: with ``KEYPLANE_VERIFY_TOKEN`` set, every ``/v1/`` call must carry
+``Authorization: Bearer <token>`` (compared in constant time); without a token every call answers HTTP 401
+``{"valid": false, "code": "UNAUTHORIZED", ...}``, unless ``KEYPLANE_VERIFY_OPEN=1`` opens it explicitly
+(then a call's ``client_ip`` is believed only from a caller in ``KEYPLANE_TRUSTED_PROXIES``; from anyone
+else a ``client_ip`` other than the caller's own address is HTTP 400). ``keyplane serve`` says at start
+which of the three it is.
+
+The request target is verified exactly as given: ``uri``/``path`` is never percent-decoded, ``method``
+never upper-cased. A target an upstream could read otherwise (``keyplane.domain.target``) is refused with
+the dialect's 400 error (code ``BAD_TARGET``), and a method and path no rule of the key's dialect names
+with its 404 (code ``UNKNOWN_ENDPOINT``).
 
 Request (JSON object)::
 
@@ -43,13 +51,13 @@ import binascii
 import contextlib
 import hmac
 from typing import Any
-from urllib.parse import unquote
 
 import msgspec
 
 from keyplane.auth import Reason, Requirement, SignedRequest, Verifier, VerifyResult
 from keyplane.auth.verifier import detect_scheme
 from keyplane.dialects import bitget
+from keyplane.domain.ipnet import TrustedProxies
 from keyplane.domain.model import Scheme
 from keyplane.http import Request, Response, json_response
 
@@ -122,10 +130,24 @@ def identity_of(result: VerifyResult) -> dict[str, Any] | None:
 class NativeDialect:
     """``/v1/verify`` and ``/v1/noop``: pure ASGI handlers, no framework on the hot path."""
 
-    def __init__(self, verifier: Verifier, token: str | None = None) -> None:
+    def __init__(
+        self,
+        verifier: Verifier,
+        token: str | None = None,
+        *,
+        open_without_token: bool = False,
+        trusted_proxies: TrustedProxies | None = None,
+    ) -> None:
         self.verifier = verifier
-        # KEYPLANE_VERIFY_TOKEN: what the gateway's calls must carry, when the operator set one
+        # KEYPLANE_VERIFY_TOKEN: what the gateway's calls must carry. Without one, /v1/ is closed (every
+        # call 401) unless the operator opened it explicitly (KEYPLANE_VERIFY_OPEN=1)
         self._authorization = f"Bearer {token}".encode() if token else None
+        self._closed = token is None and not open_without_token
+        # open without a token, anyone may call: a caller-chosen client_ip would defeat every key's IP
+        # allowlist, so it is believed only from a trusted proxy (the gateway)
+        self._client_ip_from: TrustedProxies | None = (
+            None if token else (trusted_proxies or TrustedProxies())
+        )
         # key id -> (key, account, identity, a valid answer's encoded head): rebuilt when the cache hands
         # out new objects (a change)
         self._identities: dict[str, tuple[Any, Any, dict[str, Any] | None, bytes]] = {}
@@ -160,14 +182,12 @@ class NativeDialect:
         return known[3] + b'{"limit":%d,"remaining":%d,"reset":%d}}' % (state.limit, state.remaining, state.reset_ms)
 
     async def handle(self, request: Request) -> Response:
+        if self._closed:
+            return _unauthorized("/v1/ is closed: the server has no KEYPLANE_VERIFY_TOKEN")
         if self._authorization is not None and not hmac.compare_digest(
             request.headers.get("authorization", "").encode("latin-1"), self._authorization
         ):
-            return json_response(
-                401,
-                {"valid": False, "code": "UNAUTHORIZED", "message": "missing or wrong Authorization: Bearer token"},
-                {"WWW-Authenticate": "Bearer"},
-            )
+            return _unauthorized("missing or wrong Authorization: Bearer token")
         if request.path == VERIFY and request.method == "POST":
             return await self.verify(request.body, request.client_ip)
         if request.path == NOOP and request.method == "POST":
@@ -189,6 +209,16 @@ class NativeDialect:
             return bad_call(f"invalid verify request: {error}")
         except RecursionError:
             return bad_call("invalid verify request: nested too deeply")
+        if (
+            call.client_ip is not None
+            and self._client_ip_from is not None
+            and call.client_ip != caller_ip
+            and not self._client_ip_from.trusts(caller_ip)
+        ):
+            return bad_call(
+                "client_ip is taken only from a caller with the verify token (KEYPLANE_VERIFY_TOKEN) "
+                "or from a trusted proxy (KEYPLANE_TRUSTED_PROXIES)"
+            )
         signed = _signed_request(call, caller_ip)
         if isinstance(signed, str):
             return bad_call(signed)
@@ -199,10 +229,10 @@ class NativeDialect:
             except ValueError:
                 return bad_call("scheme must be 'bitget' or 'whitebit'")
         else:
-            # no signing headers at all: the path says whose API it is, and so whose error to answer
-            scheme = detect_scheme(signed.headers) or _scheme_of_path(signed.path)
-        requirement = self.verifier.endpoints.requirement_for(scheme, signed.method, signed.path)
-        result = await self.verifier.verify_async(signed, requirement, scheme)
+            # no signing headers at all: the table says whose API the path is, and so whose error to answer
+            scheme = detect_scheme(signed.headers) or self.verifier.endpoints.dialect_of(signed.path)
+        # no Requirement: the endpoint table decides, among the rules of the key's dialect only
+        result = await self.verifier.verify_async(signed, None, scheme)
         if result.reason is _VALID:
             valid_body = self._valid_answer(result)
             if valid_body is not None:
@@ -218,6 +248,8 @@ class NativeDialect:
             else {"limit": state.limit, "remaining": state.remaining, "reset": state.reset_ms},
         }
         if result.reason is not Reason.VALID:
+            found = self.verifier.endpoints.requirement_for(scheme, signed.method, signed.path)
+            requirement = found if isinstance(found, Requirement) else Requirement()
             answer = dialect_error(result.scheme or scheme, signed.path, result, requirement)
             content_type = next((v for k, v in answer.headers if k == b"content-type"), b"application/json")
             out["error"] = {
@@ -228,12 +260,10 @@ class NativeDialect:
         return Response(200, _ENCODER.encode(out), list(_JSON))
 
 
-def _scheme_of_path(path: str) -> Scheme | None:
-    if path.startswith("/api/v4/"):
-        return Scheme.WHITEBIT
-    if path.startswith("/api/v2/"):
-        return Scheme.BITGET
-    return None
+def _unauthorized(message: str) -> Response:
+    return json_response(
+        401, {"valid": False, "code": "UNAUTHORIZED", "message": message}, {"WWW-Authenticate": "Bearer"}
+    )
 
 
 def _signed_request(call: VerifyCall, caller_ip: str) -> SignedRequest | str:
@@ -245,8 +275,8 @@ def _signed_request(call: VerifyCall, caller_ip: str) -> SignedRequest | str:
         return "give 'uri', or 'path' (and 'query')"
     if not path.startswith("/"):
         return "the path must start with '/'"
-    if "%" in path:  # as an ASGI server hands keyplane's own routes their path: percent-decoded
-        path = unquote(path)
+    # the path and method are verified exactly as given, never decoded or upper-cased: a target an
+    # upstream could read otherwise (%-encoding, dot segments, "get") is BAD_TARGET (domain/target.py)
     if call.body_base64 is not None:
         try:
             body = base64.b64decode(call.body_base64, validate=True)
@@ -267,7 +297,7 @@ def _signed_request(call: VerifyCall, caller_ip: str) -> SignedRequest | str:
                     continue
                 value = value[0]
             headers[name.lower()] = value
-    return SignedRequest(call.method.upper(), path, query, headers, body, call.client_ip or caller_ip)
+    return SignedRequest(call.method, path, query, headers, body, call.client_ip or caller_ip)
 
 
 def noop(request: Request) -> Response:

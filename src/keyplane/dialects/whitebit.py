@@ -83,6 +83,7 @@ from keyplane.dialects.common import BadJson, actor_of, check_json, run_service
 from keyplane.domain.ipnet import normalize_ip_rule
 from keyplane.domain.model import Account, AccountStatus, ApiKey, EndpointRule, Scheme
 from keyplane.domain.scopes import COLLATERAL, SPOT, permissions_from_whitebit, whitebit_flags
+from keyplane.endpoints import management_rules
 from keyplane.http import Request, Response, json_response
 from keyplane.service import IssuedKey, KeyplaneService, NewKeySpec
 
@@ -135,6 +136,12 @@ REASON_ERRORS: dict[Reason, tuple[int, int, str]] = {
     # never answered: Verifier.verify_async resolves it; were it to leak, a retryable 503
     Reason.WOULD_BLOCK: (503, 0, "Service Unavailable"),
     Reason.UNAVAILABLE: (503, 0, ""),  # answered by unavailable(): WhiteBIT's 503 body has its own shape
+    # A path or method an upstream could read another way: WhiteBIT signs the path inside the payload
+    # (``request``), and a target that is not one plain path is a payload that does not name its
+    # endpoint, answered as REQUEST_MISMATCH is: HTTP 400 code 9 (ccxt: BadRequest) [WB-DOCS].
+    Reason.BAD_TARGET: INVALID_PAYLOAD,
+    # UNKNOWN_ENDPOINT (no rule of WhiteBIT's names the method and path) is the 404 this dialect's
+    # router answers, ``{"message": "Not found"}`` (ccxt: "endpoint not found"); see verify_error
 }
 
 # WhiteBIT's answer when it is unavailable, as ccxt records it (module doc)
@@ -181,6 +188,15 @@ def unavailable() -> Response:
     return json_response(503, UNAVAILABLE_BODY)
 
 
+def not_found_response() -> Response:
+    """No such endpoint: WhiteBIT's 404 body carries only a message."""
+    return json_response(404, {"message": "Not found"})
+
+
+def bad_target() -> Response:
+    return fail(*REASON_ERRORS[Reason.BAD_TARGET])
+
+
 def too_large() -> Response:
     return fail(*INVALID_PAYLOAD)
 
@@ -191,6 +207,8 @@ def internal_error() -> Response:
 
 
 def verify_error(result: VerifyResult, requirement: Requirement) -> Response:
+    if result.reason is Reason.UNKNOWN_ENDPOINT:
+        return not_found_response()
     # a type 1 key where type 2 is needed is "not authorized"; an allowlist miss is "no permission"
     if result.reason is Reason.UNAVAILABLE:
         return unavailable()
@@ -394,41 +412,39 @@ class WhitebitDialect:
         self.verifier = verifier
         self.limits = service.policy.whitebit
         self.routes: dict[str, tuple[Requirement, Route]] = {}
-        managed: list[tuple[str, Route]] = [
-            ("sub-account/create", self.create_sub_account),
-            ("sub-account/delete", self.delete_sub_account),
-            ("sub-account/edit", self.edit_sub_account),
-            ("sub-account/list", self.list_sub_accounts),
-            ("sub-account/block", self.block_sub_account),
-            ("sub-account/unblock", self.unblock_sub_account),
-            ("sub-account/api-key/create", self.create_key),
-            ("sub-account/api-key/edit", self.edit_key),
-            ("sub-account/api-key/delete", self.delete_key),
-            ("sub-account/api-key/list", self.list_keys),
-            ("sub-account/api-key/reset", self.reset_key),
-            ("sub-account/api-key/ip-address/list", self.list_ips),
-            ("sub-account/api-key/ip-address/create", self.add_ip),
-            ("sub-account/api-key/ip-address/delete", self.remove_ip),
+        managed: dict[str, Route] = {
+            "sub-account/create": self.create_sub_account,
+            "sub-account/delete": self.delete_sub_account,
+            "sub-account/edit": self.edit_sub_account,
+            "sub-account/list": self.list_sub_accounts,
+            "sub-account/block": self.block_sub_account,
+            "sub-account/unblock": self.unblock_sub_account,
+            "sub-account/api-key/create": self.create_key,
+            "sub-account/api-key/edit": self.edit_key,
+            "sub-account/api-key/delete": self.delete_key,
+            "sub-account/api-key/list": self.list_keys,
+            "sub-account/api-key/reset": self.reset_key,
+            "sub-account/api-key/ip-address/list": self.list_ips,
+            "sub-account/api-key/ip-address/create": self.add_ip,
+            "sub-account/api-key/ip-address/delete": self.remove_ip,
             # outside keyplane: it holds no funds (see the module docstring)
-            ("sub-account/transfer", self.not_available),
-            ("sub-account/balances", self.not_available),
-            ("sub-account/transfer/history", self.not_available),
-            ("sub-account/kyc-url", self.not_available),
-            ("sub-account/withdraw/unconfirmed-list", self.not_available),
-            ("sub-account/withdraw/confirm", self.not_available),
-        ]
-        for name, route in managed:
-            requirement = Requirement(
-                main_only=True,
-                rate_limit=self.limits.rate_limits.get(name, self.limits.default_rate_limit),
-                rate_name=name,
-            )
-            self.routes[PREFIX + name] = (requirement, route)
+            "sub-account/transfer": self.not_available,
+            "sub-account/balances": self.not_available,
+            "sub-account/transfer/history": self.not_available,
+            "sub-account/kyc-url": self.not_available,
+            "sub-account/withdraw/unconfirmed-list": self.not_available,
+            "sub-account/withdraw/confirm": self.not_available,
+        }
+        # the requirements are the endpoint table's rows for these routes (endpoints.management_rules),
+        # so /v1/verify and the gateway judge them exactly as this dialect does; every route is a POST
+        for rule in management_rules(service.policy):
+            if rule.dialect is Scheme.WHITEBIT:
+                self.routes[rule.path] = (rule.requirement, managed[rule.path.removeprefix(PREFIX)])
 
     async def handle(self, request: Request) -> Response:
         entry = self.routes.get(request.path) if request.method == "POST" else None
         if entry is None:
-            return json_response(404, {"message": "Not found"})
+            return not_found_response()
         requirement, route = entry
         result = await self.verifier.verify_async(request, requirement, Scheme.WHITEBIT)
         if not result.valid:
