@@ -67,9 +67,19 @@ def bitget_headers(key: dict[str, Any], method: str, path: str, query: str = "",
 _nonces = iter(range(now_ms() * 1000, 2**62))
 
 
-def whitebit_signed(key: dict[str, Any], path: str, fields: dict[str, Any] | None = None) -> tuple[dict[str, str], str]:
+def nonce_pair() -> tuple[int, int]:
+    """Two fresh nonces, the first lower: sign a refused request with the higher and a later one with the
+    lower, and the later one passes only if the refused request recorded nothing."""
+    lower = next(_nonces)
+    return lower, next(_nonces)
+
+
+def whitebit_signed(
+    key: dict[str, Any], path: str, fields: dict[str, Any] | None = None, nonce: int | None = None
+) -> tuple[dict[str, str], str]:
     """(headers, body) of a WhiteBIT request whose payload names ``path`` as its ``request``."""
-    body = json.dumps({"request": path, "nonce": next(_nonces), **(fields or {})}, separators=(",", ":"))
+    nonce = next(_nonces) if nonce is None else nonce
+    body = json.dumps({"request": path, "nonce": nonce, **(fields or {})}, separators=(",", ":"))
     payload = base64.b64encode(body.encode()).decode()
     signature = hmac.new(key["apiSecret"].encode(), payload.encode(), hashlib.sha512).hexdigest()
     headers = {

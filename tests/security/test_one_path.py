@@ -22,6 +22,7 @@ from attack import (
     bitget_answer,
     bitget_headers,
     dialect_error,
+    nonce_pair,
     raw_http,
     store_state,
     verify_call,
@@ -126,13 +127,13 @@ def test_verify_no_longer_decodes_the_path(server: Server, keys: dict[str, Any])
 def test_verify_refuses_whitebit_path_tricks_and_spends_no_nonce(
     server: Server, keys: dict[str, Any], path: str
 ) -> None:
-    headers, body = whitebit_signed(keys["whitebit"], path, {"ticker": "USDT", "amount": "1"})
+    lower, higher = nonce_pair()
+    headers, body = whitebit_signed(keys["whitebit"], path, {"ticker": "USDT", "amount": "1"}, higher)
     out = verify_call(server, "POST", path, headers, body)
     assert out["code"] == "BAD_TARGET" and dialect_error(out) == WHITEBIT_BAD_TARGET
-    # the refused nonce was not recorded: a later request with a lower nonce than any spent still passes
+    # the refused nonce was not recorded: a lower one still passes where it belongs
     ok_path = "/api/v4/trade-account/balance"
-    ok_headers, ok_body = whitebit_signed(keys["whitebit"], ok_path)
-    assert json.loads(ok_body)["nonce"] > json.loads(body)["nonce"]
+    ok_headers, ok_body = whitebit_signed(keys["whitebit"], ok_path, nonce=lower)
     assert verify_call(server, "POST", ok_path, ok_headers, ok_body)["valid"] is True
 
 
@@ -153,7 +154,7 @@ def test_verify_refuses_a_query_an_upstream_could_cut_or_read_otherwise(
 ) -> None:
     path = "/api/v2/spot/account/assets"
     headers = bitget_headers(keys["bitget_read"], "GET", path, query)
-    out = verify_call(server, "GET", path, headers, query=query)
+    out = verify_call(server, "GET", f"{path}?{query}", headers)
     assert out["code"] == "BAD_TARGET" and dialect_error(out) == BITGET_BAD_TARGET
 
 
@@ -236,11 +237,14 @@ def test_own_route_with_a_non_ascii_path_is_refused(server: Server, keys: dict[s
 
 def test_the_clean_route_still_works_after_the_tricks(server: Server, keys: dict[str, Any]) -> None:
     """The refusals above spent nothing: the WhiteBIT nonce of a refused request is still unused."""
-    headers, body = whitebit_signed(keys["whitebit"], "/api/v4/sub-account//create", {"alias": "cleanroute"})
+    lower, higher = nonce_pair()
+    headers, body = whitebit_signed(keys["whitebit"], "/api/v4/sub-account//create", {"alias": "x"}, higher)
     refused = raw_http(server.base_url, b"POST", b"/api/v4/sub-account//create", headers, body.encode())
     assert refused.status == 400
     before = store_state(server)
-    headers, body = whitebit_signed(keys["whitebit"], WHITEBIT_CREATE, {"alias": "cleanroute", "email": "c@r.io"})
+    permissions = {"spotEnabled": True, "collateralEnabled": False}
+    fields = {"alias": "cleanroute", "email": "c@r.io", "permissions": permissions}
+    headers, body = whitebit_signed(keys["whitebit"], WHITEBIT_CREATE, fields, lower)
     created = raw_http(server.base_url, b"POST", WHITEBIT_CREATE.encode(), headers, body.encode())
     assert created.status == 201, created.body
     after = store_state(server)
