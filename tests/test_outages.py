@@ -15,11 +15,13 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -473,3 +475,64 @@ def test_postgres_outage_refuses_what_it_cannot_decide_and_recovers(cluster: Clu
     for node in nodes:
         log = node.log_path.read_text()
         assert " 500" not in log and "unhandled error" not in log
+
+
+# master-key rotation cut by an outage ---------------------------------------------------------------------
+
+
+def test_a_rotation_cut_by_a_postgres_outage_says_so_and_finishes_when_run_again(
+    private_postgres: PrivatePostgres, tmp_path: Path
+) -> None:
+    admin = sa.create_engine(private_postgres.url.replace("postgresql://", "postgresql+psycopg://"),
+                             isolation_level="AUTOCOMMIT")
+    database = "rotation_" + uuid.uuid4().hex[:8]
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {database}")
+    admin.dispose()
+    url = private_postgres.url.rsplit("/", 1)[0] + "/" + database
+    key_file = tmp_path / "master-key"
+    crypto.write_key_file(key_file, crypto.new_master_key_text() + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYPLANE_")}
+    env["KEYPLANE_MASTER_KEY_FILE"] = str(key_file)
+    runtime = build_runtime(Settings(database_url=url, master_key_file=key_file))
+    try:
+        uid = runtime.service.create_main_account("rotation").uid
+        for _ in range(3):
+            runtime.service.issue_main_key(uid, Scheme.WHITEBIT)
+    finally:
+        runtime.close()
+
+    def secrets_open() -> int:
+        ring = crypto.MasterKey.from_text(",".join(key_file.read_text().split()))
+        store = Store(url)
+        try:
+            with store.reading() as tx:
+                sealed = tx.sealed_secrets()
+            return sum(1 for key_id, secret in sealed if ring.unseal(secret, key_id))
+        finally:
+            store.close()
+
+    rotate = [*KEYPLANE, "master-key", "rotate", "--database", url]
+    process = subprocess.Popen(rotate, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # the file holds the new key and the old one while the command waits before its last pass: cut it there
+        assert eventually(lambda: len(key_file.read_text().split()) == 2, 60.0)
+        time.sleep(0.3)
+        private_postgres.stop()
+        try:
+            _out, err = process.communicate(timeout=60)
+        finally:
+            private_postgres.start()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 3, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "the rotation did not finish" in lines[0] and "run `keyplane master-key" in lines[0]
+    assert len(key_file.read_text().split()) == 2
+    assert secrets_open() == 3  # every secret still opens with what the file holds
+
+    done = subprocess.run([*rotate, "--json"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert len(key_file.read_text().split()) == 1
+    assert secrets_open() == 3

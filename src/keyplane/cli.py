@@ -1,7 +1,8 @@
 """The ``keyplane`` command: the operator's tool for main accounts, their keys, the audit log, the server.
 
 Exit codes: 0 done; 2 refused (a bad setting or argument, a rule the change breaks; nothing changed);
-3 unavailable (the database cannot be reached; nothing changed, try again). An outage prints one line,
+3 unavailable (the database cannot be reached; nothing changed, try again; ``master-key rotate`` may have
+re-sealed part of the secrets, all still open, and finishes when run again). An outage prints one line,
 never a traceback. Redis down is not an outage for the command: a change is committed and other
 processes learn of it from the store's change feed.
 """
@@ -13,6 +14,8 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -278,9 +281,10 @@ def master_key_rotate(
     try:
         old_text = load_master_key_text(key_file)
         crypto.write_key_file(key_file, "\n".join([new_text, *old_text.split(",")]) + "\n")
-        count = runtime.service.reseal_secrets()
-        time.sleep(RESEAL_GRACE_SECONDS)
-        count += runtime.service.reseal_secrets(only_stale=True)
+        with _unfinished_rotation("the key file holds the new key and the old ones"):
+            count = runtime.service.reseal_secrets()
+            time.sleep(RESEAL_GRACE_SECONDS)
+            count += runtime.service.reseal_secrets(only_stale=True)
         crypto.write_key_file(key_file, new_text + "\n")
     finally:
         runtime.close()
@@ -302,13 +306,31 @@ def _rotate_environment_ring(settings: Settings, new_key: str | None, as_json: b
         raise typer.Exit(2)
     runtime = _build(settings)
     try:
-        count = runtime.service.reseal_secrets(ring)
+        with _unfinished_rotation("KEYPLANE_MASTER_KEY still holds both keys"):
+            count = runtime.service.reseal_secrets(ring)
     finally:
         runtime.close()
     _emit(
         {"resealed": count, "next": "keep only the first key in KEYPLANE_MASTER_KEY on every node"},
         as_json, "master key rotated",
     )
+
+
+@contextmanager
+def _unfinished_rotation(state: str) -> Iterator[None]:
+    """An outage part-way through re-sealing (many transactions): some secrets moved, not all. Every one
+    still opens, and running the command again finishes the job: say that, not "nothing was changed"."""
+    try:
+        yield
+    except Exception as error:
+        outage = unavailable(error)
+        if outage is None:
+            raise
+        err_console.print(
+            f"[red]error:[/red] {outage.message}; the rotation did not finish ({state}, so every secret "
+            "still opens): run `keyplane master-key rotate` again", soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_UNAVAILABLE) from None
 
 
 def load_master_key_text(key_file: Path) -> str:
