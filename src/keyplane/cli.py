@@ -30,7 +30,11 @@ from keyplane.domain.model import Scheme
 from keyplane.outages import unavailable
 from keyplane.runtime import Runtime, build_runtime
 
-app = typer.Typer(help="keyplane: sub-accounts and API keys for a trading venue.", no_args_is_help=True)
+# never the values of local variables in a traceback: they may hold a key's secret or the master key
+app = typer.Typer(
+    help="keyplane: sub-accounts and API keys for a trading venue.", no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
 accounts_app = typer.Typer(help="Main accounts.", no_args_is_help=True)
 keys_app = typer.Typer(help="Main-account API keys.", no_args_is_help=True)
 app.add_typer(accounts_app, name="accounts")

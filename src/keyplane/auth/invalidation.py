@@ -17,8 +17,6 @@ import uuid
 from collections.abc import Callable, Sequence
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from keyplane.outages import redis_client
 
@@ -34,11 +32,9 @@ class RedisInvalidationBus:
         invalidate: Callable[[Sequence[str]], None],
         resync: Callable[[], None],
     ) -> None:
-        self._redis = redis_client(redis_url)  # short timeouts, no retries: a down Redis costs ms
-        # publishing happens after a commit, on the caller's thread: it must not wait for a Redis that is down
-        self._publisher = redis.Redis.from_url(
-            redis_url, socket_connect_timeout=0.5, socket_timeout=0.5, retry=Retry(NoBackoff(), 0)
-        )
+        # short timeouts, no retries: publishing runs after a commit, on the caller's thread, and must not wait
+        # for a Redis that is down
+        self._redis = redis_client(redis_url)
         self._invalidate = invalidate
         self._resync = resync
         self._origin = uuid.uuid4().hex
@@ -51,7 +47,7 @@ class RedisInvalidationBus:
     def publish(self, api_keys: Sequence[str]) -> None:
         """Best effort: the change is committed, and every node reads it from the store's feed anyway."""
         try:
-            self._publisher.publish(CHANNEL, json.dumps({"origin": self._origin, "keys": list(api_keys)}))
+            self._redis.publish(CHANNEL, json.dumps({"origin": self._origin, "keys": list(api_keys)}))
         except redis.RedisError as error:
             log.warning("could not publish a key change on Redis (%s); other nodes read it from the store", error)
 
@@ -59,7 +55,6 @@ class RedisInvalidationBus:
         self._stopped.set()
         self._thread.join(timeout=3)  # the listener wakes at least once a second
         self._redis.close()
-        self._publisher.close()
 
     def _listen(self) -> None:
         first = True
