@@ -53,6 +53,7 @@ ENDPOINTS = json.dumps({"rules": [
 UNLIMITED_BG = "/api/v2/outage/ping"
 LIMITED_BG = "/api/v2/spot/account/assets"
 UNLIMITED_WB = "/api/v4/outage/ping"
+VERIFY_TOKEN = "outage-verify-token-0123456789"  # /v1/ is closed without one
 
 BITGET_503 = ("40015", "System is abnormal, please try again later")
 WHITEBIT_503 = {
@@ -203,7 +204,10 @@ def cluster(
 ) -> Iterator[Cluster]:
     master = crypto.new_master_key_text()
     ops = build_runtime(Settings(database_url=private_postgres.url, master_key=master))  # migrates once
-    env = {"KEYPLANE_MASTER_KEY": master, "KEYPLANE_REDIS_URL": private_redis.url, "KEYPLANE_ENDPOINTS": ENDPOINTS}
+    env = {
+        "KEYPLANE_MASTER_KEY": master, "KEYPLANE_REDIS_URL": private_redis.url, "KEYPLANE_ENDPOINTS": ENDPOINTS,
+        "KEYPLANE_VERIFY_TOKEN": VERIFY_TOKEN,
+    }
     root = tmp_path_factory.mktemp("outages")
     nodes = []
     for name in ("a", "b"):
@@ -250,7 +254,8 @@ def bitget_headers(key: dict[str, Any], method: str, path: str, body: str = "") 
 
 def verify(node: Server, call: dict[str, Any]) -> dict[str, Any]:
     """``/v1/verify`` always answers 200 (its own contract); never a 5xx, whatever is down."""
-    response = httpx.post(node.base_url + "/v1/verify", json=call, timeout=10)
+    auth = {"Authorization": f"Bearer {VERIFY_TOKEN}"}
+    response = httpx.post(node.base_url + "/v1/verify", json=call, headers=auth, timeout=10)
     assert response.status_code == 200, response.text
     return dict(response.json())
 
