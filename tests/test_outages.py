@@ -541,3 +541,62 @@ def test_a_rotation_cut_by_a_postgres_outage_says_so_and_finishes_when_run_again
     assert done.returncode == 0, done.stderr
     assert len(key_file.read_text().split()) == 1
     assert secrets_open() == 3
+
+
+# every management route ---------------------------------------------------------------------------------
+
+
+def test_every_management_route_answers_503_without_postgres_and_no_5xx_without_redis(cluster: Cluster) -> None:
+    """Each route of both dialects, called by a cached main key: PostgreSQL down is the dialect's 503 (the
+    request's nonce or replay record cannot be written, or the use-case cannot run) unless the answer needs
+    nothing but the verified key; Redis down is no 5xx."""
+    from keyplane.dialects import bitget
+    from keyplane.dialects import whitebit as whitebit_dialect
+
+    node = cluster.nodes[0]
+    bitget_routes = sorted(bitget.BitgetDialect(cluster.ops.service, cluster.ops.verifier).routes)
+    whitebit_routes = sorted(whitebit_dialect.WhitebitDialect(cluster.ops.service, cluster.ops.verifier).routes)
+    assert len(bitget_routes) >= 8 and len(whitebit_routes) >= 15
+
+    def call_all() -> list[tuple[str, int, Any]]:
+        answers = []
+        for method, path in bitget_routes:
+            body = "" if method == "GET" else "{}"
+            headers = bitget_headers(cluster.keys["main"], method, path, body)
+            response = httpx.request(method, node.base_url + path, content=body, headers=headers, timeout=30)
+            answers.append((path, response.status_code, response.json()))
+        client = whitebit(cluster, node)
+        for path in whitebit_routes:
+            response = client.post(path, {})
+            answers.append((path, response.status_code, response.json()))
+        return answers
+
+    assert verify_bitget(node, cluster.keys["main"])["valid"]  # cached on this node
+    cluster.pg.stop()
+    try:
+        reads_refused = 0
+        for (method, path), (_path, status, body) in zip(
+            [*bitget_routes, *(("POST", p) for p in whitebit_routes)], call_all(), strict=True
+        ):
+            reads_refused += method == "GET" and status == 503
+            if method == "GET" and status != 503:
+                # a Bitget read answered without the store: from the verified (cached) key alone, or a field
+                # refused before any lookup
+                assert status == 200 or 400 <= status < 500, (path, status, body)
+                continue
+            # a WhiteBIT nonce or a Bitget POST's replay record cannot be written: the dialect's 503
+            assert status == 503, (path, status, body)
+            if path.startswith(bitget.PREFIX):
+                assert (body["code"], body["msg"]) == BITGET_503, (path, body)
+            else:
+                assert body == WHITEBIT_503, (path, body)
+        assert reads_refused >= 1  # a list that needs the store (virtual-subaccount-list) is refused
+    finally:
+        cluster.pg.start()
+    cluster.redis.stop()
+    try:
+        answers = call_all()
+        assert all(status < 500 for _path, status, _body in answers), answers
+        assert any(status == 200 for _path, status, _body in answers)  # the lists answer
+    finally:
+        cluster.redis.start()
