@@ -41,6 +41,10 @@ Response::
      "error": {"status": 400, "content_type": "application/json",
                "body": "{\\"code\\":\\"40009\\",\\"msg\\":\\"sign signature error\\",...}"}}
 
+An outage of the store or Redis where the request cannot be decided without it (an uncached key, a nonce
+or replay record that cannot be written) is ``"code": "UNAVAILABLE"`` with the dialect's 503 answer as
+``error`` (Bitget 40015, WhiteBIT's 503 body: ``dialects/bitget.py``, ``dialects/whitebit.py``).
+
 The permission each endpoint needs comes from the endpoint table (``keyplane.endpoints``).
 """
 
