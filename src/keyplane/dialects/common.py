@@ -76,5 +76,5 @@ async def run_service(function: Callable[..., Any], *args: Any, **kwargs: Any) -
         outage = unavailable(error)
         if outage is None:
             raise
-        warn("management call refused (store unavailable)", error)
+        warn("management call refused (outage)", error)
         raise outage from None
