@@ -19,18 +19,21 @@ def _run(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedP
     return subprocess.run([*KEYPLANE, *args], cwd=workdir, env=env, capture_output=True, text=True, check=check)
 
 
-def test_first_start_makes_an_owner_only_master_key_and_says_where(tmp_path: Path) -> None:
-    result = _run(tmp_path, "accounts", "create", "--name", "acme", "--json")
+def test_init_makes_an_owner_only_master_key_and_says_where(tmp_path: Path) -> None:
+    result = _run(tmp_path, "init", "--json")
     key_file = tmp_path / "keyplane.db.master-key"
     assert key_file.exists()
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert str(key_file.name) in result.stderr
-    assert json.loads(result.stdout)["uid"].isdigit()
+    assert json.loads(result.stdout)["masterKey"] == str(key_file)
+    first = _run(tmp_path, "accounts", "create", "--name", "acme", "--json")
+    assert json.loads(first.stdout)["uid"].isdigit()
     second = _run(tmp_path, "accounts", "create", "--name", "other", "--json")
-    assert "created a new master key" not in second.stderr
+    assert "created a new master key" not in first.stderr + second.stderr
 
 
 def test_keys_create_prints_the_secret_once_as_json(tmp_path: Path) -> None:
+    _run(tmp_path, "init")
     uid = json.loads(_run(tmp_path, "accounts", "create", "--name", "acme", "--json").stdout)["uid"]
     bitget = json.loads(
         _run(tmp_path, "keys", "create", "--account", uid, "--dialect", "bitget", "--ip", "10.0.0.0/8",
@@ -52,6 +55,7 @@ def test_keys_create_prints_the_secret_once_as_json(tmp_path: Path) -> None:
 
 
 def test_keys_create_refuses_a_bad_ip_or_unknown_account_without_a_traceback(tmp_path: Path) -> None:
+    _run(tmp_path, "init")
     uid = json.loads(_run(tmp_path, "accounts", "create", "--name", "acme", "--json").stdout)["uid"]
     bad_ip = _run(tmp_path, "keys", "create", "--account", uid, "--dialect", "bitget", "--ip", "300.1.1.1",
                   check=False)

@@ -74,6 +74,8 @@ def test_a_shared_database_needs_an_explicit_master_key(pg_url: str, tmp_path: P
         assert refused.returncode == 2 and "Traceback" not in refused.stderr
         assert refused.stderr.strip().count("\n") == 0 and "KEYPLANE_MASTER_KEY_FILE" in refused.stderr
     assert list(tmp_path.iterdir()) == []  # no key file made in the working directory
+    made = _cli(tmp_path, "init", env_extra={**env, "KEYPLANE_MASTER_KEY_FILE": str(tmp_path / "mk")})
+    assert made.returncode == 0, made.stderr
     made = _cli(tmp_path, "accounts", "create", "--name", "acme", "--json",
                 env_extra={**env, "KEYPLANE_MASTER_KEY_FILE": str(tmp_path / "mk")})
     assert made.returncode == 0, made.stderr
@@ -84,6 +86,7 @@ def test_rotation_with_the_environment_needs_a_ring_and_reseals_under_its_first_
     old, new = "aa" * 32, "bb" * 32
     db = f"sqlite:///{tmp_path / 'k.db'}"
     env = {"KEYPLANE_DATABASE_URL": db, "KEYPLANE_MASTER_KEY": old}
+    assert _cli(tmp_path, "init", env_extra=env).returncode == 0
     uid = json.loads(_cli(tmp_path, "accounts", "create", "--name", "a", "--json", env_extra=env).stdout)["uid"]
     key = json.loads(
         _cli(tmp_path, "keys", "create", "--account", uid, "--dialect", "bitget", "--json", env_extra=env).stdout

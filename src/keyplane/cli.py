@@ -1,25 +1,28 @@
 """The ``keyplane`` command: the operator's tool for main accounts, their keys, the audit log, the server.
 
-Exit codes: 0 done; 2 refused (a bad setting or argument, a rule the change breaks; nothing changed);
-3 unavailable (the database cannot be reached; nothing changed, try again; ``master-key rotate`` may have
-re-sealed part of the secrets, all still open, and finishes when run again). An outage prints one line,
-never a traceback. Redis down is not an outage for the command: a change is committed and other
-processes learn of it from the store's change feed.
+Every operator mistake ends as one ``error:`` line on stderr and one of the exit codes in ``ExitCode``
+(``failure`` is the one place that maps an error to its line and code); a traceback means a bug.
+Secrets and identifiers are printed whole, as plain ``name: value`` lines, never inside a table cell.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from enum import IntEnum
+from importlib import metadata
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
+import sqlalchemy.exc
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -28,13 +31,88 @@ from keyplane import crypto, errors
 from keyplane.config import Settings
 from keyplane.domain.model import Scheme
 from keyplane.outages import unavailable
-from keyplane.runtime import Runtime, build_runtime
+from keyplane.runtime import DatabaseMissing, MasterKeyMismatch, Runtime, build_runtime, require_explicit_master_key
+from keyplane.store.location import BadDatabaseUrl, locate
+
+
+class ExitCode(IntEnum):
+    """What ``keyplane``'s exit status means (README "Exit codes" and ``keyplane --help`` show this table)."""
+
+    OK = 0
+    BUG = 1  # an unexpected error: a traceback; please report it
+    REFUSED = 2  # a bad argument, setting, file or key material, or a rule the change breaks; nothing changed
+    UNAVAILABLE = 3  # the database (or Redis) cannot be reached; nothing changed, try again
+    NO_DATABASE = 4  # no database (or no keyplane tables) at the given place: `keyplane init` makes one
+    WRONG_MASTER_KEY = 5  # the master key is not the one the database's secrets are sealed under
+    CANNOT_LISTEN = 6  # serve: the address is taken (or not ours to use)
+
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 done; 1 unexpected error (a bug: report it); 2 refused: bad argument, setting, file or key "
+    "material, or a rule the change breaks (nothing changed); 3 the database or Redis is unavailable (nothing "
+    "changed, try again); 4 no database at the given place (run `keyplane init`); 5 the master key is not the "
+    "database's; 6 serve cannot listen (port taken)."
+)
+
+
+class Refused(Exception):
+    """An operator mistake found by the command itself: one line, one exit code."""
+
+    def __init__(self, line: str, code: ExitCode = ExitCode.REFUSED) -> None:
+        super().__init__(line)
+        self.line = line
+        self.code = code
+
+
+def failure(error: BaseException) -> tuple[ExitCode, str] | None:
+    """The one mapping from an error to the operator's line and exit code; None for a bug (re-raised)."""
+    if isinstance(error, Refused):
+        return error.code, error.line
+    if isinstance(error, DatabaseMissing):
+        return ExitCode.NO_DATABASE, str(error)
+    if isinstance(error, MasterKeyMismatch):
+        return ExitCode.WRONG_MASTER_KEY, str(error)
+    if isinstance(error, crypto.MasterKeyError | BadDatabaseUrl):
+        return ExitCode.REFUSED, str(error)
+    outage = unavailable(error)  # keyplane.outages: what counts as an outage, for the HTTP edge too
+    if outage is not None:  # (errors.Unavailable is a KeyplaneError: ask this first)
+        return ExitCode.UNAVAILABLE, f"{outage.message}; nothing was changed, try again"
+    if isinstance(error, errors.KeyplaneError):
+        return ExitCode.REFUSED, error.message
+    if isinstance(error, sqlalchemy.exc.ArgumentError | sqlalchemy.exc.NoSuchModuleError):
+        return ExitCode.REFUSED, f"bad database URL: {error}"
+    return None
+
+
+def _version() -> str:
+    try:
+        return metadata.version("keyplane")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(f"keyplane {_version()}")
+        raise typer.Exit()
+
 
 # never the values of local variables in a traceback: they may hold a key's secret or the master key
 app = typer.Typer(
-    help="keyplane: sub-accounts and API keys for a trading venue.", no_args_is_help=True,
+    help="keyplane: sub-accounts and API keys for a trading venue.", epilog=EXIT_CODES_HELP, no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """keyplane: sub-accounts and API keys for a trading venue."""
+
+
 accounts_app = typer.Typer(help="Main accounts.", no_args_is_help=True)
 keys_app = typer.Typer(help="Main-account API keys.", no_args_is_help=True)
 app.add_typer(accounts_app, name="accounts")
@@ -48,21 +126,13 @@ err_console = Console(stderr=True, soft_wrap=True)  # an error stays one line, h
 DatabaseOption = Annotated[
     str | None, typer.Option("--database", help="Database URL (default: KEYPLANE_DATABASE_URL or ./keyplane.db).")
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object, for scripts.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON, for scripts.")]
 
 
 def _runtime(database: str | None) -> Runtime:
+    """The runtime over a database that is already there (``keyplane init`` or ``serve`` made it)."""
     _one_line_warnings()
-    return _build(_settings(database))
-
-
-def _build(settings: Settings) -> Runtime:
-    """The runtime, or one clear line and exit code 2 when the master key cannot be used."""
-    try:
-        return build_runtime(settings)
-    except crypto.MasterKeyError as error:
-        err_console.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(2) from None
+    return build_runtime(_settings(database), create=False)
 
 
 class _OneLine(logging.Formatter):
@@ -80,22 +150,95 @@ def _one_line_warnings() -> None:
 
 
 def _settings(database: str | None = None) -> Settings:
-    """The settings, or one clear line and exit code 2 when the environment holds a bad one."""
+    """The settings, or ``Refused`` naming the setting the environment holds wrong."""
     try:
-        return Settings.from_env(database)
-    except (ValueError, OSError) as error:
-        err_console.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(2) from None
+        settings = Settings.from_env(database)
+    except OSError as error:
+        raise Refused(_file_line(error)) from None
+    except ValueError as error:
+        raise Refused(str(error)) from None
+    locate(settings.database_url)  # a bad URL is one line now, before anything is made
+    return settings
+
+
+def _file_line(error: OSError, what: str = "") -> str:
+    name = f"{what} {error.filename}" if what else str(error.filename or "a file")
+    return f"cannot read {name}: {error.strerror or error}"
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text()
+    except OSError as error:
+        raise Refused(_file_line(error, what)) from None
+    except UnicodeDecodeError:
+        raise Refused(f"{what} {path} is not a text (PEM) file") from None
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value) or "-"
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return "-" if value is None or value == "" else str(value)
+
+
+def _lines(data: dict[str, Any]) -> None:
+    """``name: value`` lines, each value whole on its line: a terminal's width never cuts a secret or an id."""
+    width = max(len(name) for name in data) + 2
+    for name, value in data.items():
+        print(f"{name + ':':<{width}}{_value(value)}")
 
 
 def _emit(data: dict[str, Any], as_json: bool, title: str) -> None:
     if as_json:
         print(json.dumps(data))
         return
-    table = Table(title=title, show_header=False)
-    for name, value in data.items():
-        table.add_row(name, json.dumps(value) if isinstance(value, list | dict) else str(value))
-    console.print(table)
+    print(title)
+    _lines(data)
+
+
+def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str], whole: set[str], title: str) -> None:
+    """A Rich table on a terminal wide enough for every cell on one line (the ``whole`` columns, identifiers,
+    are never wrapped); otherwise, and when piped, one ``name: value`` block per row."""
+    table = Table(title=title)
+    for column in columns:
+        if column in whole:
+            longest = max([len(column), *(len(_value(row[column])) for row in rows)])
+            table.add_column(column, no_wrap=True, min_width=longest)
+        else:
+            table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(_value(row[column]) for column in columns))
+    # Rich would shrink and fold columns to fit; a table is drawn only when every cell fits on one line
+    if console.is_terminal and console.measure(table).maximum <= console.width:
+        console.print(table)
+        return
+    print(f"{title}: {len(rows)}")
+    for row in rows:
+        print()
+        _lines({column: row[column] for column in columns})
+
+
+@app.command("init")
+def init(database: DatabaseOption = None, as_json: JsonOption = False) -> None:
+    """Create the database (its tables, and a master key file beside a SQLite file) and say where."""
+    _one_line_warnings()
+    settings = _settings(database)
+    location = locate(settings.database_url)
+    runtime = build_runtime(settings, create=True)
+    try:
+        created = runtime.created_database
+        fingerprint = runtime.store.master_key_fingerprint()
+    finally:
+        runtime.close()
+    if not created:
+        raise Refused(f"a keyplane database is already at {location.shown}; nothing was changed")
+    key = "KEYPLANE_MASTER_KEY" if settings.master_key else str(settings.resolved_master_key_file.absolute())
+    _emit(
+        {"database": location.shown, "masterKey": key, "masterKeyFingerprint": fingerprint},
+        as_json, "database created",
+    )
 
 
 @accounts_app.command("create")
@@ -128,6 +271,7 @@ def keys_create(
     as_json: JsonOption = False,
 ) -> None:
     """Create a main-account API key; its secret is shown this once."""
+    pem = _read_text(rsa_public_key, "--rsa-public-key") if rsa_public_key else None
     runtime = _runtime(database)
     try:
         issued = runtime.service.issue_main_key(
@@ -137,24 +281,23 @@ def keys_create(
             permissions=perm or _default_permissions(dialect),
             ip_list=ip or [],
             passphrase=passphrase,
-            public_key_pem=rsa_public_key.read_text() if rsa_public_key else None,
+            public_key_pem=pem,
         )
-    except errors.KeyplaneError as error:
-        err_console.print(f"[red]error:[/red] {error.message}")
-        raise typer.Exit(2) from None
     finally:
         runtime.close()
     key = issued.key
     data: dict[str, Any] = {"apiKey": key.api_key}
     if dialect is Scheme.BITGET:
-        data.update(secretKey=issued.secret, passphrase=issued.passphrase)
+        if issued.secret is not None:
+            data["secretKey"] = issued.secret
+        data["passphrase"] = issued.passphrase
     else:
-        data.update(apiSecret=issued.secret)
+        data["apiSecret"] = issued.secret
     data.update(
         id=key.id, account=str(key.account_uid), signType=key.sign_type.value,
         permissions=list(key.permissions), ipList=list(key.ip_list),
     )
-    _emit(data, as_json, "API key (the secret is shown only now)")
+    _emit(data, as_json, "API key created; its secret is shown only now, keep it:")
 
 
 @keys_app.command("list")
@@ -179,12 +322,8 @@ def keys_list(
     if as_json:
         print(json.dumps(rows))
         return
-    table = Table(title=f"keys of {account}")
-    for column in ("apiKey", "dialect", "signType", "label", "permissions", "ipList"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*(str(row[c]) for c in ("apiKey", "dialect", "signType", "label", "permissions", "ipList")))
-    console.print(table)
+    columns = ("apiKey", "dialect", "signType", "label", "permissions", "ipList")
+    _table(rows, columns, {"apiKey"}, f"keys of {account}")
 
 
 @keys_app.command("revoke")
@@ -197,9 +336,6 @@ def keys_revoke(
     runtime = _runtime(database)
     try:
         revoked = runtime.service.revoke_key(key)
-    except errors.KeyplaneError as error:
-        err_console.print(f"[red]error:[/red] {error.message}")
-        raise typer.Exit(2) from None
     finally:
         runtime.close()
     _emit({"revoked": revoked.api_key, "account": str(revoked.account_uid)}, as_json, "key revoked")
@@ -240,12 +376,8 @@ def audit(
     if as_json:
         print(json.dumps(rows))
         return
-    table = Table(title="audit events")
-    for column in ("at", "action", "target", "actorUid", "actorKey", "ip"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*(str(row[c] or "") for c in ("at", "action", "target", "actorUid", "actorKey", "ip")))
-    console.print(table)
+    columns = ("at", "action", "target", "actorUid", "actorKey", "ip")
+    _table(rows, columns, {"at", "target", "actorUid", "actorKey", "ip"}, "audit events")
 
 
 # How long a rotation waits, with the new key in the file, before its last pass: a node that read the old
@@ -267,7 +399,8 @@ def master_key_rotate(
     under the new key and open both), every secret is re-sealed, and once none is left under an old key the
     file holds the new key only. With KEYPLANE_MASTER_KEY, which keyplane cannot change on running servers:
     set it to NEW,OLD (newest first) on every node and restart them, then run this command; it re-seals
-    everything under NEW, after which OLD can be dropped from the setting.
+    everything under NEW, after which OLD can be dropped from the setting. Either way the database then
+    records the new key's fingerprint: a process still on the old key alone is refused at start.
     """
     _one_line_warnings()
     settings = _settings(database)
@@ -276,11 +409,10 @@ def master_key_rotate(
         return
     new_text = new_key or crypto.new_master_key_text()
     try:
-        crypto.MasterKey.from_text(new_text)  # refuse a malformed key before touching anything
+        new = crypto.MasterKey.from_text(new_text)  # refuse a malformed key before touching anything
     except ValueError as error:
-        err_console.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(2) from None
-    runtime = _build(settings)  # also refuses a missing, linked or loose key file, in one line
+        raise Refused(f"--new-key: {error}") from None
+    runtime = _runtime(database)  # also refuses a missing, linked or loose key file, or the wrong key
     key_file = settings.resolved_master_key_file
     try:
         old_text = load_master_key_text(key_file)
@@ -289,10 +421,15 @@ def master_key_rotate(
             count = runtime.service.reseal_secrets()
             time.sleep(RESEAL_GRACE_SECONDS)
             count += runtime.service.reseal_secrets(only_stale=True)
+            # every secret is under the new key now; the file still opens both until the next line
+            runtime.store.record_master_key_fingerprint(new.fingerprints[0], replace=True)
         crypto.write_key_file(key_file, new_text + "\n")
     finally:
         runtime.close()
-    _emit({"resealed": count, "keyFile": str(key_file)}, as_json, "master key rotated")
+    _emit(
+        {"resealed": count, "keyFile": str(key_file), "masterKeyFingerprint": new.fingerprints[0]},
+        as_json, "master key rotated",
+    )
 
 
 def _rotate_environment_ring(settings: Settings, new_key: str | None, as_json: bool) -> None:
@@ -300,22 +437,24 @@ def _rotate_environment_ring(settings: Settings, new_key: str | None, as_json: b
     try:
         ring = crypto.MasterKey.from_text(settings.master_key)
     except ValueError as error:
-        err_console.print(f"[red]error:[/red] KEYPLANE_MASTER_KEY: {error}")
-        raise typer.Exit(2) from None
+        raise Refused(f"KEYPLANE_MASTER_KEY: {error}") from None
     if new_key is not None or len(ring) < 2:
-        err_console.print(
-            "[red]error:[/red] KEYPLANE_MASTER_KEY is read at start only: set it to NEW,OLD (newest first) on "
-            "every node, restart them, then run `keyplane master-key rotate` without --new-key"
+        raise Refused(
+            "KEYPLANE_MASTER_KEY is read at start only: set it to NEW,OLD (newest first) on every node, restart "
+            "them, then run `keyplane master-key rotate` without --new-key"
         )
-        raise typer.Exit(2)
-    runtime = _build(settings)
+    runtime = build_runtime(settings, create=False)
     try:
         with _unfinished_rotation("KEYPLANE_MASTER_KEY still holds both keys"):
             count = runtime.service.reseal_secrets(ring)
+            runtime.store.record_master_key_fingerprint(ring.fingerprints[0], replace=True)
     finally:
         runtime.close()
     _emit(
-        {"resealed": count, "next": "keep only the first key in KEYPLANE_MASTER_KEY on every node"},
+        {
+            "resealed": count, "masterKeyFingerprint": ring.fingerprints[0],
+            "next": "keep only the first key in KEYPLANE_MASTER_KEY on every node",
+        },
         as_json, "master key rotated",
     )
 
@@ -330,20 +469,47 @@ def _unfinished_rotation(state: str) -> Iterator[None]:
         outage = unavailable(error)
         if outage is None:
             raise
-        err_console.print(
-            f"[red]error:[/red] {outage.message}; the rotation did not finish ({state}, so every secret "
-            "still opens): run `keyplane master-key rotate` again", soft_wrap=True,
-        )
-        raise typer.Exit(EXIT_UNAVAILABLE) from None
+        raise Refused(
+            f"{outage.message}; the rotation did not finish ({state}, so every secret still opens): run "
+            "`keyplane master-key rotate` again", ExitCode.UNAVAILABLE,
+        ) from None
 
 
 def load_master_key_text(key_file: Path) -> str:
-    try:
-        text = crypto.read_key_file(key_file)
-    except crypto.MasterKeyError as error:
-        err_console.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(2) from None
+    text = crypto.read_key_file(key_file)  # MasterKeyError: one line (failure)
     return ",".join(text.split())  # all of them: an earlier rotation may not have finished
+
+
+BACKLOG = 1024  # granian's default
+
+
+def _listen_socket(host: str, port: int) -> socket.socket:
+    """The server's listening socket, bound here without SO_REUSEPORT: a second server on a taken port fails
+    to bind (granian's own sockets set SO_REUSEPORT on Linux, so two servers would share the port)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.create_server((host, port), family=family, backlog=BACKLOG, reuse_port=False)
+    except OSError as error:
+        reason = "the port is already in use" if error.errno == errno.EADDRINUSE else error.strerror or str(error)
+        raise Refused(f"cannot listen on {host}:{port}: {reason}", ExitCode.CANNOT_LISTEN) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _granian_on(sock: socket.socket, **options: Any) -> Any:
+    """A granian server whose workers accept on ``sock`` (granian's shared-socket mode) instead of binding
+    their own SO_REUSEPORT sockets."""
+    from granian import Granian
+    from granian._granian import SocketHolder
+
+    class _OnSocket(Granian):  # type: ignore[misc,valid-type]
+        def _init_shared_socket(self) -> None:
+            self._ssp = None
+            self._shd = SocketHolder(sock.fileno(), False, BACKLOG)  # type: ignore[call-arg]  # fd, uds, backlog
+            self._sfd = sock.fileno()
+            self._sso = sock
+
+    return _OnSocket(**options)
 
 
 @app.command("serve")
@@ -355,40 +521,50 @@ def serve(
         int, typer.Option(help="Worker processes. Each has its own key cache (see docs/architecture.md).")
     ] = 1,
 ) -> None:
-    """Run the service (granian, ASGI). GET /health answers 200 once it is ready."""
-    from granian import Granian
+    """Run the service (granian, ASGI). GET /health answers 200 once it is ready.
+
+    On first start it makes the database and, beside a SQLite file, its master key (and says so on stderr).
+    """
     from granian.constants import Interfaces
 
     if database:
         os.environ["KEYPLANE_DATABASE_URL"] = database
-    # Make the schema and the master key before the server starts, so problems surface here.
     settings = _settings()
-    _build(settings).close()
+    require_explicit_master_key(settings)
+    sock = _listen_socket(host, port)
+    # Make the schema and the master key before the server starts, so problems surface here.
+    runtime = build_runtime(settings, create=True)
+    runtime.close()
+    if runtime.created_database:
+        err_console.print(f"keyplane: created a new database at {locate(settings.database_url).shown}")
     # how /v1/ is guarded (closed, token, or explicitly open), so no operator runs an open one unawares
     print(f"keyplane: {settings.verify_mode}", file=sys.stderr, flush=True)
-    Granian(
-        "keyplane.app:app_from_env",
+    _granian_on(
+        sock,
+        target="keyplane.app:app_from_env",
         address=host,
         port=port,
         interface=Interfaces.ASGI,
         factory=True,
         workers=workers,
         log_access=False,
+        backlog=BACKLOG,
     ).serve()
 
 
-EXIT_UNAVAILABLE = 3
+def _fail(code: ExitCode, line: str) -> NoReturn:
+    err_console.print(f"[red]error:[/red] {line}", markup=True, highlight=False)
+    sys.exit(code)
 
 
 def main() -> None:
     try:
-        app()
+        app()  # Click exits on its own for usage errors (2) and typer.Exit
     except Exception as error:
-        outage = unavailable(error)
-        if outage is None:
+        known = failure(error)
+        if known is None:
             raise
-        err_console.print(f"[red]error:[/red] {outage.message}; nothing was changed, try again", soft_wrap=True)
-        sys.exit(EXIT_UNAVAILABLE)
+        _fail(*known)
 
 
 if __name__ == "__main__":

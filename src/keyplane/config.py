@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,11 @@ def _policy_from_env() -> Policy:
     text = os.environ.get("KEYPLANE_POLICY")
     path = os.environ.get("KEYPLANE_POLICY_FILE")
     overrides: dict[str, Any] = {}
-    source, raw = (f"KEYPLANE_POLICY_FILE {path}", Path(path).read_text()) if path else ("KEYPLANE_POLICY", text)
+    raw: str | None
+    if path:
+        source, raw = f"KEYPLANE_POLICY_FILE {path}", _read(path, "KEYPLANE_POLICY_FILE")
+    else:
+        source, raw = "KEYPLANE_POLICY", text
     if raw:
         try:
             overrides = json.loads(raw)
@@ -36,6 +41,27 @@ def _policy_from_env() -> Policy:
         if not isinstance(overrides, dict):
             raise ValueError(f"{source} must be a JSON object")
     return Policy.from_overrides(overrides)
+
+
+def _read(path: str, setting: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as error:
+        raise ValueError(f"{setting}: cannot read {path}: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{setting}: {path} is not a text (JSON) file") from None
+
+
+def _endpoints_from_env(env: Mapping[str, str], policy: Policy) -> EndpointTable:
+    """The endpoint table, or a ValueError whose one line names the setting that is wrong."""
+    path = env.get("KEYPLANE_ENDPOINTS_FILE")
+    setting = f"KEYPLANE_ENDPOINTS_FILE {path}" if path else "KEYPLANE_ENDPOINTS"
+    if path:
+        _read(path, "KEYPLANE_ENDPOINTS_FILE")  # a missing or unreadable file, named
+    try:
+        return endpoints_from_env(env, policy)  # its ValueErrors name the setting
+    except (TypeError, KeyError, AttributeError) as error:  # a JSON value of an unexpected shape
+        raise ValueError(f"{setting}: {error}") from None
 
 
 MIN_VERIFY_TOKEN = 16
@@ -104,7 +130,7 @@ class Settings:
             redis_url=env.get("KEYPLANE_REDIS_URL") or None,
             policy=policy,
             trusted_proxies=TrustedProxies.parse(proxies),
-            endpoints=endpoints_from_env(env, policy),
+            endpoints=_endpoints_from_env(env, policy),
             verify_token=_verify_token_from_env(),
             verify_open=_flag_from_env("KEYPLANE_VERIFY_OPEN"),
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import errno
+import hashlib
 import logging
 import os
 import secrets
@@ -42,6 +43,11 @@ def _parse_key(text: str) -> bytes:
     return raw
 
 
+def fingerprint(raw: bytes) -> str:
+    """A master key's public name: 64 bits of a domain-separated SHA-256, safe to print and to store."""
+    return "mk:" + hashlib.sha256(b"keyplane master key fingerprint\x00" + raw).hexdigest()[:16]
+
+
 class MasterKey:
     """The AES-256-GCM key that seals every API secret, with older keys that still unseal.
 
@@ -49,12 +55,13 @@ class MasterKey:
     under either opens while the store is being re-sealed (``KeyplaneService.reseal_secrets``).
     """
 
-    __slots__ = ("_keys",)
+    __slots__ = ("_keys", "fingerprints")
 
     def __init__(self, current: bytes, *older: bytes) -> None:
         if any(len(raw) != 32 for raw in (current, *older)):
             raise ValueError("a master key must be 32 bytes")
         self._keys = [AESGCM(raw) for raw in (current, *older)]
+        self.fingerprints: tuple[str, ...] = tuple(fingerprint(raw) for raw in (current, *older))  # newest first
 
     @classmethod
     def from_text(cls, text: str) -> MasterKey:
@@ -113,16 +120,20 @@ def read_key_file(key_file: Path) -> str:
                 f"the master key file {key_file} is a symbolic link; give keyplane the file itself"
             ) from None
         raise MasterKeyError(f"cannot read the master key file {key_file}: {error.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):  # checked before fdopen, which fails on a directory
+        os.close(fd)
+        raise MasterKeyError(f"the master key file {key_file} is not a regular file")
     with os.fdopen(fd, "r") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise MasterKeyError(f"the master key file {key_file} is not a regular file")
         if info.st_mode & _OWNER_ONLY:
             raise MasterKeyError(
                 f"the master key file {key_file} has mode {stat.S_IMODE(info.st_mode):04o}: group or others "
                 f"may read or write it; run: chmod 600 {key_file}"
             )
-        return handle.read()
+        try:
+            return handle.read()
+        except UnicodeDecodeError:
+            raise MasterKeyError(f"the master key file {key_file} is not text: 64 hex digits or base64") from None
 
 
 def _write_temporary(key_file: Path, text: str) -> Path:
@@ -175,20 +186,33 @@ def _create_key_file(key_file: Path, text: str) -> bool:
     return True
 
 
-def load_or_create_master_key(env_value: str | None, key_file: Path) -> MasterKey:
-    """The master key from the environment, else from ``key_file``, made there on first use.
+def load_or_create_master_key(env_value: str | None, key_file: Path, *, create: bool = True) -> MasterKey:
+    """The master key from the environment, else from ``key_file``, made there on first use (``create``).
 
     A new file is created readable by its owner only (0600) and the operator is told where it is.
     """
     if env_value:
-        return MasterKey.from_text(env_value)
-    if not os.path.lexists(key_file) and _create_key_file(key_file, new_master_key_text() + "\n"):
-        print(
-            f"keyplane: created a new master key in {key_file} (mode 0600). Back it up: without it the "
-            "stored API secrets cannot be unsealed. Set KEYPLANE_MASTER_KEY to use your own.",
-            file=sys.stderr,
-        )
-    return MasterKey.from_text(read_key_file(key_file))
+        return _keys_from_text(env_value, "KEYPLANE_MASTER_KEY")
+    if not os.path.lexists(key_file):
+        if not create:
+            raise MasterKeyError(
+                f"the master key file {key_file} does not exist: restore it from your backup, or set "
+                "KEYPLANE_MASTER_KEY / KEYPLANE_MASTER_KEY_FILE"
+            )
+        if _create_key_file(key_file, new_master_key_text() + "\n"):
+            print(
+                f"keyplane: created a new master key in {key_file} (mode 0600). Back it up: without it the "
+                "stored API secrets cannot be unsealed. Set KEYPLANE_MASTER_KEY to use your own.",
+                file=sys.stderr,
+            )
+    return _keys_from_text(read_key_file(key_file), f"the master key file {key_file}")
+
+
+def _keys_from_text(text: str, source: str) -> MasterKey:
+    try:
+        return MasterKey.from_text(text)
+    except ValueError as error:
+        raise MasterKeyError(f"{source}: {error}") from None
 
 
 class MasterKeyRing:
@@ -199,7 +223,14 @@ class MasterKeyRing:
     being told. A ring given by the environment (or in code) never changes while the process runs.
     """
 
-    def __init__(self, env_value: str | None = None, key_file: Path | None = None, *, fixed: MasterKey | None = None):
+    def __init__(
+        self,
+        env_value: str | None = None,
+        key_file: Path | None = None,
+        *,
+        fixed: MasterKey | None = None,
+        create: bool = True,
+    ):
         self._env_value = env_value
         self._key_file = key_file
         self._lock = threading.Lock()
@@ -207,9 +238,9 @@ class MasterKeyRing:
         if fixed is not None:
             self._keys = fixed
         elif env_value:
-            self._keys = MasterKey.from_text(env_value)
+            self._keys = _keys_from_text(env_value, "KEYPLANE_MASTER_KEY")
         elif key_file is not None:
-            self._keys = load_or_create_master_key(None, key_file)
+            self._keys = load_or_create_master_key(None, key_file, create=create)
             self._stamp = self._stamp_of(key_file)
         else:
             raise MasterKeyError("no master key given")

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from cryptography.exceptions import InvalidTag
+
 from keyplane.auth import Verifier
 from keyplane.auth.changes import KeyChangeFeed
 from keyplane.auth.invalidation import RedisInvalidationBus
@@ -15,6 +17,7 @@ from keyplane.endpoints import EndpointTable
 from keyplane.ratelimit import RateLimiter
 from keyplane.service import KeyplaneService
 from keyplane.store import Store
+from keyplane.store.location import DatabaseLocation, locate
 
 
 @dataclass
@@ -25,6 +28,7 @@ class Runtime:
     verifier: Verifier
     bus: RedisInvalidationBus | None = None
     feed: KeyChangeFeed | None = None
+    created_database: bool = False  # this process made the database (``serve`` or ``init`` on a fresh one)
 
     def close(self) -> None:
         if self.feed is not None:
@@ -36,29 +40,99 @@ class Runtime:
         self.store.close()
 
 
-def master_key_ring(settings: Settings) -> MasterKeyRing:
-    """The master keys of ``settings``. Beyond SQLite the setting must be explicit: several nodes share the
-    store, so a key file made in each one's working directory would seal secrets the others cannot open."""
+class DatabaseMissing(Exception):
+    """There is no database at the location, and this process may not make one (``create=False``)."""
+
+
+class MasterKeyMismatch(MasterKeyError):
+    """The master key in force is not the one the database's secrets are sealed under."""
+
+
+def require_explicit_master_key(settings: Settings) -> None:
     explicit = settings.master_key or settings.master_key_file
     if not explicit and not settings.database_url.startswith("sqlite"):
         raise MasterKeyError(
             "set KEYPLANE_MASTER_KEY or KEYPLANE_MASTER_KEY_FILE: on a shared database every node needs the "
             "same master key"
         )
+
+
+def master_key_ring(settings: Settings, *, create: bool = True) -> MasterKeyRing:
+    """The master keys of ``settings``. Beyond SQLite the setting must be explicit: several nodes share the
+    store, so a key file made in each one's working directory would seal secrets the others cannot open."""
+    require_explicit_master_key(settings)
     if settings.master_key:
         return MasterKeyRing(settings.master_key)
-    return MasterKeyRing(key_file=settings.resolved_master_key_file)
+    return MasterKeyRing(key_file=settings.resolved_master_key_file.absolute(), create=create)
 
 
 def load_master_key(settings: Settings) -> MasterKey:
     return master_key_ring(settings).current()
 
 
-def build_runtime(settings: Settings, *, follow_changes: bool = False) -> Runtime:
-    """The parts, wired. ``follow_changes`` (servers) also follows key changes made by other processes."""
-    ring = master_key_ring(settings)  # a missing or unsafe master key stops everything before the store
-    store = Store(settings.database_url)
-    store.migrate()
+def check_master_key(store: Store, keys: MasterKey, location: DatabaseLocation) -> None:
+    """Refuses (``MasterKeyMismatch``) keys that do not hold the one the store records; records the newest
+    key's fingerprint in a store that has none yet (new, or made before 0003), if the keys open its secrets.
+    A ring that holds the recorded key passes: during a rotation it is NEW,OLD and the store still says OLD
+    until every secret is re-sealed (``keyplane master-key rotate`` then records NEW)."""
+    mine = keys.fingerprints[0]
+    recorded = store.master_key_fingerprint()
+    if recorded is None:
+        with store.reading() as tx:
+            sample = tx.one_sealed_secret()
+        if sample is not None:
+            try:
+                keys.unseal(sample[1], sample[0])
+            except InvalidTag:
+                raise MasterKeyMismatch(
+                    f"the master key in force ({mine}) opens none of the API secrets in {location.shown}: give "
+                    "keyplane the key they were sealed under"
+                ) from None
+        recorded = store.record_master_key_fingerprint(mine)
+    if recorded not in keys.fingerprints:
+        raise MasterKeyMismatch(
+            f"the master key in force ({mine}) is not the one {location.shown} is sealed under ({recorded}): "
+            "give keyplane that key (KEYPLANE_MASTER_KEY or the key file)"
+        )
+
+
+def build_runtime(settings: Settings, *, follow_changes: bool = False, create: bool = True) -> Runtime:
+    """The parts, wired. ``follow_changes`` (servers) also follows key changes made by other processes.
+
+    ``create`` (``keyplane serve``/``init``, the app, tests): a database that is not there yet is made, with
+    a master key file beside it. Without it a missing database is ``DatabaseMissing`` and a missing key file a
+    ``MasterKeyError``: every other command refuses to make state as a side effect. Either way a master key
+    that is not the one the store records is refused (``MasterKeyMismatch``)."""
+    location = locate(settings.database_url)  # BadDatabaseUrl before anything is made
+    require_explicit_master_key(settings)
+    new = location.in_memory or location.file_missing()
+    if new and not create and not location.in_memory:
+        raise DatabaseMissing(f"no database at {location.shown} (SQLite file missing): run `keyplane init` first")
+    store: Store | None = None
+    if not new:  # a file or a server that is there: its tables may not be (an empty file, a new schema)
+        store = Store(settings.database_url)
+        try:
+            new = not store.has_schema()
+        except BaseException:
+            store.close()
+            raise
+        if new and not create:
+            store.close()
+            raise DatabaseMissing(f"no keyplane tables in {location.shown}: run `keyplane init` first")
+    # a missing or unsafe master key stops everything before the store is made or changed
+    try:
+        ring = master_key_ring(settings, create=new)
+    except BaseException:
+        if store is not None:
+            store.close()
+        raise
+    store = store or Store(settings.database_url)
+    try:
+        store.migrate()
+        check_master_key(store, ring.current(), location)
+    except BaseException:
+        store.close()
+        raise
     service = KeyplaneService(store, ring, settings.policy)
     verifier = Verifier(
         store, ring.current(), RateLimiter(settings.redis_url), reload_master_key=ring.current,
@@ -85,7 +159,10 @@ def build_runtime(settings: Settings, *, follow_changes: bool = False) -> Runtim
             settings.redis_url, verifier.invalidate, feed.wake if feed is not None else verifier.cache.clear
         )
         service.on_keys_changed(bus.publish)
-    return Runtime(settings=settings, store=store, service=service, verifier=verifier, bus=bus, feed=feed)
+    return Runtime(
+        settings=settings, store=store, service=service, verifier=verifier, bus=bus, feed=feed,
+        created_database=new and not location.in_memory,
+    )
 
 
 def open_verifier(

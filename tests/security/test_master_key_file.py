@@ -82,6 +82,7 @@ def test_a_symlinked_key_file_is_refused_at_start_and_its_target_left_alone(tmp_
     target.write_text(crypto.new_master_key_text() + "\n")
     target.chmod(0o600)
     before = target.read_text()
+    assert _run(tmp_path, "init", env_extra={"KEYPLANE_MASTER_KEY": before.strip()}).returncode == 0
     (tmp_path / "keyplane.db.master-key").symlink_to(target)
     for args in (("accounts", "create", "--name", "acme"), ("master-key", "rotate"), ("serve", "--port", "1")):
         _refused_in_one_line(_run(tmp_path, *args), "symbolic link")
@@ -93,7 +94,8 @@ def test_a_symlinked_key_file_is_refused_at_start_and_its_target_left_alone(tmp_
 def test_a_dangling_symlink_is_not_followed_to_create_a_key_somewhere_else(tmp_path: Path) -> None:
     target = tmp_path / "planted"
     (tmp_path / "keyplane.db.master-key").symlink_to(target)
-    _refused_in_one_line(_run(tmp_path, "accounts", "create", "--name", "acme"), "symbolic link")
+    for args in (("init",), ("serve", "--port", "1")):
+        _refused_in_one_line(_run(tmp_path, *args), "symbolic link")
     assert not target.exists()
 
 
@@ -101,6 +103,8 @@ def test_a_dangling_symlink_is_not_followed_to_create_a_key_somewhere_else(tmp_p
 def test_a_key_file_others_may_read_or_write_is_refused_at_start(tmp_path: Path, mode: int) -> None:
     key_file = tmp_path / "keyplane.db.master-key"
     key_file.write_text(crypto.new_master_key_text() + "\n")
+    key_file.chmod(0o600)
+    assert _run(tmp_path, "init").returncode == 0
     key_file.chmod(mode)
     for args in (("accounts", "create", "--name", "acme"), ("serve", "--port", "1")):
         _refused_in_one_line(_run(tmp_path, *args), f"{mode:04o}", "chmod 600")
@@ -111,6 +115,7 @@ def test_a_key_file_others_may_read_or_write_is_refused_at_start(tmp_path: Path,
 def test_an_explicit_key_file_setting_gets_the_same_checks(tmp_path: Path) -> None:
     key_file = tmp_path / "conf" / "master.key"
     env = {"KEYPLANE_MASTER_KEY_FILE": str(key_file)}
+    assert _run(tmp_path, "init", env_extra=env).returncode == 0
     assert _run(tmp_path, "accounts", "create", "--name", "acme", "--json", env_extra=env).returncode == 0
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     key_file.chmod(0o644)

@@ -31,13 +31,22 @@ from keyplane.domain.model import (
     Scheme,
     SignType,
 )
-from keyplane.store.tables import accounts, api_keys, audit_events, key_changes, key_nonces, seen_nonces
+from keyplane.store.tables import (
+    accounts,
+    api_keys,
+    audit_events,
+    key_changes,
+    key_nonces,
+    seen_nonces,
+    store_settings,
+)
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 # PostgreSQL: (b"keyp" as a class id, the schema) -> one migrating process per schema at a time
 _MIGRATION_LOCK = sa.text("SELECT pg_advisory_xact_lock(1801812336, hashtext(coalesce(current_schema(), '')))")
 
 log = logging.getLogger("keyplane.store")
+MASTER_KEY_FINGERPRINT = "master_key_fingerprint"
 
 
 def now_ms() -> int:
@@ -383,6 +392,11 @@ class Transaction:
         query = sa.select(api_keys.c.id, api_keys.c.sealed_secret).where(api_keys.c.sealed_secret.is_not(None))
         return [(row.id, row.sealed_secret) for row in self.conn.execute(query)]
 
+    def one_sealed_secret(self) -> tuple[str, bytes] | None:
+        query = sa.select(api_keys.c.id, api_keys.c.sealed_secret).where(api_keys.c.sealed_secret.is_not(None))
+        row = self.conn.execute(query.limit(1)).first()
+        return (row.id, row.sealed_secret) if row else None
+
     def reseal(self, key_id: str, old: bytes, sealed_secret: bytes) -> int:
         """Replaces a sealed secret by the same secret sealed under another master key, only if the row still
         holds ``old`` (a secret reset since it was read stays as it is); 1 if replaced, else 0."""
@@ -615,6 +629,41 @@ class Store:
         """A read-only transaction: on SQLite it does not take the write lock."""
         with self.engine.connect().execution_options(keyplane_read_only=True) as conn, conn.begin():
             yield Transaction(conn)
+
+    def has_schema(self) -> bool:
+        """Whether keyplane's tables are there (Alembic's version table): a database ``keyplane init`` made."""
+        with self.engine.connect() as conn:
+            return sa.inspect(conn).has_table("alembic_version")
+
+    # the master key's fingerprint (store_settings) -------------------------------------------------
+
+    def master_key_fingerprint(self) -> str | None:
+        with self.reading() as tx:
+            value = tx.conn.execute(
+                sa.select(store_settings.c.value).where(store_settings.c.name == MASTER_KEY_FINGERPRINT)
+            ).scalar()
+        return str(value) if value is not None else None
+
+    def record_master_key_fingerprint(self, fingerprint: str, *, replace: bool = False) -> str:
+        """Records ``fingerprint`` unless one is recorded (``replace``: always); returns the one in force.
+        Two processes recording the first one at once: the loser's insert fails and it reads the winner's."""
+        try:
+            with self.transaction() as tx:
+                values = {"value": fingerprint, "updated_at": now_ms()}
+                where = store_settings.c.name == MASTER_KEY_FINGERPRINT
+                recorded = tx.conn.execute(sa.select(store_settings.c.value).where(where)).scalar()
+                if recorded is None:
+                    tx.conn.execute(sa.insert(store_settings).values(name=MASTER_KEY_FINGERPRINT, **values))
+                elif replace:
+                    tx.conn.execute(sa.update(store_settings).where(where).values(**values))
+                else:
+                    return str(recorded)
+                return fingerprint
+        except sa.exc.IntegrityError:
+            recorded = self.master_key_fingerprint()
+            if recorded is None:
+                raise
+            return recorded if not replace else self.record_master_key_fingerprint(fingerprint, replace=True)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -81,6 +81,15 @@ key_changes = sa.Table(
     sa.Column("at", sa.BigInteger, nullable=False, index=True),
 )
 
+# Facts about the store itself: "master_key_fingerprint" names the master key its secrets are sealed under.
+store_settings = sa.Table(
+    "store_settings",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(255), nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)
+
 audit_events = sa.Table(
     "audit_events",
     metadata,
