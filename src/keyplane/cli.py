@@ -211,7 +211,8 @@ def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str], whole: set[st
     for row in rows:
         table.add_row(*(_value(row[column]) for column in columns))
     # Rich would shrink and fold columns to fit; a table is drawn only when every cell fits on one line
-    if console.is_terminal and console.measure(table).maximum <= console.width:
+    unbounded = console.options.update(max_width=1_000_000)  # measure() clamps to the width it is given
+    if console.is_terminal and console.measure(table, options=unbounded).maximum <= console.width:
         console.print(table)
         return
     print(f"{title}: {len(rows)}")
