@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 
 import sqlalchemy.exc
 
+from keyplane import outages
 from keyplane.store import Store
 from keyplane.store.store import now_ms
 
@@ -126,8 +127,12 @@ class KeyChangeFeed:
                     last_purge = time.monotonic()
                     with self._store.transaction() as tx:
                         tx.purge_key_changes(before=now_ms() - KEEP_MS)
-            except sqlalchemy.exc.SQLAlchemyError:
-                log.warning("could not read key changes; retrying", exc_info=True)
+            except sqlalchemy.exc.SQLAlchemyError as error:
+                # an outage is one throttled line; anything else keeps its traceback
+                if outages.unavailable(error) is not None:
+                    outages.warn("key change feed: the store is unavailable; retrying", error)
+                else:
+                    log.warning("could not read key changes; retrying", exc_info=True)
                 self._stopped.wait(1.0)
             except Exception:  # never let the thread die: the cache would stop hearing of changes
                 log.exception("key change feed error; retrying")
