@@ -179,6 +179,9 @@ COMMANDS_ON_A_DATABASE = [
     ("keys", "revoke", "--key", "bg_0"),
     ("audit",),
     ("master-key", "rotate"),
+    ("accounts", "list"),
+    ("accounts", "freeze", "--account", "1000000001"),
+    ("keys", "disable", "--key", "bg_0"),
 ]
 
 

@@ -29,7 +29,9 @@ from rich.table import Table
 
 from keyplane import crypto, errors
 from keyplane.config import Settings
-from keyplane.domain.model import Scheme
+from keyplane.domain.model import Account, AccountStatus, ApiKey, Scheme
+from keyplane.domain.rules import normalize_bitget_permissions
+from keyplane.domain.scopes import COLLATERAL, SPOT
 from keyplane.outages import unavailable
 from keyplane.runtime import DatabaseMissing, MasterKeyMismatch, Runtime, build_runtime, require_explicit_master_key
 from keyplane.store.location import BadDatabaseUrl, locate
@@ -251,10 +253,91 @@ def accounts_create(
     """Create a main account."""
     runtime = _runtime(database)
     try:
-        account = runtime.service.create_main_account(name)
+        account = runtime.service.create_main_account(name, unique_name=True)
     finally:
         runtime.close()
     _emit({"uid": str(account.uid), "id": account.public_id, "name": account.name}, as_json, "main account")
+
+
+
+
+def _account_row(account: Account) -> dict[str, Any]:
+    return {
+        "uid": str(account.uid), "id": account.public_id, "name": account.name, "status": account.status.value,
+        "createdAt": _when(account.created_at),
+    }
+
+
+def _when(at_ms: int) -> str:
+    return datetime.fromtimestamp(at_ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+@accounts_app.command("list")
+def accounts_list(
+    name_contains: Annotated[str | None, typer.Option("--name-contains", help="Only names with this text.")] = None,
+    status: Annotated[AccountStatus | None, typer.Option("--status", help="Only accounts in this state.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many, oldest first.")] = 100,
+    offset: Annotated[int, typer.Option(min=0, help="Skip this many (the next page).")] = 0,
+    database: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List main accounts, by UID, filtered and paged."""
+    runtime = _runtime(database)
+    try:
+        found = runtime.service.list_main_accounts(name_contains=name_contains, status=status, limit=limit,
+                                                   offset=offset)
+    finally:
+        runtime.close()
+    rows = [_account_row(account) for account in found]
+    if as_json:
+        print(json.dumps(rows))
+        return
+    _table(rows, ("uid", "id", "name", "status", "createdAt"), {"uid", "id", "createdAt"}, "main accounts")
+
+
+@accounts_app.command("show")
+def accounts_show(
+    account: Annotated[int, typer.Option("--account", help="The main account's UID.")],
+    database: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show one main account and how many keys it holds."""
+    runtime = _runtime(database)
+    try:
+        found = runtime.service.main_account(account)
+        keys = runtime.service.list_account_keys(account)
+    finally:
+        runtime.close()
+    _emit({**_account_row(found), "keys": len(keys)}, as_json, "main account")
+
+
+def _set_status(account: int, status: AccountStatus, database: str | None, as_json: bool) -> None:
+    runtime = _runtime(database)
+    try:
+        updated = runtime.service.set_main_account_status(account, status)
+    finally:
+        runtime.close()
+    _emit(_account_row(updated), as_json, f"main account {status.value}")
+
+
+@accounts_app.command("freeze")
+def accounts_freeze(
+    account: Annotated[int, typer.Option("--account", help="The main account's UID.")],
+    database: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Freeze a main account: its keys and its sub-accounts' stop verifying (running servers within 0.25 s)."""
+    _set_status(account, AccountStatus.FREEZE, database, as_json)
+
+
+@accounts_app.command("unfreeze")
+def accounts_unfreeze(
+    account: Annotated[int, typer.Option("--account", help="The main account's UID.")],
+    database: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Unfreeze a main account."""
+    _set_status(account, AccountStatus.NORMAL, database, as_json)
 
 
 @keys_app.command("create")
@@ -268,10 +351,14 @@ def keys_create(
     rsa_public_key: Annotated[
         Path | None, typer.Option("--rsa-public-key", help="Register an RSA public key (PEM) instead of a secret.")
     ] = None,
+    key_type: Annotated[
+        int | None, typer.Option("--key-type", help="WhiteBIT: 1 (no withdrawals) or 2 (withdrawals; the default).")
+    ] = None,
     database: DatabaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Create a main-account API key; its secret is shown this once."""
+    permissions = _permissions(dialect, perm) if perm else _default_permissions(dialect)
     pem = _read_text(rsa_public_key, "--rsa-public-key") if rsa_public_key else None
     runtime = _runtime(database)
     try:
@@ -279,7 +366,8 @@ def keys_create(
             account,
             dialect,
             label=label,
-            permissions=perm or _default_permissions(dialect),
+            permissions=permissions,
+            key_type=key_type,
             ip_list=ip or [],
             passphrase=passphrase,
             public_key_pem=pem,
@@ -298,6 +386,8 @@ def keys_create(
         id=key.id, account=str(key.account_uid), signType=key.sign_type.value,
         permissions=list(key.permissions), ipList=list(key.ip_list),
     )
+    if key.key_type is not None:
+        data["keyType"] = key.key_type
     _emit(data, as_json, "API key created; its secret is shown only now, keep it:")
 
 
@@ -340,6 +430,72 @@ def keys_revoke(
     finally:
         runtime.close()
     _emit({"revoked": revoked.api_key, "account": str(revoked.account_uid)}, as_json, "key revoked")
+
+
+
+
+def _key_row(key: ApiKey) -> dict[str, Any]:
+    return {
+        "apiKey": key.api_key, "id": key.id, "account": str(key.account_uid), "dialect": key.scheme.value,
+        "signType": key.sign_type.value, "keyType": key.key_type, "enabled": key.enabled, "label": key.label,
+        "permissions": list(key.permissions), "ipList": list(key.ip_list), "createdAt": _when(key.created_at),
+    }
+
+
+@keys_app.command("show")
+def keys_show(
+    key: Annotated[str, typer.Option("--key", help="The API key.")],
+    database: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show one key (never its secret)."""
+    runtime = _runtime(database)
+    try:
+        found = runtime.service.find_key(key)
+    finally:
+        runtime.close()
+    _emit(_key_row(found), as_json, "API key")
+
+
+def _set_enabled(key: str, enabled: bool, database: str | None, as_json: bool) -> None:
+    runtime = _runtime(database)
+    try:
+        updated = runtime.service.set_key_enabled(key, enabled)
+    finally:
+        runtime.close()
+    _emit(_key_row(updated), as_json, "key enabled" if enabled else "key disabled")
+
+
+@keys_app.command("disable")
+def keys_disable(
+    key: Annotated[str, typer.Option("--key", help="The API key.")],
+    database: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Turn a key off without deleting it; running servers refuse it within 0.25 s."""
+    _set_enabled(key, False, database, as_json)
+
+
+@keys_app.command("enable")
+def keys_enable(
+    key: Annotated[str, typer.Option("--key", help="The API key.")],
+    database: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Turn a disabled key on again."""
+    _set_enabled(key, True, database, as_json)
+
+
+def _permissions(dialect: Scheme, given: list[str]) -> list[str]:
+    """``--perm`` values checked against the dialect's names: Bitget's, or for WhiteBIT the trading scopes
+    its sub-accounts carry (``spot_trade``, ``margin_trade``, ``contract_trade``)."""
+    if dialect is Scheme.BITGET:
+        return list(normalize_bitget_permissions(given))  # errors.InvalidPermission: one line (failure)
+    allowed = SPOT + COLLATERAL
+    unknown = [p for p in given if p not in allowed]
+    if unknown:
+        raise Refused(f"unknown WhiteBIT permission {unknown[0]!r}: use {', '.join(allowed)}")
+    return list(dict.fromkeys(given))
 
 
 def _default_permissions(dialect: Scheme) -> list[str]:

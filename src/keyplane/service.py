@@ -39,6 +39,7 @@ from keyplane.errors import (
     GrantExceeded,
     InvalidInput,
     InvalidIp,
+    InvalidName,
     IpAlreadyListed,
     IpLimit,
     IpNotListed,
@@ -134,8 +135,16 @@ class KeyplaneService:
 
     # main accounts (the operator, on the command line) -------------------------------------------
 
-    def create_main_account(self, name: str) -> Account:
+    def create_main_account(self, name: str, *, unique_name: bool = False) -> Account:
+        """With ``unique_name`` (the ``keyplane`` command) the name must be new, whatever its case: checked
+        under the write lock on SQLite; on PostgreSQL two simultaneous creations of one name can still both
+        pass (no index enforces it yet, and stores made before may hold duplicates)."""
+        name = name.strip()
+        if not name or len(name) > 64:
+            raise InvalidName("a main account's name is 1 to 64 characters", field="name")
         with self.store.transaction() as tx:
+            if unique_name and tx.main_account_named(name) is not None:
+                raise NameTaken(f"a main account is already named {name!r}", field="name")
             account = tx.insert_account(name=name, parent_uid=None, permissions=())
             tx.add_audit(
                 action="account.create", target=str(account.uid), account_uid=account.uid,
@@ -179,6 +188,60 @@ class KeyplaneService:
                 actor_key=None, ip=None, detail=_key_detail(issued.key),
             )
         return issued
+
+    def list_main_accounts(
+        self, *, name_contains: str | None = None, status: AccountStatus | None = None, limit: int = 100,
+        offset: int = 0,
+    ) -> list[Account]:
+        with self.store.reading() as tx:
+            return tx.list_main_accounts(
+                name_contains=name_contains, status=status.value if status else None, limit=limit, offset=offset
+            )
+
+    def main_account(self, uid: int) -> Account:
+        with self.store.reading() as tx:
+            account = tx.get_account(uid)
+        if account is None or not account.is_main:
+            raise AccountNotFound(f"no main account {uid}")
+        return account
+
+    def set_main_account_status(self, uid: int, status: AccountStatus) -> Account:
+        """Freeze or unfreeze a main account: a frozen one's keys (and its sub-accounts') stop verifying."""
+        with self.store.transaction() as tx:
+            account = tx.lock_account(uid)
+            if account is None or not account.is_main:
+                raise AccountNotFound(f"no main account {uid}")
+            if account.status is status:
+                raise AlreadyInState(f"main account {uid} is already {status.value}")
+            updated = tx.update_account(uid, status=status)
+            for sub_uid in tx.sub_account_uids(uid):  # their keys' cached verdicts name the main account too
+                tx.changed_keys.update(tx.api_key_ids_of(sub_uid))
+            action = "account.freeze" if status is AccountStatus.FREEZE else "account.unfreeze"
+            tx.add_audit(action=action, target=str(uid), account_uid=uid, actor_uid=None, actor_key=None, ip=None)
+        return updated
+
+    def find_key(self, api_key: str) -> ApiKey:
+        with self.store.reading() as tx:
+            key = tx.find_api_key(api_key)
+        if key is None:
+            raise ApiKeyNotFound("API key not found")
+        return key
+
+    def set_key_enabled(self, api_key: str, enabled: bool) -> ApiKey:
+        """The operator turns any key off or on again; running servers follow within 0.25 s."""
+        with self.store.transaction() as tx:
+            key = tx.find_api_key(api_key, lock=True)
+            if key is None:
+                raise ApiKeyNotFound("API key not found")
+            if key.enabled is enabled:
+                raise AlreadyInState(f"the key is already {'enabled' if enabled else 'disabled'}")
+            updated = tx.update_api_key(key.id, enabled=enabled)
+            account = tx.get_account(key.account_uid)
+            tx.add_audit(
+                action="apikey.enable" if enabled else "apikey.disable", target=key.api_key,
+                account_uid=account.main_uid if account else None, actor_uid=None, actor_key=None, ip=None,
+            )
+        return updated
 
     def list_account_keys(self, account_uid: int) -> list[ApiKey]:
         """The operator's view: the keys of one account, main or sub; never a secret."""

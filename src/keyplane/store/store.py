@@ -266,6 +266,25 @@ class Transaction:
         query = sa.select(sa.func.count()).select_from(accounts).where(accounts.c.parent_uid == main_uid)
         return int(self.conn.execute(query).scalar_one())
 
+    def list_main_accounts(
+        self, *, name_contains: str | None = None, status: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[Account]:
+        """The operator's view: main accounts, oldest first (UID order), filtered by name and status."""
+        query = sa.select(accounts).where(accounts.c.parent_uid.is_(None))
+        if status is not None:
+            query = query.where(accounts.c.status == status)
+        if name_contains:
+            query = query.where(sa.func.lower(accounts.c.name).contains(name_contains.lower(), autoescape=True))
+        query = query.order_by(accounts.c.uid).limit(limit).offset(offset)
+        return [_account(row) for row in self.conn.execute(query)]
+
+    def main_account_named(self, name: str) -> Account | None:
+        query = sa.select(accounts).where(
+            accounts.c.parent_uid.is_(None), sa.func.lower(accounts.c.name) == name.lower()
+        )
+        row = self.conn.execute(query.limit(1)).first()
+        return _account(row) if row else None
+
     def list_sub_accounts(
         self,
         main_uid: int,
