@@ -76,7 +76,17 @@ def client_ip_of(scope: Scope, headers: Mapping[str, str], trusted_proxies: Trus
 
 def decode_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     # latin-1 maps every byte to one character, so no header a client sends can fail to decode
-    return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in raw}
+    headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in raw}
+    if len(headers) == len(raw):
+        return headers
+    # A name sent more than once is one header whose values are joined with ", " (RFC 9110, 5.3), not the
+    # last one alone: a signing header sent twice never verifies, whichever copy an upstream would read,
+    # and a second X-Forwarded-For line is read as the list it is.
+    headers = {}
+    for name_bytes, value_bytes in raw:
+        name, value = name_bytes.decode("latin-1").lower(), value_bytes.decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
 
 
 async def send_response(send: Send, response: Response) -> None:

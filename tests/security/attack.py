@@ -35,11 +35,15 @@ class Answer:
         return json.loads(self.body)
 
 
-def raw_http(base_url: str, method: bytes, target: bytes, headers: dict[str, str], body: bytes = b"") -> Answer:
-    """One HTTP/1.1 request with the request line exactly as given (httpx would normalize it)."""
+def raw_http(
+    base_url: str, method: bytes, target: bytes, headers: dict[str, str], body: bytes = b"",
+    extra_lines: list[tuple[str, str]] = (),  # type: ignore[assignment]
+) -> Answer:
+    """One HTTP/1.1 request with the request line exactly as given (httpx would normalize it);
+    ``extra_lines``: header lines after ``headers``, a name possibly more than once."""
     parts = urlsplit(base_url)
     lines = [method + b" " + target + b" HTTP/1.1", b"Host: " + parts.netloc.encode(), b"Connection: close"]
-    lines += [f"{name}: {value}".encode("latin-1") for name, value in headers.items()]
+    lines += [f"{name}: {value}".encode("latin-1") for name, value in [*headers.items(), *extra_lines]]
     lines.append(b"Content-Length: " + str(len(body)).encode())
     with socket.create_connection((parts.hostname, parts.port), timeout=15) as sock:
         sock.sendall(b"\r\n".join(lines) + b"\r\n\r\n" + body)

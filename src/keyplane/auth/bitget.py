@@ -27,6 +27,13 @@ What stays: a signature over text holding ``+`` is valid both for ``%2B`` (ccxt)
 (a client that signs as it sends); an upstream that reads ``+`` as a space sees a space in the second.
 That changes a character inside a value, never which parameters there are. A value holding ``&`` (sent
 as ``%26``) cannot verify in its decoded reading: the signed text does not say whether ``&`` separated.
+
+**Where the query ends.** The prehash puts the body right after the query (or the path) with nothing
+between: a signature over ``GET /p?a=1&b=2`` is as valid for ``GET /p?a=1`` with the body ``&b=2``, or
+``GET /p`` with the body ``?a=1&b=2``, and an upstream ignores a GET's body. So the verifier takes a body
+only where no query was sent and only if it opens a JSON value (``{`` or ``[``, what every client sends:
+ccxt's GETs have no body and its POSTs no query, [clients.md]); then the first ``?`` after the path
+starts the query and nothing else does, and no byte of one part can be read as the other's.
 """
 
 from __future__ import annotations

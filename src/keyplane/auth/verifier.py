@@ -61,6 +61,7 @@ _VALID = Reason.VALID
 _BITGET = Scheme.BITGET
 _WHITEBIT = Scheme.WHITEBIT
 _UNKNOWN_KEY = Reason.UNKNOWN_KEY
+_JSON_OPENERS = (b"{", b"[")
 _REPLAY_KEEP_MS = 2 * bitget.TIMESTAMP_WINDOW_MS  # past the timestamp; twice: slack for nodes' clocks
 
 
@@ -221,6 +222,11 @@ class Verifier:
             return VerifyResult(Reason.INVALID_TIMESTAMP, scheme)
         if abs(self._clock_ms() - int(timestamp)) > bitget.TIMESTAMP_WINDOW_MS:
             return VerifyResult(Reason.EXPIRED_TIMESTAMP, scheme)
+        body = request.body
+        if body and (request.query or body[:1] not in _JSON_OPENERS):
+            # the prehash joins path, query and body with nothing between them: a body beside a query, or
+            # one that does not open a JSON value, could be read as part of the query or path (auth/bitget.py)
+            return VerifyResult(Reason.BAD_TARGET, scheme)
 
         cached = self.cache.peek(api_key)
         if cached is None:

@@ -23,7 +23,8 @@ Request (JSON object)::
     {"method": "POST",                       # required
      "uri": "/api/v4/trade-account/balance", # the request target as received (path and query), or
      "path": "/api/v2/spot/account/assets", "query": "coin=BTC",   # the two parts apart
-     "headers": {"X-TXC-APIKEY": "...", ...} # names in any case; a list value counts by its first item
+     "headers": {"X-TXC-APIKEY": "...", ...} # names in any case; a list's items (a header sent more than
+                                             # once), like names equal but for case, are joined with ", "
      "body": "{...}",                        # the body as text (UTF-8), or
      "body_base64": "eyJ...",                # the body's exact bytes, base64
      "client_ip": "203.0.113.7",             # the client's address as the gateway saw it
@@ -289,18 +290,19 @@ def _signed_request(call: VerifyCall, caller_ip: str) -> SignedRequest | str:
     else:
         body = (call.body or "").encode()
     headers: dict[str, str]
-    if isinstance(call, _PlainHeadersCall):
-        plain = call.headers
+    if isinstance(call, _PlainHeadersCall) and "".join(call.headers).islower():
         # the gateway sends lower-case names (nginx's own form): one C call says so, no copy needed
-        headers = plain if "".join(plain).islower() else {name.lower(): value for name, value in plain.items()}
+        headers = call.headers
     else:
+        # A header sent more than once (nginx hands its values over as a list) or under names that differ
+        # only in case is one header whose values are joined with ", ", as RFC 9110 (5.3) reads them and
+        # as keyplane's own routes do (http.decode_headers): a signing header given twice never verifies,
+        # so no upstream can read another of its values than the one verified.
         headers = {}
         for name, value in call.headers.items():
-            if isinstance(value, list):
-                if not value:
-                    continue
-                value = value[0]
-            headers[name.lower()] = value
+            text = ", ".join(value) if isinstance(value, list) else value
+            lower = name.lower()
+            headers[lower] = f"{headers[lower]}, {text}" if lower in headers else text
     return SignedRequest(call.method, path, query, headers, body, call.client_ip or caller_ip)
 
 

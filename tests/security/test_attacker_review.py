@@ -1,0 +1,146 @@
+"""An attacker's review of issues 8 and 9 as landed: what fits no other module of tests/security/.
+
+Each test is an attack sent over HTTP to a real ``keyplane serve`` (or in-process where the point is the
+verifier's own reading), asserting the refusal and that nothing changed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from attack import (
+    BITGET_BAD_TARGET,
+    TOKEN,
+    Answer,
+    bitget_answer,
+    dialect_error,
+    now_ms,
+    raw_http,
+    store_state,
+    verify_call,
+)
+
+from conftest import Server, make_server
+
+ASSETS = "/api/v2/spot/account/assets"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = make_server(tmp_path_factory.mktemp("attacker"), {"KEYPLANE_VERIFY_TOKEN": TOKEN})
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def keys(server: Server) -> dict[str, Any]:
+    uid = server.main_account("attacker")
+    return {
+        "uid": uid,
+        "bitget": server.bitget_main_key(uid, "--perm", "read", "--perm", "spot_trade"),
+        "whitebit": server.whitebit_main_key(uid),
+    }
+
+
+def _signed_as(key: dict[str, Any], message: str) -> dict[str, str]:
+    timestamp = str(now_ms())
+    mac = hmac.new(key["secretKey"].encode(), (timestamp + message).encode(), hashlib.sha256)
+    sign = base64.b64encode(mac.digest())
+    return {
+        "ACCESS-KEY": key["apiKey"],
+        "ACCESS-SIGN": sign.decode(),
+        "ACCESS-TIMESTAMP": timestamp,
+        "ACCESS-PASSPHRASE": key["passphrase"],
+    }
+
+
+def raw_lines(server: Server, method: str, target: str, headers: list[tuple[str, str]], body: bytes = b"") -> Answer:
+    """Like ``attack.raw_http``, with header lines as a list: a name may come twice."""
+    return raw_http(server.base_url, method.encode(), target.encode(), {}, body, extra_lines=headers)
+
+
+# --- Bitget: where the query ends ------------------------------------------------------------------------
+
+# (target sent, body sent) that concatenate to the signed "?coin=USDT&limit=100": an upstream reads a
+# shorter query (a GET's body is ignored), so the one signature would stand for three requests
+MOVED_TAILS = [
+    (ASSETS + "?coin=USDT", "&limit=100"),
+    (ASSETS + "?coin=US", "DT&limit=100"),
+    (ASSETS, "?coin=USDT&limit=100"),
+]
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize(("target", "body"), MOVED_TAILS)
+def test_a_bitget_query_never_moves_into_the_body(server: Server, keys: dict[str, Any], target: str, body: str) -> None:
+    key = keys["bitget"]
+    headers = _signed_as(key, "GET" + ASSETS + "?coin=USDT&limit=100")
+    assert dialect_error(verify_call(server, "GET", target, headers, body)) == BITGET_BAD_TARGET
+    # the request as signed still verifies
+    assert verify_call(server, "GET", ASSETS + "?coin=USDT&limit=100", headers)["code"] == "VALID"
+
+
+def test_bitget_bodies_that_are_not_json_or_sit_beside_a_query_are_refused_on_own_routes(
+    server: Server, keys: dict[str, Any]
+) -> None:
+    key = keys["bitget"]
+    before = store_state(server)
+    path = "/api/v2/user/create-virtual-subaccount"
+    body = '{"subAccountList":["abcdefgh"]}'
+    # a query beside a JSON body: the signature is as valid for the query holding the body
+    headers = _signed_as(key, "POST" + path + "?x=1" + body)
+    answer = raw_http(server.base_url, b"POST", (path + "?x=1").encode(), {**headers, **JSON}, body.encode())
+    assert bitget_answer(answer) == BITGET_BAD_TARGET
+    # a body that opens no JSON value ("?..." reads as a query, "s..." as the path's tail)
+    for target, sent in [(path, "?x=1" + body), (path[:-1], path[-1] + body)]:
+        headers = _signed_as(key, "POST" + path + "?x=1" + body if sent.startswith("?") else "POST" + path + body)
+        answer = raw_http(server.base_url, b"POST", target.encode(), {**headers, **JSON}, sent.encode())
+        assert answer.status in (400, 404), answer.body
+        assert answer.json()["code"] in ("40017", "40404"), answer.body
+    # a GET with a body
+    list_path = "/api/v2/user/virtual-subaccount-list"
+    headers = _signed_as(key, "GET" + list_path + "?limit=10")
+    answer = raw_http(server.base_url, b"GET", (list_path + "?limit=1").encode(), headers, b"0")
+    assert bitget_answer(answer) == BITGET_BAD_TARGET
+    assert store_state(server) == before
+    # the clean forms still work
+    answer = raw_http(server.base_url, b"GET", (list_path + "?limit=10").encode(), headers)
+    assert answer.status == 200 and answer.json()["code"] == "00000", answer.body
+
+
+# --- header smuggling -------------------------------------------------------------------------------------
+
+
+def test_verify_headers_named_twice_never_verify(server: Server, keys: dict[str, Any]) -> None:
+    key = keys["bitget"]
+    good = _signed_as(key, "GET" + ASSETS)
+    # the same name in two cases, the key the gateway never saw first
+    mixed = {"access-key": "bg_someone_else", **{name.upper(): value for name, value in good.items()}}
+    assert verify_call(server, "GET", ASSETS, mixed)["code"] == "UNKNOWN_KEY"
+    # one value twice, or another after it (nginx hands a header sent twice over as a list)
+    for second in ("other", good["ACCESS-KEY"]):
+        listed: dict[str, Any] = {**good, "ACCESS-KEY": [good["ACCESS-KEY"], second]}
+        assert verify_call(server, "GET", ASSETS, listed)["code"] == "UNKNOWN_KEY"
+    signed_twice: dict[str, Any] = {**good, "ACCESS-SIGN": [good["ACCESS-SIGN"], good["ACCESS-SIGN"]]}
+    assert verify_call(server, "GET", ASSETS, signed_twice)["code"] == "BAD_SIGNATURE"
+    # a list of one is the header itself
+    assert verify_call(server, "GET", ASSETS, {name: [value] for name, value in good.items()})["code"] == "VALID"
+
+
+def test_own_routes_read_a_header_sent_twice_as_one_list(server: Server, keys: dict[str, Any]) -> None:
+    key = keys["bitget"]
+    info = "/api/v2/spot/account/info"
+    good = _signed_as(key, "GET" + info)
+    lines = [(name, value) for name, value in good.items()]
+    assert raw_lines(server, "GET", info, lines).status == 200
+    for name in ("ACCESS-KEY", "ACCESS-SIGN", "ACCESS-PASSPHRASE"):
+        for twice in ([(name, "x")], [(name.lower(), good[name])]):
+            answer = raw_lines(server, "GET", info, [*lines, *twice])
+            assert answer.status == 400, (name, answer.body)
+            assert answer.json()["code"] in ("40037", "40009", "40012"), (name, answer.body)
