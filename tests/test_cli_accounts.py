@@ -51,6 +51,20 @@ def test_freezing_a_main_account_stops_its_keys_and_unfreezing_restores_them(ser
     assert actions[:2] == ["account.unfreeze", "account.freeze"]
 
 
+def test_only_an_empty_main_account_is_deleted(server: Server) -> None:
+    uid = server.main_account("deletable")
+    key = server.bitget_main_key(uid)
+    held = _run(server.workdir, "accounts", "delete", "--account", uid, "--database", server.database_url,
+                env=_env(server.env))
+    _one_line_error(held, ExitCode.REFUSED, "1 key(s)", "revoke")
+    server.cli("keys", "revoke", "--key", key["apiKey"])
+    assert server.cli("accounts", "delete", "--account", uid) == {"deleted": uid, "name": "deletable"}
+    gone = _run(server.workdir, "accounts", "show", "--account", uid, "--database", server.database_url,
+                env=_env(server.env))
+    _one_line_error(gone, ExitCode.REFUSED, f"no main account {uid}")
+    assert server.cli("audit", "--account", uid)[0]["action"] == "account.delete"
+
+
 def test_disabling_a_key_stops_it_and_enabling_restores_it(server: Server) -> None:
     uid = server.main_account("disabling")
     key = server.bitget_main_key(uid)

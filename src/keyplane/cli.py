@@ -326,8 +326,23 @@ def accounts_freeze(
     database: DatabaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Freeze a main account: its keys and its sub-accounts' stop verifying (running servers within 0.25 s)."""
+    """Freeze a main account: its own keys stop verifying (running servers within 0.25 s)."""
     _set_status(account, AccountStatus.FREEZE, database, as_json)
+
+
+@accounts_app.command("delete")
+def accounts_delete(
+    account: Annotated[int, typer.Option("--account", help="The main account's UID.")],
+    database: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Delete a main account that holds no keys and no sub-accounts (its audit events stay)."""
+    runtime = _runtime(database)
+    try:
+        deleted = runtime.service.delete_main_account(account)
+    finally:
+        runtime.close()
+    _emit({"deleted": str(deleted.uid), "name": deleted.name}, as_json, "main account deleted")
 
 
 @accounts_app.command("unfreeze")

@@ -206,7 +206,8 @@ class KeyplaneService:
         return account
 
     def set_main_account_status(self, uid: int, status: AccountStatus) -> Account:
-        """Freeze or unfreeze a main account: a frozen one's keys (and its sub-accounts') stop verifying."""
+        """Freeze or unfreeze a main account: a frozen one's own keys stop verifying (its sub-accounts keep their
+        own status: the verifier reads the status of the key's account only)."""
         with self.store.transaction() as tx:
             account = tx.lock_account(uid)
             if account is None or not account.is_main:
@@ -214,11 +215,29 @@ class KeyplaneService:
             if account.status is status:
                 raise AlreadyInState(f"main account {uid} is already {status.value}")
             updated = tx.update_account(uid, status=status)
-            for sub_uid in tx.sub_account_uids(uid):  # their keys' cached verdicts name the main account too
-                tx.changed_keys.update(tx.api_key_ids_of(sub_uid))
             action = "account.freeze" if status is AccountStatus.FREEZE else "account.unfreeze"
             tx.add_audit(action=action, target=str(uid), account_uid=uid, actor_uid=None, actor_key=None, ip=None)
         return updated
+
+    def delete_main_account(self, uid: int) -> Account:
+        """Deletes an empty main account; one that still holds keys or sub-accounts is refused (revoke and
+        delete them first), so that no key disappears with it unseen."""
+        with self.store.transaction() as tx:
+            account = tx.lock_account(uid)
+            if account is None or not account.is_main:
+                raise AccountNotFound(f"no main account {uid}")
+            keys, subs = tx.count_api_keys(uid), tx.count_sub_accounts(uid)
+            if keys or subs:
+                raise AlreadyInState(
+                    f"main account {uid} still holds {keys} key(s) and {subs} sub-account(s): revoke and delete "
+                    "them first"
+                )
+            tx.delete_account(uid)
+            tx.add_audit(
+                action="account.delete", target=str(uid), account_uid=uid, actor_uid=None, actor_key=None, ip=None,
+                detail={"name": account.name},
+            )
+        return account
 
     def find_key(self, api_key: str) -> ApiKey:
         with self.store.reading() as tx:
