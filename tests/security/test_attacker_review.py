@@ -10,6 +10,7 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -19,10 +20,12 @@ from attack import (
     Answer,
     bitget_answer,
     dialect_error,
+    nonce_pair,
     now_ms,
     raw_http,
     store_state,
     verify_call,
+    whitebit_signed,
 )
 
 from conftest import Server, make_server
@@ -144,3 +147,113 @@ def test_own_routes_read_a_header_sent_twice_as_one_list(server: Server, keys: d
             answer = raw_lines(server, "GET", info, [*lines, *twice])
             assert answer.status == 400, (name, answer.body)
             assert answer.json()["code"] in ("40037", "40009", "40012"), (name, answer.body)
+
+
+# --- cross-dialect through /v1/verify ---------------------------------------------------------------------
+
+
+def test_an_explicit_scheme_or_both_dialects_headers_never_carry_a_key_across(
+    server: Server, keys: dict[str, Any]
+) -> None:
+    bitget, whitebit = keys["bitget"], keys["whitebit"]
+    withdraw_wb, withdraw_bg = "/api/v4/main-account/withdraw", "/api/v2/spot/wallet/withdrawal"
+    bg_on_wb = _signed_as(bitget, "POST" + withdraw_wb + "{}")
+    wb_headers, wb_body = whitebit_signed(whitebit, withdraw_bg)
+    for scheme in (None, "bitget", "whitebit"):
+        extra = {} if scheme is None else {"scheme": scheme}
+        # a Bitget key on WhiteBIT's withdrawal, the scheme named or not
+        assert verify_call(server, "POST", withdraw_wb, bg_on_wb, "{}", **extra)["valid"] is False
+        # a WhiteBIT key on Bitget's withdrawal
+        assert verify_call(server, "POST", withdraw_bg, wb_headers, wb_body, **extra)["valid"] is False
+        # one request carrying both dialects' signing headers, each signed right for its own key
+        both = {**bg_on_wb, **wb_headers}
+        assert verify_call(server, "POST", withdraw_bg, both, wb_body, **extra)["valid"] is False
+    # the WhiteBIT key signs the WhiteBIT path right, but the call names Bitget: its key is no Bitget key
+    wb_own, wb_own_body = whitebit_signed(whitebit, "/api/v4/main-account/balance")
+    out = verify_call(server, "POST", "/api/v4/main-account/balance", wb_own, wb_own_body, scheme="bitget")
+    assert out["valid"] is False
+
+
+# --- WhiteBIT nonces in other forms -----------------------------------------------------------------------
+
+
+def test_a_whitebit_nonce_in_another_form_is_the_same_nonce(server: Server, keys: dict[str, Any]) -> None:
+    key = keys["whitebit"]
+    path = "/api/v4/main-account/balance"
+    lower, higher = nonce_pair()
+
+    def send(nonce: Any, **fields: Any) -> str:
+        headers, body = whitebit_signed(key, path, fields, nonce=nonce)
+        return str(verify_call(server, "POST", path, headers, body)["code"])
+
+    # not a nonce: refused, and nothing spent (the lower fresh nonce still passes after)
+    for odd in [float(higher), f"{higher}.0", f"+{higher}", f" {higher}", f"{higher} ", "\u0661\u0662",
+                -1, str(2**63), 2**63, True, [higher], {"n": higher}]:
+        assert send(odd) == "MISSING_NONCE", odd
+    assert send(higher, nonceWindow="false") == "INVALID_NONCE_WINDOW"
+    assert send(higher, nonceWindow=0) == "INVALID_NONCE_WINDOW"
+    assert send(lower) == "VALID"
+    # the same value again as a string, with leading zeros, or as an int once more: one nonce
+    for again in [lower, str(lower), "0" + str(lower), "000" + str(lower)]:
+        assert send(again) == "NONCE_TOO_LOW", again
+    assert send(str(higher)) == "VALID"
+
+
+# --- secrets stay out of the server's log -----------------------------------------------------------------
+
+
+def test_failing_requests_leave_no_secret_in_the_server_log(server: Server, keys: dict[str, Any]) -> None:
+    bitget, whitebit = keys["bitget"], keys["whitebit"]
+    info = "/api/v2/spot/account/info"
+    good = _signed_as(bitget, "GET" + info)
+    sent: list[str] = [good["ACCESS-SIGN"], bitget["passphrase"], bitget["secretKey"], whitebit["apiSecret"]]
+    # a wrong passphrase that looks like one, a doubled signature, a WhiteBIT request signed wrong, a
+    # create whose body holds a passphrase the rules refuse, and one that would be valid
+    wrong = "Zz" + bitget["passphrase"][2:]
+    raw_http(server.base_url, b"GET", info.encode(), {**good, "ACCESS-PASSPHRASE": wrong})
+    raw_lines(server, "GET", info, [*good.items(), ("ACCESS-SIGN", good["ACCESS-SIGN"])])
+    headers, body = whitebit_signed(whitebit, "/api/v4/sub-account/list")
+    forged = {**headers, "X-TXC-SIGNATURE": hashlib.sha512(whitebit["apiSecret"].encode()).hexdigest()}
+    raw_http(server.base_url, b"POST", b"/api/v4/sub-account/list", forged, body.encode())
+    create = "/api/v2/user/create-virtual-subaccount-apikey"
+    secret_body = '{"subAccountUid":"1","passphrase":"' + wrong + '!","permList":["read"],"label":"x"}'
+    answer = raw_http(server.base_url, b"POST", create.encode(),
+                      {**_signed_as(bitget, "POST" + create + secret_body), **JSON}, secret_body.encode())
+    assert answer.status == 400
+    sent += [wrong, forged["X-TXC-SIGNATURE"], base64.b64encode(body.encode()).decode()]
+    log = server.log_path.read_text(errors="replace")
+    assert "keyplane.access" in log  # the log is the server's, and it logged these requests
+    for value in sent:
+        assert value not in log
+
+
+# --- replays across two worker processes -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = make_server(tmp_path_factory.mktemp("attacker-workers"), {"KEYPLANE_VERIFY_TOKEN": TOKEN})
+    srv.serve_args = ("--workers", "2")
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_a_bitget_post_replayed_at_two_workers_in_every_form_is_accepted_once(two_workers: Server) -> None:
+    uid = two_workers.main_account("replayworkers")
+    key = two_workers.bitget_main_key(uid, "--perm", "read", "--perm", "spot_trade")
+    order = "/api/v2/spot/trade/place-order"
+    for round_ in range(3):
+        body = '{"symbol":"BTCUSDT","side":"buy","size":"' + str(round_) + '"}'
+        headers = _signed_as(key, "POST" + order + body)
+        # the one signed request, each time on a connection of its own, in the forms a replayer might try:
+        # header names in other cases, the same signature listed once
+        forms = [headers, {k.lower(): v for k, v in headers.items()}, {k.title(): v for k, v in headers.items()},
+                 {k: [v] for k, v in headers.items()}] * 6
+        with ThreadPoolExecutor(len(forms)) as pool:
+            codes = list(pool.map(lambda h, b=body: verify_call(two_workers, "POST", order, h, b)["code"], forms))
+        assert codes.count("VALID") == 1, codes
+        assert set(codes) == {"VALID", "REQUEST_REPLAYED"}, codes
+    # and after a restart of both workers, the last one still refused
+    two_workers.restart()
+    assert verify_call(two_workers, "POST", order, headers, body)["code"] == "REQUEST_REPLAYED"
