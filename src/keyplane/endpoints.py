@@ -297,6 +297,9 @@ class EndpointTable:
     __slots__ = ("_by_scheme", "_fallback", "_memo", "_targets", "read_fallback", "rules")
 
     MEMO_SIZE = 4096  # distinct (scheme, method, path) answers remembered; the venue has far fewer paths
+    # Longer paths are answered without being remembered: no venue path comes near, and 4096 remembered
+    # paths of 60 KB each (a /v1/verify call's body allows that) would hold 250 MB per process.
+    MEMO_PATH_MAX = 512
 
     def __init__(
         self,
@@ -335,6 +338,8 @@ class EndpointTable:
         if found is not None:
             return found
         found = self._resolve(scheme, method, path)
+        if len(path) > self.MEMO_PATH_MAX or len(method) > 16:
+            return found
         if len(self._memo) >= self.MEMO_SIZE:  # unknown paths cannot grow it without bound
             self._memo.clear()
         self._memo[memo_key] = found
@@ -370,6 +375,8 @@ class EndpointTable:
             refusal = Refusal.BAD_TARGET
         elif scheme is not None and self.dialect_of(path) not in (None, scheme):
             refusal = Refusal.NO_RULE
+        if len(path) > self.MEMO_PATH_MAX or len(method) > 16:
+            return refusal
         if len(self._targets) >= self.MEMO_SIZE:
             self._targets.clear()
         self._targets[memo_key] = refusal

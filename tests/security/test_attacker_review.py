@@ -29,6 +29,8 @@ from attack import (
 )
 
 from conftest import Server, make_server
+from keyplane.domain.model import Scheme
+from keyplane.endpoints import EndpointTable, Refusal
 
 ASSETS = "/api/v2/spot/account/assets"
 
@@ -257,3 +259,22 @@ def test_a_bitget_post_replayed_at_two_workers_in_every_form_is_accepted_once(tw
     # and after a restart of both workers, the last one still refused
     two_workers.restart()
     assert verify_call(two_workers, "POST", order, headers, body)["code"] == "REQUEST_REPLAYED"
+
+
+# --- memory: what a caller can make the endpoint table remember ---------------------------------------------
+
+
+def test_long_paths_and_methods_are_answered_without_being_remembered() -> None:
+    table = EndpointTable.defaults()
+    for i in range(50):
+        # a /v1/verify call may hand over a 60 KB path or method; 4096 remembered would hold 250 MB
+        long_path = "/api/v2/" + "a" * 60_000 + str(i)
+        assert table.requirement_for(Scheme.BITGET, "GET", long_path) is Refusal.NO_RULE
+        assert table.requirement_for(Scheme.BITGET, "G" * 60_000 + str(i), ASSETS) is Refusal.BAD_TARGET
+        assert table.check_target(Scheme.BITGET, "GET", long_path) is None
+        assert table.check_target(Scheme.WHITEBIT, "GET", "/api/v2/" + "b" * 60_000 + str(i)) is Refusal.NO_RULE
+    assert sum(len(key[2]) + len(key[1]) for key in table._memo) < 10_000
+    assert sum(len(key[2]) + len(key[1]) for key in table._targets) < 10_000
+    # the venue's own paths are still remembered (one dict hit per repeated request line)
+    table.requirement_for(Scheme.BITGET, "GET", ASSETS)
+    assert (Scheme.BITGET, "GET", ASSETS) in table._memo
