@@ -696,3 +696,28 @@ def test_the_upstream_gets_the_verified_target_byte_for_byte(gateway: Gateway, k
     # an absolute-form target: nginx's $request_uri is its path and query, and only that goes on
     status, _, body = raw_request(gateway, "GET", b"http://venue.example/api/v4/public/ticker?x=1")
     assert status == 200 and json.loads(body)["data"]["path"] == "/api/v4/public/ticker?x=1"
+
+
+def test_a_signing_header_sent_twice_or_a_query_moved_into_the_body_never_reaches_the_upstream(
+    gateway: Gateway, keys: dict[str, Any]
+) -> None:
+    key = keys["bitget_read"]
+    target = b"/api/v2/spot/account/assets?coin=BTC"
+    lines = len(gateway.upstream.lines)
+    signed = bitget_signed_headers(key, "GET", target)
+    # the key twice (the same value, or another key after it): nginx hands keyplane both, an upstream
+    # could read either; keyplane reads the one header their values make, which no key is
+    for second in (key["apiKey"], keys["bitget"]["apiKey"]):
+        status, headers, body = raw_request(gateway, "GET", target, [*signed, ("ACCESS-KEY", second)])
+        assert status == 400 and headers["x-keyplane-code"] == "UNKNOWN_KEY", body
+    status, headers, body = raw_request(gateway, "GET", target, [*signed, signed[1]])  # ACCESS-SIGN twice
+    assert status == 400 and headers["x-keyplane-code"] == "BAD_SIGNATURE", body
+    # the signed query cut short, its tail sent as a body the upstream would ignore
+    short = b"/api/v2/spot/account/assets?co"
+    status, headers, body = raw_request(gateway, "GET", short, signed, b"in=BTC")
+    assert status == 400 and headers["x-keyplane-code"] == "BAD_TARGET", body
+    assert json.loads(body)["code"] == "40017"
+    assert gateway.upstream.lines[lines:] == []
+    # the request as signed passes
+    status, _, body = raw_request(gateway, "GET", target, bitget_signed_headers(key, "GET", target))
+    assert status == 200, body
