@@ -278,3 +278,65 @@ def test_long_paths_and_methods_are_answered_without_being_remembered() -> None:
     # the venue's own paths are still remembered (one dict hit per repeated request line)
     table.requirement_for(Scheme.BITGET, "GET", ASSETS)
     assert (Scheme.BITGET, "GET", ASSETS) in table._memo
+
+
+# --- replays: one RSA signature written in other base64 --------------------------------------------------
+
+
+def _b64_variants(signature: str) -> list[str]:
+    """The same signature bytes in other base64 text: the unused low bits of the last character set."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    stripped = signature.rstrip("=")
+    pad = signature[len(stripped):]
+    unused = {2: 4, 1: 2}.get(len(pad), 0)  # "==": 4 unused bits, "=": 2
+    last = alphabet.index(stripped[-1])
+    return [stripped[:-1] + alphabet[last | bits] + pad for bits in range(1, 1 << unused)]
+
+
+def test_an_rsa_signature_in_other_base64_is_the_same_request(server: Server, tmp_path: Any) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from keyplane.auth import bitget as bitget_auth
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = tmp_path / "public.pem"
+    pem.write_bytes(private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    private_pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    uid = server.main_account("rsareplay")
+    made = server.bitget_main_key(uid, "--rsa-public-key", str(pem), "--perm", "spot_trade")
+    order = "/api/v2/spot/trade/place-order"
+    body = '{"symbol":"BTCUSDT","side":"buy","size":"1"}'
+    timestamp = str(now_ms())
+    signature = bitget_auth.sign_rsa(private_pem, bitget_auth.prehash(timestamp, "POST", order, "", body.encode()))
+    variants = _b64_variants(signature)
+    assert len(variants) == 15 and signature not in variants  # 256 bytes: "==" and 4 unused bits
+
+    def send(sign: str, sent_body: str = body) -> str:
+        headers = {"ACCESS-KEY": made["apiKey"], "ACCESS-SIGN": sign, "ACCESS-TIMESTAMP": timestamp,
+                   "ACCESS-PASSPHRASE": made["passphrase"]}
+        return str(verify_call(server, "POST", order, headers, sent_body)["code"])
+
+    # not base64 of the signature at all: no padding, the URL-safe alphabet, line breaks, spaces
+    for odd in [signature.rstrip("="), signature.replace("+", "-").replace("/", "_"),
+                signature[:64] + "\n" + signature[64:], " " + signature, signature + "=="]:
+        if odd != signature:
+            assert send(odd) == "BAD_SIGNATURE", odd
+    assert send(variants[0]) == "VALID"  # a variant the signer never wrote still verifies: the same bytes
+    for again in [signature, *variants]:
+        assert send(again) == "REQUEST_REPLAYED"
+
+
+def test_an_hmac_signature_verifies_only_in_its_own_base64(server: Server, keys: dict[str, Any]) -> None:
+    order = "/api/v2/spot/trade/place-order"
+    body = '{"symbol":"BTCUSDT","side":"sell","size":"2"}'
+    headers = _signed_as(keys["bitget"], "POST" + order + body)
+    signature = headers["ACCESS-SIGN"]
+    variants = _b64_variants(signature)  # 32 bytes: "=" and 2 unused bits
+    for odd in [*variants, signature.rstrip("="), signature.replace("+", "-").replace("/", "_"), signature + "\n"]:
+        if odd != signature:
+            assert verify_call(server, "POST", order, {**headers, "ACCESS-SIGN": odd}, body)["code"] == "BAD_SIGNATURE"
+    assert verify_call(server, "POST", order, headers, body)["code"] == "VALID"  # none of them spent it
+    assert verify_call(server, "POST", order, headers, body)["code"] == "REQUEST_REPLAYED"
