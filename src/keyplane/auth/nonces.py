@@ -2,8 +2,9 @@
 and Bitget replay records (a state-changing request accepted once within its timestamp window).
 
 Each accepted nonce or request is recorded in the store before the request is accepted, so a restarted
-server, another worker or another node on the same store still refuses a replay. On SQLite that record is
-one append to the store's nonce journal under a file lock (``store/nonce_journal.py``); on PostgreSQL one
+server, another worker or another node on the same store still refuses a replay. On SQLite a nonce is
+one append to the store's nonce journal under a file lock (``store/nonce_journal.py``), a Bitget replay
+record one lock-free append to the replay ledger (``store/replay_ledger.py``); on PostgreSQL each is one
 conditional statement (``store/nonces.py``). The store decides races between workers and nodes. On
 PostgreSQL the in-memory copy here answers the obvious replays of a monotonic nonce without a round trip;
 on SQLite the journal's own in-memory state does.
@@ -40,6 +41,7 @@ class NonceGuard:
         self._ledger = NonceLedger(store, compact_bytes=compact_bytes)
         self._advance = self._ledger.advance
         self._record = self._ledger.record
+        self._record_once = self._ledger.record_once
         self._transactional = self._ledger.transactional
         # PostgreSQL's ledger is a transaction per accept (it waits on the network); the SQLite journal is
         # one flock'd append of microseconds. The verifier runs a blocking accept off the event loop.
@@ -61,7 +63,7 @@ class NonceGuard:
         """Records a request (``token``: 64 bits of its signature) until ``expires_at``; VALID the first time,
         REQUEST_REPLAYED after (UNKNOWN_KEY: the key was deleted meanwhile)."""
         try:
-            if not self._record(key_id, token, expires_at, now_ms):
+            if not self._record_once(key_id, token, expires_at, now_ms):
                 return _REQUEST_REPLAYED
         except KeyGone:
             return _KEY_GONE

@@ -7,9 +7,11 @@ SQLite upsert per request (~9 us); the journal is moved into the ``key_nonces`` 
 (the snapshot) whenever it passes 8 MiB. This module gives the journal its two ways into SQLite: loading
 one key's snapshot, and compaction. With an in-memory database the state is kept in memory only.
 
-A Bitget key's replay records (auth/nonces.py ``accept_once``) are kept as its "windowed nonces": the
-same journal record (``SEEN``) and the same ``seen_nonces`` rows, holding a 64-bit token of the accepted
-signature. A key signs in one scheme only, so a key's rows are all nonces (WhiteBIT) or all tokens (Bitget).
+Bitget replay records (auth/nonces.py ``accept_once``, ``record_once`` here) go elsewhere on SQLite: the
+replay ledger (``<database>.replay/``, ``store/replay_ledger.py``), 16-byte records in time-bucketed files
+that expire by deletion, decided by file order without a lock (~1 system call each, no compaction). On
+PostgreSQL they are the key's "windowed nonces": ``seen_nonces`` rows holding a 64-bit token of the
+accepted signature (a key signs in one scheme only, so its rows are all nonces or all tokens).
 
 On PostgreSQL one conditional statement decides each check-and-set, in its own autocommit transaction
 (``_ADVANCE_PG``, ``_RECORD_PG``): under READ COMMITTED an ``INSERT … ON CONFLICT DO UPDATE … WHERE``
@@ -30,6 +32,7 @@ import sqlalchemy as sa
 import sqlalchemy.exc
 
 from keyplane.store.nonce_journal import COMPACT_BYTES, NonceJournal, journal_path, read_journal
+from keyplane.store.replay_ledger import ReplayLedger, ledger_directory
 from keyplane.store.store import Store
 
 _LOAD_LAST = "SELECT last_nonce FROM key_nonces WHERE api_key_id = ?"
@@ -86,16 +89,21 @@ class NonceLedger:
     (on SQLite the journal records it anyway: compaction skips it). ``transactional``: the PostgreSQL
     path, whose expired windowed nonces the caller purges (``purge``); on SQLite compaction does it.
     ``blocking``: a call waits on the network (PostgreSQL), so an event loop should not make it.
+
+    ``record_once(key_id, token, expires_at, now_ms)`` -> False for a request already recorded (a replay);
+    on SQLite the replay ledger decides it (``key_id`` unused: tokens share one namespace).
     """
 
     advance: Callable[[str, int, int], tuple[bool, int | None]]
     record: Callable[[str, int, int, int], bool]
+    record_once: Callable[[str, int, int, int], bool]
 
     def __init__(self, store: Store, *, compact_bytes: int = COMPACT_BYTES) -> None:
         self._store = store
         self._raw: Any = None  # SQLite only: a pooled DB-API connection (autocommit) kept for the journal
         self._raw_lock = threading.Lock()
         self.journal: NonceJournal | None = None
+        self.replays: ReplayLedger | None = None
         self.transactional = not store.is_sqlite
         self.blocking = self.transactional
         self._autocommit = store.engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -103,17 +111,23 @@ class NonceLedger:
             database = sqlite_database(store)
             if database is None:
                 self.journal = NonceJournal(None, compact_bytes=compact_bytes)
+                self.replays = ReplayLedger(None)
             else:
                 self.journal = NonceJournal(journal_path(database), self._load, self._compact, compact_bytes)
+                self.replays = ReplayLedger(ledger_directory(database))
             self.advance = self.journal.advance
             self.record = self.journal.record
+            self.record_once = self.replays.record
         else:
             self.advance = self._advance_in_transaction
             self.record = self._record_in_transaction
+            self.record_once = self._record_in_transaction
 
     def close(self) -> None:
         if self.journal is not None:
             self.journal.close()
+        if self.replays is not None:
+            self.replays.close()
         with self._raw_lock:
             if self._raw is not None:
                 self._raw.close()
