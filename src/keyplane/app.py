@@ -1,13 +1,19 @@
-"""The ASGI application: the dialects under their prefixes, ``/health``, and the verify endpoint."""
+"""The ASGI application: the dialects under their prefixes, the verify endpoint, ``/health`` (liveness),
+``/ready`` (the store and Redis answer: ``keyplane.readiness``) and ``/metrics`` (``keyplane.metrics``)."""
 
 from __future__ import annotations
 
 import gc
+import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import CollectorRegistry
+
+from keyplane import logs
 from keyplane.auth import Reason, VerifyResult
 from keyplane.config import Settings
 from keyplane.dialects import bitget, native, whitebit
@@ -25,6 +31,9 @@ from keyplane.http import (
     read_body,
     send_response,
 )
+from keyplane.logs import RefusalLog
+from keyplane.metrics import Metrics, WorkerFiles, registry_for, route_of
+from keyplane.readiness import Readiness
 from keyplane.runtime import Runtime, build_runtime
 
 log = logging.getLogger("keyplane.access")
@@ -48,16 +57,41 @@ class KeyplaneApp:
         self.runtime = runtime
         self.mounts: list[Mount] = []
         self.ready = False
+        self.metrics = Metrics(RefusalLog(settings.refusal_lines_per_second), counting=settings.metrics)
+        self._counting = settings.metrics  # read on every request: an attribute, not a property
+        self._metrics_files: WorkerFiles | None = None
+        self._registry: CollectorRegistry | None = None
+        self.readiness: Readiness | None = None
+        # /metrics is guarded as /v1/ is (keyplane.dialects.native): the verify token, or explicitly open
+        self._metrics_authorization = f"Bearer {settings.verify_token}".encode() if settings.verify_token else None
         if runtime is not None:
             self._mount(runtime)
 
     def _mount(self, runtime: Runtime) -> None:
-        bitget_dialect = bitget.BitgetDialect(runtime.service, runtime.verifier)
+        metrics = self.metrics
+        cache, nonces = runtime.verifier.cache, runtime.verifier.nonces
+
+        def gauges() -> dict[str, int]:
+            values = {"cache_entries": len(cache), "cache_hits_total": cache.hits, "cache_misses_total": cache.misses}
+            journal = nonces.journal_bytes()
+            if journal is not None:
+                values["nonce_journal_bytes"] = journal
+            return values
+
+        metrics._gauges = gauges
+        if self.settings.metrics:
+            if self.settings.metrics_dir is not None:
+                self._metrics_files = WorkerFiles(self.settings.metrics_dir, metrics)
+                self._metrics_files.start()
+            self._registry = registry_for(metrics, self._metrics_files)
+        self.readiness = Readiness(runtime.store, self.settings.redis_url)
+        bitget_dialect = bitget.BitgetDialect(runtime.service, runtime.verifier, metrics)
         native_dialect = native.NativeDialect(
             runtime.verifier,
             self.settings.verify_token,
             open_without_token=self.settings.verify_open,
             trusted_proxies=self.settings.trusted_proxies,
+            metrics=metrics,
         )
         bitget_bad_target = lambda: bitget.verify_error(VerifyResult(Reason.BAD_TARGET))  # noqa: E731
         self.mounts = [
@@ -77,7 +111,7 @@ class KeyplaneApp:
             ),
             (
                 whitebit.PREFIX,
-                whitebit.WhitebitDialect(runtime.service, runtime.verifier).handle,
+                whitebit.WhitebitDialect(runtime.service, runtime.verifier, metrics).handle,
                 whitebit.too_large,
                 whitebit.internal_error,
                 whitebit.bad_target,
@@ -104,8 +138,13 @@ class KeyplaneApp:
                     await send({"type": "lifespan.startup.failed", "message": str(error)})
                     return
                 tune_garbage_collector()
+                self.metrics.refusals.announce()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self._metrics_files is not None:
+                    self._metrics_files.close()
+                if self.readiness is not None:
+                    self.readiness.close()
                 if self.runtime is not None:
                     self.runtime.close()
                 await send({"type": "lifespan.shutdown.complete"})
@@ -119,6 +158,8 @@ class KeyplaneApp:
         path: str = raw_path.decode("latin-1") if raw_path is not None else scope["path"]
         response = await self._dispatch(scope, receive, path)
         await send_response(send, response)
+        if self._counting:
+            self.metrics.observe(path, time.perf_counter() - started)
         # /v1/verify is the gateway's per-request call (nginx logs those requests itself): an INFO line
         # each would halve its throughput (bench/README.md), so it logs at DEBUG
         level = logging.DEBUG if path.startswith(native.PREFIX) else logging.INFO
@@ -132,14 +173,18 @@ class KeyplaneApp:
         if path == "/health":
             status = 200 if self.ready else 503
             return json_response(status, {"status": "ok" if self.ready else "starting"})
+        if path == "/ready":
+            return await self._ready()
+        if path == "/metrics":
+            return self._metrics(scope)
         for prefix, handler, too_large, internal_error, bad_target in self.mounts:
             if path.startswith(prefix):
                 if bad_target is not None and not (clean_path(path) and clean_method(scope["method"])):
-                    return bad_target()
+                    return self._refused(scope, path, "BAD_TARGET", bad_target())
                 try:
                     body = await read_body(receive)
                 except BodyTooLarge:
-                    return too_large()
+                    return self._refused(scope, path, "BODY_TOO_LARGE", too_large())
                 headers = decode_headers(scope["headers"])
                 request = Request(
                     method=scope["method"],
@@ -157,8 +202,44 @@ class KeyplaneApp:
                     # traceback carries no secret: SignedRequest's repr leaves out the signature,
                     # passphrase and body, and tracebacks are logged without local variables.
                     log.exception("unhandled error on %s %s", request.method, path)
+                    self.metrics.internal_error(route_of(path))
                     return internal_error()
-        return json_response(404, {"code": 404, "message": "Not found"})
+        return self._refused(scope, path, "NOT_FOUND", json_response(404, {"code": 404, "message": "Not found"}))
+
+    def _refused(self, scope: Scope, path: str, reason: str, response: Response) -> Response:
+        """A request refused before any dialect read it: counted and logged (``keyplane.logs``)."""
+        client = scope.get("client")
+        self.metrics.refused(
+            reason, route_of(path), method=str(scope.get("method", "")), path=path,
+            client_ip=client_ip_of(scope, decode_headers(scope.get("headers", [])), self.settings.trusted_proxies)
+            if client else "",
+            status=response.status,
+        )
+        return response
+
+    async def _ready(self) -> Response:
+        if self.readiness is None:
+            return json_response(503, {"status": "starting", "checks": {}})
+        ready, checks = await self.readiness.check()
+        return json_response(200 if ready else 503, {"status": "ready" if ready else "unavailable", "checks": checks})
+
+    def _metrics(self, scope: Scope) -> Response:
+        """Prometheus' text format, for a caller with the verify token (or anyone, with /v1/ explicitly open)."""
+        if self._registry is None:
+            return json_response(404, {"code": 404, "message": "Not found"})
+        if self._metrics_authorization is not None:
+            given = next((v for k, v in scope["headers"] if k.lower() == b"authorization"), b"")
+            if not hmac.compare_digest(given, self._metrics_authorization):
+                return self._unauthorized(scope)
+        elif not self.settings.verify_open:
+            return self._unauthorized(scope)
+        return Response(200, generate_latest(self._registry), [(b"content-type", CONTENT_TYPE_LATEST.encode())])
+
+    def _unauthorized(self, scope: Scope) -> Response:
+        return self._refused(scope, "/metrics", "UNAUTHORIZED", json_response(
+            401, {"code": "UNAUTHORIZED", "message": "/metrics needs Authorization: Bearer <KEYPLANE_VERIFY_TOKEN>"},
+            {"WWW-Authenticate": "Bearer"},
+        ))
 
 
 def tune_garbage_collector() -> None:
@@ -180,6 +261,6 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
 
 def app_from_env() -> Any:
-    """The factory ``keyplane serve`` hands to the ASGI server."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    """The factory ``keyplane serve`` hands to the ASGI server (each worker calls it)."""
+    logs.configure()  # KEYPLANE_LOG_LEVEL, KEYPLANE_LOG_FORMAT
     return create_app(Settings.from_env())

@@ -11,8 +11,10 @@ import errno
 import json
 import logging
 import os
+import shutil
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -27,7 +29,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from keyplane import crypto, errors
+from keyplane import crypto, errors, logs
 from keyplane.config import Settings
 from keyplane.domain.model import Account, AccountStatus, ApiKey, Scheme
 from keyplane.domain.rules import normalize_bitget_permissions
@@ -703,25 +705,51 @@ def serve(
         os.environ["KEYPLANE_DATABASE_URL"] = database
     settings = _settings()
     require_explicit_master_key(settings)
+    try:
+        log_config = logs.granian_log_config()
+    except ValueError as error:  # KEYPLANE_LOG_LEVEL / KEYPLANE_LOG_FORMAT
+        _fail(ExitCode.REFUSED, str(error))
     sock = _listen_socket(host, port)
     # Make the schema and the master key before the server starts, so problems surface here.
     runtime = build_runtime(settings, create=True)
     runtime.close()
     if runtime.created_database:
-        err_console.print(f"keyplane: created a new database at {locate(settings.database_url).shown}")
+        print(logs.line(f"keyplane: created a new database at {locate(settings.database_url).shown}"), file=sys.stderr)
     # how /v1/ is guarded (closed, token, or explicitly open), so no operator runs an open one unawares
-    print(f"keyplane: {settings.verify_mode}", file=sys.stderr, flush=True)
-    _granian_on(
-        sock,
-        target="keyplane.app:app_from_env",
-        address=host,
-        port=port,
-        interface=Interfaces.ASGI,
-        factory=True,
-        workers=workers,
-        log_access=False,
-        backlog=BACKLOG,
-    ).serve()
+    print(logs.line(f"keyplane: {settings.verify_mode}"), file=sys.stderr, flush=True)
+    metrics_dir = _metrics_dir(settings, workers)
+    try:
+        _granian_on(
+            sock,
+            target="keyplane.app:app_from_env",
+            address=host,
+            port=port,
+            interface=Interfaces.ASGI,
+            factory=True,
+            workers=workers,
+            log_access=False,
+            log_dictconfig=log_config,  # KEYPLANE_LOG_FORMAT for granian's own lines too
+            backlog=BACKLOG,
+        ).serve()
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _metrics_dir(settings: Settings, workers: int) -> str | None:
+    """With several workers, where each writes its counters so that any one answers /metrics for all
+    (``keyplane.metrics``): KEYPLANE_METRICS_DIR (emptied of the last run's), or a fresh temporary directory
+    (returned: removed at exit)."""
+    if workers < 2 or not settings.metrics:
+        return None
+    if settings.metrics_dir is not None:
+        settings.metrics_dir.mkdir(parents=True, exist_ok=True)
+        for stale in settings.metrics_dir.glob("worker-*.json"):
+            stale.unlink(missing_ok=True)
+        return None
+    made = tempfile.mkdtemp(prefix="keyplane-metrics-")
+    os.environ["KEYPLANE_METRICS_DIR"] = made
+    return made
 
 
 def _fail(code: ExitCode, line: str) -> NoReturn:

@@ -76,13 +76,24 @@ def _verify_token_from_env() -> str | None:
     return token
 
 
-def _flag_from_env(name: str) -> bool:
+def _flag_from_env(name: str, default: bool = False) -> bool:
     value = os.environ.get(name, "").strip().lower()
-    if value in ("", "0", "false", "no", "off"):
+    if not value:
+        return default
+    if value in ("0", "false", "no", "off"):
         return False
     if value in ("1", "true", "yes", "on"):
         return True
     raise ValueError(f"{name} must be 1 or 0 (true/false), not {value!r}")
+
+
+def _count_from_env(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if not (value.isascii() and value.isdigit()) or len(value) > 9:
+        raise ValueError(f"{name} must be a whole number, not {value!r}")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -100,6 +111,12 @@ class Settings:
     verify_token: str | None = field(default=None, repr=False)  # a secret: never in a repr
     # KEYPLANE_VERIFY_OPEN=1: without a token, /v1/ answers anyone (else it answers 401 to everyone)
     verify_open: bool = False
+    # KEYPLANE_METRICS=0: nothing is counted and /metrics answers 404 (keyplane.metrics)
+    metrics: bool = True
+    # KEYPLANE_METRICS_DIR: where each worker writes its counters for the others' scrapes (serve --workers N)
+    metrics_dir: Path | None = None
+    # KEYPLANE_LOG_REFUSALS_PER_SECOND: refusal log lines a second per reason (keyplane.logs)
+    refusal_lines_per_second: int = 10
 
     @property
     def verify_mode(self) -> str:
@@ -133,5 +150,8 @@ class Settings:
             endpoints=_endpoints_from_env(env, policy),
             verify_token=_verify_token_from_env(),
             verify_open=_flag_from_env("KEYPLANE_VERIFY_OPEN"),
+            metrics=_flag_from_env("KEYPLANE_METRICS", default=True),
+            metrics_dir=Path(env["KEYPLANE_METRICS_DIR"]) if env.get("KEYPLANE_METRICS_DIR") else None,
+            refusal_lines_per_second=_count_from_env("KEYPLANE_LOG_REFUSALS_PER_SECOND", 10),
         )
         return replace(settings, database_url=database_url) if database_url else settings

@@ -164,13 +164,20 @@ class KeyCache:
         # api_key -> (passphrase hash, digest of the passphrase that passed it) of dropped entries: a change that
         # leaves the hash as it was (an IP list, a freeze) costs the next request no argon2id run
         self._verified: dict[str, tuple[str, bytes]] = {}
+        # for /metrics (keyplane.metrics): plain ints, read at scrape time; under threads a rare increment
+        # may be lost (no lock on the hot path)
+        self.hits = 0
+        self.misses = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def peek(self, api_key: str) -> CachedKey | None:
-        """The cached entry, never a store lookup."""
-        return self._entries.get(api_key)
+        """The cached entry, never a store lookup (a hit is counted; a miss is counted by ``get``)."""
+        entry = self._entries.get(api_key)
+        if entry is not None:
+            self.hits += 1
+        return entry
 
     def known_unknown(self, api_key: str) -> bool:
         """Whether ``get`` would answer None without a store lookup (a malformed or recently unknown key)."""
@@ -181,8 +188,10 @@ class KeyCache:
 
     def get(self, api_key: str) -> CachedKey | None:
         entry = self._entries.get(api_key)
-        if entry is not None:
+        if entry is not None:  # loaded by another thread since the caller's peek
+            self.hits += 1
             return entry
+        self.misses += 1
         if self.known_unknown(api_key):
             return None
         generation = self._generation

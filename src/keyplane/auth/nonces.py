@@ -12,6 +12,8 @@ on SQLite the journal's own in-memory state does.
 
 from __future__ import annotations
 
+import os
+
 from keyplane.auth.request import Reason
 from keyplane.auth.whitebit import NONCE_MAX, NONCE_WINDOW_MS
 from keyplane.store import Store
@@ -51,6 +53,16 @@ class NonceGuard:
 
     def close(self) -> None:
         self._ledger.close()
+
+    def journal_bytes(self) -> int | None:
+        """The SQLite nonce journal's size (``/metrics``), None without one (PostgreSQL, in memory)."""
+        journal = self._ledger.journal
+        if journal is None or journal.path is None:
+            return None
+        try:
+            return os.stat(journal.path).st_size
+        except OSError:
+            return 0  # not made yet: no nonce recorded since the last compaction
 
     def accept(self, key_id: str, nonce: int, windowed: bool, now_ms: int) -> Reason:
         """Records the nonce if it is acceptable; returns VALID or why not (UNKNOWN_KEY: deleted meanwhile)."""

@@ -47,6 +47,7 @@ from keyplane.domain.rules import (
 )
 from keyplane.endpoints import BITGET_ACCOUNT_INFO, management_rules
 from keyplane.http import Request, Response, json_response
+from keyplane.metrics import VIA_MANAGEMENT, Metrics
 from keyplane.service import IssuedKey, KeyplaneService, NewKeySpec, NewSubAccountWithKey
 
 PREFIX = "/api/v2/"
@@ -298,9 +299,10 @@ Route = Callable[[Request, VerifyResult], Awaitable[Response]]
 class BitgetDialect:
     """Routes under ``/api/v2/``: each declares what the signing key needs, then translates."""
 
-    def __init__(self, service: KeyplaneService, verifier: Verifier) -> None:
+    def __init__(self, service: KeyplaneService, verifier: Verifier, metrics: Metrics | None = None) -> None:
         self.service = service
         self.verifier = verifier
+        self.metrics = metrics or Metrics(counting=False)  # counters for /metrics, and the refusal log
         self.limits = service.policy.bitget
         self.routes: dict[tuple[str, str], tuple[Requirement, Route]] = {}
         user_routes: dict[str, Route] = {
@@ -323,17 +325,22 @@ class BitgetDialect:
     async def handle(self, request: Request) -> Response:
         entry = self.routes.get((request.method, request.path))
         if entry is None:
+            self.metrics.refused_request("NOT_FOUND", "bitget", request, 404)
             return not_found()
         requirement, route = entry
         result = await self.verifier.verify_async(request, requirement, Scheme.BITGET)
+        self.metrics.verified(request, result, VIA_MANAGEMENT)
         if not result.valid:
             return verify_error(result)
+        error: Exception | None = None
         try:
-            return await route(request, result)
-        except WireError as error:
-            return fail(error.code, error.message)
-        except errors.KeyplaneError as error:
-            return domain_error(error)
+            response = await route(request, result)
+        except WireError as wire_error:
+            error, response = wire_error, fail(wire_error.code, wire_error.message)
+        except errors.KeyplaneError as domain:
+            error, response = domain, domain_error(domain)
+        self.metrics.managed("bitget", request, result, response.status, error)
+        return response
 
     async def create_virtual_subaccount(self, request: Request, result: VerifyResult) -> Response:
         body = _object_body(request)

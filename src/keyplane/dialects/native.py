@@ -65,6 +65,7 @@ from keyplane.dialects import bitget
 from keyplane.domain.ipnet import TrustedProxies
 from keyplane.domain.model import Scheme
 from keyplane.http import Request, Response, json_response
+from keyplane.metrics import VIA_VERIFY, Metrics
 
 PREFIX = "/v1/"
 VERIFY = "/v1/verify"
@@ -142,8 +143,10 @@ class NativeDialect:
         *,
         open_without_token: bool = False,
         trusted_proxies: TrustedProxies | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.verifier = verifier
+        self.metrics = metrics or Metrics(counting=False)  # counters for /metrics, and the refusal log
         # KEYPLANE_VERIFY_TOKEN: what the gateway's calls must carry. Without one, /v1/ is closed (every
         # call 401) unless the operator opened it explicitly (KEYPLANE_VERIFY_OPEN=1)
         self._authorization = f"Bearer {token}".encode() if token else None
@@ -188,15 +191,21 @@ class NativeDialect:
 
     async def handle(self, request: Request) -> Response:
         if self._closed:
+            self.metrics.refused_request("UNAUTHORIZED", "native", request, 401)
             return _unauthorized("/v1/ is closed: the server has no KEYPLANE_VERIFY_TOKEN")
         if self._authorization is not None and not hmac.compare_digest(
             request.headers.get("authorization", "").encode("latin-1"), self._authorization
         ):
+            self.metrics.refused_request("UNAUTHORIZED", "native", request, 401)
             return _unauthorized("missing or wrong Authorization: Bearer token")
         if request.path == VERIFY and request.method == "POST":
-            return await self.verify(request.body, request.client_ip)
+            response = await self.verify(request.body, request.client_ip)
+            if response.status != 200:  # the call itself was malformed (400)
+                self.metrics.refused_request("BAD_REQUEST", "native", request, response.status)
+            return response
         if request.path == NOOP and request.method == "POST":
             return noop(request)
+        self.metrics.refused_request("NOT_FOUND", "native", request, 404)
         return json_response(404, {"code": "NOT_FOUND", "message": "Not found"})
 
     async def verify(self, raw: bytes, caller_ip: str) -> Response:
@@ -238,6 +247,7 @@ class NativeDialect:
             scheme = detect_scheme(signed.headers) or self.verifier.endpoints.dialect_of(signed.path)
         # no Requirement: the endpoint table decides, among the rules of the key's dialect only
         result = await self.verifier.verify_async(signed, None, scheme)
+        self.metrics.verified(signed, result, VIA_VERIFY, scheme)
         if result.reason is _VALID:
             valid_body = self._valid_answer(result)
             if valid_body is not None:

@@ -85,6 +85,7 @@ from keyplane.domain.model import Account, AccountStatus, ApiKey, EndpointRule, 
 from keyplane.domain.scopes import COLLATERAL, SPOT, permissions_from_whitebit, whitebit_flags
 from keyplane.endpoints import management_rules
 from keyplane.http import Request, Response, json_response
+from keyplane.metrics import VIA_MANAGEMENT, Metrics
 from keyplane.service import IssuedKey, KeyplaneService, NewKeySpec
 
 WHITEBIT = Scheme.WHITEBIT  # the scheme of every key this dialect may see or change
@@ -407,9 +408,10 @@ Route = Callable[[Request, VerifyResult], Awaitable[Response]]
 class WhitebitDialect:
     """Routes under ``/api/v4/``: each declares what the signing key needs, then translates."""
 
-    def __init__(self, service: KeyplaneService, verifier: Verifier) -> None:
+    def __init__(self, service: KeyplaneService, verifier: Verifier, metrics: Metrics | None = None) -> None:
         self.service = service
         self.verifier = verifier
+        self.metrics = metrics or Metrics(counting=False)  # counters for /metrics, and the refusal log
         self.limits = service.policy.whitebit
         self.routes: dict[str, tuple[Requirement, Route]] = {}
         managed: dict[str, Route] = {
@@ -444,19 +446,24 @@ class WhitebitDialect:
     async def handle(self, request: Request) -> Response:
         entry = self.routes.get(request.path) if request.method == "POST" else None
         if entry is None:
+            self.metrics.refused_request("NOT_FOUND", "whitebit", request, 404)
             return not_found_response()
         requirement, route = entry
         result = await self.verifier.verify_async(request, requirement, Scheme.WHITEBIT)
+        self.metrics.verified(request, result, VIA_MANAGEMENT)
         if not result.valid:
             return verify_error(result, requirement)
+        error: Exception | None = None
         try:
-            return await route(request, result)
-        except WireError as error:
-            return error.response()
-        except errors.Unavailable:
-            return unavailable()
-        except errors.KeyplaneError as error:
-            return domain_error(error).response()
+            response = await route(request, result)
+        except WireError as wire_error:
+            error, response = wire_error, wire_error.response()
+        except errors.Unavailable as outage:
+            error, response = outage, unavailable()
+        except errors.KeyplaneError as domain:
+            error, response = domain, domain_error(domain).response()
+        self.metrics.managed("whitebit", request, result, response.status, error)
+        return response
 
     # sub-accounts -----------------------------------------------------------------------------
 

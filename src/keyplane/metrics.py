@@ -1,0 +1,374 @@
+"""Counters for ``/metrics`` (Prometheus' text format), kept in plain ints and read at scrape time.
+
+The hot path pays one dict update per verification and one histogram bucket per request: a
+``prometheus_client`` ``Counter.labels(...).inc()`` per request costs several times that (a lock, a label
+lookup). A custom collector turns the plain counters into metric families when Prometheus scrapes.
+
+What is counted:
+
+- ``keyplane_verifications_total{via, dialect, reason}``: every verification, ``via`` ``management`` (a
+  dialect's own route) or ``verify`` (``POST /v1/verify``); ``reason`` is ``VALID`` or the refusal's code.
+  ``keyplane_rate_limited_total{via, dialect}`` is its ``RATE_LIMITED`` share.
+- ``keyplane_requests_refused_total{route, reason}``: refusals decided outside the verifier (a missing or
+  wrong verify token, a malformed ``/v1/verify`` call, an unknown path, a body over the limit, a target an
+  upstream could read otherwise); ``keyplane_internal_errors_total{route}``: bugs answered with a 500.
+- ``keyplane_request_duration_seconds{route}``: a histogram of every HTTP request's time in the app.
+- ``keyplane_management_operations_total{dialect, operation, outcome}``: every verified management call by
+  its path and outcome (``ok``, ``rejected``: a 4xx wire or domain rule, ``unavailable``: a 503).
+- ``keyplane_key_cache_entries``, ``keyplane_key_cache_hits_total``, ``keyplane_key_cache_misses_total``,
+  ``keyplane_nonce_journal_bytes`` (SQLite's nonce journal; absent on PostgreSQL),
+  ``keyplane_refusal_log_suppressed_total`` (refusal lines not written: ``keyplane.logs``).
+
+Workers (``keyplane serve --workers N``): each worker process counts its own. With ``KEYPLANE_METRICS_DIR``
+set (``serve`` sets a fresh one when N > 1), every worker writes its counters to ``worker-<pid>.json`` there
+once a second, and a scrape, whichever worker answers it, adds its own live counters to the other
+workers' files: counters are summed over every worker that ever ran (a respawned worker's counts are not
+lost), gauges over the live ones. Another worker's counts are at most ~1 s old.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import json
+import os
+import re
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from keyplane.auth.request import Reason, SignedRequest, VerifyResult
+from keyplane.domain.model import Scheme
+from keyplane.logs import RefusalLog
+
+VIA_MANAGEMENT = "management"
+VIA_VERIFY = "verify"
+
+# seconds; keyplane answers in well under a millisecond from its cache, a fresh key's argon2id takes ~25 ms
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_ROUTES = (("/v1/", "native"), ("/api/v2/", "bitget"), ("/api/v4/", "whitebit"))
+
+_VALID = Reason.VALID  # a module constant: reading an enum member costs ~70 ns on Python 3.11
+_API_KEY_HEADERS = ("access-key", "x-txc-apikey")  # Bitget's, WhiteBIT's; never a signature or passphrase
+_SNAPSHOT_EVERY_S = 1.0
+
+
+def route_of(path: str) -> str:
+    for prefix, route in _ROUTES:
+        if path.startswith(prefix):
+            return route
+    return "other"
+
+
+def _error_code(error: BaseException | None) -> str:
+    """A management call's refusal as a code: a domain error's class (``NameTaken`` -> ``NAME_TAKEN``), or
+    ``INVALID_REQUEST`` for a dialect's wire rule."""
+    if error is None:
+        return "REJECTED"
+    name = type(error).__name__
+    if name == "WireError":
+        return "INVALID_REQUEST"
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper()
+
+
+def api_key_of(request: SignedRequest, result: VerifyResult | None = None) -> str:
+    """The API key a request named (the verified key's own when there is one); never another header."""
+    if result is not None and result.key is not None:
+        return result.key.api_key
+    headers = request.headers
+    for name in _API_KEY_HEADERS:
+        value = headers.get(name)
+        if value:
+            return value
+    return ""
+
+
+class Metrics:
+    """This process's counters, and the refusal log every refusal also goes to.
+
+    ``counting=False`` (``KEYPLANE_METRICS=0``): nothing is counted, refusals are still logged.
+    The hooks run on the event loop; the cache's counters live in the key cache (``auth/cache.py``).
+    """
+
+    def __init__(
+        self,
+        refusals: RefusalLog | None = None,
+        *,
+        counting: bool = True,
+        gauges: Callable[[], dict[str, int]] | None = None,
+    ) -> None:
+        self.refusals = refusals or RefusalLog()
+        self.counting = counting
+        # (via, dialect, reason) -> count
+        self.verifications: dict[tuple[str, str, str], int] = {}
+        # (route, reason) -> count
+        self.refused_requests: dict[tuple[str, str], int] = {}
+        self.internal_errors: dict[str, int] = {}
+        # (dialect, operation, outcome) -> count
+        self.management: dict[tuple[str, str, str], int] = {}
+        # route -> bucket counts (len(BUCKETS) + 1: the last is +Inf), and the sum of observed seconds
+        self.latency: dict[str, list[int]] = {}
+        self.latency_sum: dict[str, float] = {}
+        self._gauges = gauges or (lambda: {})
+
+    # hooks --------------------------------------------------------------------------------------------
+
+    def verified(
+        self, request: SignedRequest, result: VerifyResult, via: str, scheme: Scheme | None = None
+    ) -> None:
+        """A verification's result: counted; logged when refused. ``scheme``: the dialect the caller named,
+        for a result that has none (no signing headers)."""
+        reason = result.reason
+        dialect = result.scheme or scheme
+        if self.counting:
+            # the enum members themselves (str subclasses: a str's hash, no ``.value`` lookup); plain str
+            # in snapshots
+            key = (via, dialect or "none", reason)
+            counts = self.verifications
+            counts[key] = counts.get(key, 0) + 1
+        if reason is not _VALID:
+            self.refusals.refused(
+                str(reason), api_key=api_key_of(request, result), client_ip=request.client_ip,
+                method=request.method, path=request.path, route=via, dialect=str(dialect or "none"),
+            )
+
+    def refused(
+        self, reason: str, route: str, *, method: str, path: str, client_ip: str, api_key: str = "",
+        status: int | None = None,
+    ) -> None:
+        """A request refused outside the verifier (``reason``: e.g. ``NOT_FOUND``): counted and logged."""
+        if self.counting:
+            key = (route, reason)
+            self.refused_requests[key] = self.refused_requests.get(key, 0) + 1
+        extra = {} if status is None else {"status": status}
+        self.refusals.refused(reason, api_key=api_key, client_ip=client_ip, method=method, path=path, route=route,
+                              **extra)
+
+    def refused_request(self, reason: str, route: str, request: SignedRequest, status: int) -> None:
+        self.refused(reason, route, method=request.method, path=request.path, client_ip=request.client_ip,
+                     api_key=api_key_of(request), status=status)
+
+    def internal_error(self, route: str) -> None:
+        if self.counting:
+            self.internal_errors[route] = self.internal_errors.get(route, 0) + 1
+
+    def managed(
+        self, dialect: str, request: SignedRequest, result: VerifyResult, status: int, error: BaseException | None
+    ) -> None:
+        """A verified management call's outcome; a rejected one (a wire or domain rule) is logged too, with its
+        HTTP status."""
+        outcome = "ok" if status < 400 else ("unavailable" if status == 503 else "rejected")
+        if self.counting:
+            key = (dialect, request.path, outcome)
+            self.management[key] = self.management.get(key, 0) + 1
+        if status >= 400:
+            reason = "UNAVAILABLE" if status == 503 else _error_code(error)
+            self.refusals.refused(
+                reason, api_key=api_key_of(request, result), client_ip=request.client_ip, method=request.method,
+                path=request.path, route=VIA_MANAGEMENT, dialect=dialect, status=status,
+            )
+
+    def observe(self, path: str, seconds: float) -> None:
+        """One HTTP request's time in the app."""
+        route = route_of(path)
+        buckets = self.latency.get(route)
+        if buckets is None:
+            buckets = self.latency[route] = [0] * (len(BUCKETS) + 1)
+            self.latency_sum[route] = 0.0
+        buckets[bisect.bisect_left(BUCKETS, seconds)] += 1
+        self.latency_sum[route] += seconds
+
+    # reading ------------------------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything counted, as JSON-ready data (one worker's share of a scrape)."""
+        return {
+            "pid": os.getpid(),
+            "verifications": [
+                [via, str(dialect), str(reason), n] for (via, dialect, reason), n in list(self.verifications.items())
+            ],
+            "refused": [[*key, n] for key, n in list(self.refused_requests.items())],
+            "internal_errors": dict(self.internal_errors),
+            "management": [[*key, n] for key, n in list(self.management.items())],
+            "latency": {route: [*counts, self.latency_sum[route]] for route, counts in list(self.latency.items())},
+            "suppressed": self.refusals.suppressed_total,
+            "gauges": self._gauges(),
+        }
+
+
+def merge(snapshots: list[dict[str, Any]], live: set[int]) -> dict[str, Any]:
+    """Several workers' snapshots as one: counters summed over all, gauges over the ``live`` pids only
+    (``*_total`` gauge entries are counters and summed over all; ``nonce_journal_bytes``, one shared file, is
+    the largest any worker saw)."""
+    out: dict[str, Any] = {
+        "verifications": {}, "refused": {}, "internal_errors": {}, "management": {}, "latency": {},
+        "suppressed": 0, "gauges": {}, "workers": 0,
+    }
+    for snap in snapshots:
+        for name in ("verifications", "refused", "management"):
+            table = out[name]
+            for *key, n in snap.get(name, []):
+                table[tuple(key)] = table.get(tuple(key), 0) + n
+        for route, n in snap.get("internal_errors", {}).items():
+            out["internal_errors"][route] = out["internal_errors"].get(route, 0) + n
+        for route, values in snap.get("latency", {}).items():
+            mine = out["latency"].get(route)
+            out["latency"][route] = list(values) if mine is None else [a + b for a, b in zip(mine, values, strict=True)]
+        out["suppressed"] += snap.get("suppressed", 0)
+        alive = snap.get("pid") in live
+        out["workers"] += int(alive)
+        for name, value in snap.get("gauges", {}).items():
+            gauges = out["gauges"]
+            if name == "nonce_journal_bytes":
+                if alive:
+                    gauges[name] = max(gauges.get(name, 0), value)
+            elif name.endswith("_total") or alive:
+                gauges[name] = gauges.get(name, 0) + value
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class WorkerFiles:
+    """``KEYPLANE_METRICS_DIR``: this worker's snapshot written once a second; everyone's read at scrape."""
+
+    def __init__(self, directory: Path, metrics: Metrics) -> None:
+        self.directory = directory
+        self.metrics = metrics
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.directory / f"worker-{os.getpid()}.json"
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.write()
+        self._thread = threading.Thread(target=self._run, name="keyplane-metrics", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(OSError):
+            self.write()
+
+    def _run(self) -> None:
+        while not self._stop.wait(_SNAPSHOT_EVERY_S):
+            with contextlib.suppress(OSError):
+                self.write()
+
+    def write(self) -> None:
+        path = self.path
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(json.dumps(self.metrics.snapshot()))
+        os.replace(temporary, path)
+
+    def snapshots(self) -> Iterator[dict[str, Any]]:
+        """Every worker's snapshot: this one's live, the others' from their files."""
+        own = os.getpid()
+        yield self.metrics.snapshot()
+        for path in self.directory.glob("worker-*.json"):
+            if path.name == f"worker-{own}.json":
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                yield json.loads(path.read_text())
+
+
+class KeyplaneCollector(Collector):
+    """The metric families, built from the plain counters at scrape time."""
+
+    def __init__(self, metrics: Metrics, files: WorkerFiles | None = None) -> None:
+        self.metrics = metrics
+        self.files = files
+
+    def collect(self) -> Iterator[Any]:
+        if self.files is None:
+            snaps = [self.metrics.snapshot()]
+            live = {os.getpid()}
+        else:
+            snaps = list(self.files.snapshots())
+            live = {snap["pid"] for snap in snaps if isinstance(snap.get("pid"), int) and _alive(snap["pid"])}
+        data = merge(snaps, live)
+
+        verifications = CounterMetricFamily(
+            "keyplane_verifications", "Verifications by how they came (management route or /v1/verify), dialect "
+            "and result (VALID or the refusal's reason).", labels=["via", "dialect", "reason"],
+        )
+        limited = CounterMetricFamily(
+            "keyplane_rate_limited", "Verifications refused by the rate limit (RATE_LIMITED).",
+            labels=["via", "dialect"],
+        )
+        rate_limited: dict[tuple[str, str], int] = {}
+        for (via, dialect, reason), n in sorted(data["verifications"].items()):
+            verifications.add_metric([via, dialect, reason], n)
+            if reason == Reason.RATE_LIMITED.value:
+                rate_limited[(via, dialect)] = rate_limited.get((via, dialect), 0) + n
+        for (via, dialect), n in sorted(rate_limited.items()):
+            limited.add_metric([via, dialect], n)
+        yield verifications
+        yield limited
+
+        refused = CounterMetricFamily(
+            "keyplane_requests_refused", "Requests refused outside the verifier (token, malformed call, unknown "
+            "path, body too large, ambiguous target).", labels=["route", "reason"],
+        )
+        for (route, reason), n in sorted(data["refused"].items()):
+            refused.add_metric([route, reason], n)
+        yield refused
+        errors = CounterMetricFamily("keyplane_internal_errors", "Requests answered 500 (a bug).", labels=["route"])
+        for route, n in sorted(data["internal_errors"].items()):
+            errors.add_metric([route], n)
+        yield errors
+
+        management = CounterMetricFamily(
+            "keyplane_management_operations", "Verified management calls by dialect, operation (the route's "
+            "path) and outcome (ok, rejected, unavailable).", labels=["dialect", "operation", "outcome"],
+        )
+        for (dialect, operation, outcome), n in sorted(data["management"].items()):
+            management.add_metric([dialect, operation, outcome], n)
+        yield management
+
+        latency = HistogramMetricFamily(
+            "keyplane_request_duration_seconds", "Time of each HTTP request in the app, by route.", labels=["route"]
+        )
+        for route, values in sorted(data["latency"].items()):
+            cumulative, buckets = 0, []
+            for bound, n in zip((*BUCKETS, float("inf")), values[:-1], strict=True):
+                cumulative += n
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+            latency.add_metric([route], buckets, sum_value=values[-1])
+        yield latency
+
+        gauges = data["gauges"]
+        yield GaugeMetricFamily("keyplane_key_cache_entries", "Keys in the verifier's cache (all workers).",
+                                value=gauges.get("cache_entries", 0))
+        yield CounterMetricFamily("keyplane_key_cache_hits", "Key lookups answered from the cache.",
+                                  value=gauges.get("cache_hits_total", 0))
+        yield CounterMetricFamily("keyplane_key_cache_misses", "Key lookups that missed the cache (a store lookup, "
+                                  "or an API key recently found unknown).", value=gauges.get("cache_misses_total", 0))
+        if "nonce_journal_bytes" in gauges:
+            yield GaugeMetricFamily("keyplane_nonce_journal_bytes", "Size of the SQLite nonce journal (compacted "
+                                    "into the store past its limit).", value=gauges["nonce_journal_bytes"])
+        yield CounterMetricFamily("keyplane_refusal_log_suppressed", "Refusal log lines not written (at most N a "
+                                  "second per reason are).", value=data["suppressed"])
+        yield GaugeMetricFamily("keyplane_metrics_workers", "Live worker processes whose counters this scrape "
+                                "includes.", value=data["workers"])
+
+
+def registry_for(metrics: Metrics, files: WorkerFiles | None = None) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(KeyplaneCollector(metrics, files))
+    return registry
