@@ -79,11 +79,14 @@ def pinned(cpus: set[int] | None) -> Callable[[], None] | None:
     return lambda: os.sched_setaffinity(0, cpus)
 
 
-def start_server(url: str, workdir: Path, cpus: set[int] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    url: str, workdir: Path, cpus: set[int] | None = None, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYPLANE_")}
     env["KEYPLANE_ENDPOINTS"] = json.dumps(BENCH_ENDPOINTS)
     env["KEYPLANE_VERIFY_TOKEN"] = VERIFY_TOKEN  # /v1/ is closed without one
+    env.update(extra_env or {})  # --env: e.g. KEYPLANE_METRICS=0, KEYPLANE_LOG_LEVEL=WARNING
     with (workdir / "server.log").open("wb") as log:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(
             [sys.executable, "-m", "keyplane.cli", "serve", "--port", str(port), "--database", url],
@@ -154,6 +157,8 @@ def measure(
     workdir: Path,
     rounds: int = 1,
     pin: bool = True,
+    extra_env: dict[str, str] | None = None,
+    refused: bool = False,
 ) -> dict[str, Any]:
     wrk = shutil.which("wrk")
     if wrk is None:
@@ -163,15 +168,16 @@ def measure(
     chosen = fill_store(url, keys_total, sample=sample)
     fill_s = time.perf_counter() - started
     server_cpus, wrk_cpus = cores(pin)
-    process, base = start_server(url, workdir, server_cpus)
+    process, base = start_server(url, workdir, server_cpus, extra_env)
     bodies = workdir / "bodies.jsonl"
     try:
-        calls = signed_calls(chosen[Scheme.BITGET], bodies)
+        calls = signed_calls(chosen[Scheme.BITGET], bodies, refused)
         answer_sizes = set()
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {VERIFY_TOKEN}"}) as client:
             for call in calls:  # every call valid (and the cache warm) before the run
                 answer = client.post("/v1/verify", json=call)
-                assert answer.json()["valid"] is True, answer.text
+                expected = "BAD_SIGNATURE" if refused else "VALID"
+                assert answer.json()["code"] == expected, answer.text
                 answer_sizes.add(len(answer.content))
         size = round(sum(answer_sizes) / len(answer_sizes))
         request_size = round(bodies.stat().st_size / len(calls))
@@ -180,7 +186,7 @@ def measure(
         noops, verifies = [], []
         for _ in range(rounds):  # interleaved, so that a busy moment of the machine hits both alike
             signed_at = time.time()
-            signed_calls(chosen[Scheme.BITGET], bodies)  # signed afresh: Bitget's timestamps expire after 30 s
+            signed_calls(chosen[Scheme.BITGET], bodies, refused)  # signed afresh: Bitget's timestamps expire after 30 s
             noops.append(run_wrk(wrk, base, noop_path, bodies, seconds, connections, workdir, wrk_cpus))
             verifies.append(run_wrk(wrk, base, "/v1/verify", bodies, seconds, connections, workdir, wrk_cpus))
             assert time.time() - signed_at < 30, "a round outlived Bitget's 30 s window: lower --seconds"
@@ -192,6 +198,8 @@ def measure(
         "sample_keys": len(calls),
         "fill_s": round(fill_s, 1),
         "connections": connections,
+        "server_env": extra_env or {},
+        "refused": refused,
         "request_bytes": request_size,
         "answer_bytes": size,
         "rounds": rounds,
@@ -204,12 +212,16 @@ def measure(
     }
 
 
-def signed_calls(keys: list[Any], bodies: Path) -> list[dict[str, Any]]:
-    """Each key's Bitget GET, signed now, as the gateway forwards it; written to ``bodies`` for wrk."""
+def signed_calls(keys: list[Any], bodies: Path, refused: bool = False) -> list[dict[str, Any]]:
+    """Each key's Bitget GET, signed now, as the gateway forwards it; written to ``bodies`` for wrk.
+    ``refused``: every signature spoiled (same length), so every call is a BAD_SIGNATURE refusal."""
     now = int(time.time() * 1000)
     calls = []
     for key in keys:
         r = bitget_request(key, now)
+        if refused:
+            sign = r["headers"]["access-sign"]
+            r["headers"]["access-sign"] = ("B" if sign[0] == "A" else "A") + sign[1:]
         calls.append(
             {
                 "method": r["method"],
@@ -245,7 +257,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--no-pin", action="store_true", help="let the scheduler place the server and wrk (default: a core each)"
     )
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE",
+        help="a setting for the server, e.g. KEYPLANE_METRICS=0 (metrics off) or KEYPLANE_LOG_LEVEL=WARNING",
+    )
+    parser.add_argument(
+        "--refused", action="store_true", help="a flood of refusals: every signature spoiled (BAD_SIGNATURE)"
+    )
     args = parser.parse_args(argv)
+    extra_env = dict(item.split("=", 1) for item in args.env)
     with tempfile.TemporaryDirectory(prefix="keyplane-http-") as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -259,6 +279,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             workdir,
             args.rounds,
             pin=not args.no_pin,
+            extra_env=extra_env,
+            refused=args.refused,
         )
     noop, verify = figures["noop"], figures["verify"]
     print(
