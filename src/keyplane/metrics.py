@@ -31,6 +31,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import json
+import logging
 import os
 import re
 import threading
@@ -44,6 +45,8 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from keyplane.auth.request import Reason, SignedRequest, VerifyResult
 from keyplane.domain.model import Scheme
 from keyplane.logs import RefusalLog
+
+log = logging.getLogger("keyplane.metrics")
 
 VIA_MANAGEMENT = "management"
 VIA_VERIFY = "verify"
@@ -194,7 +197,9 @@ class Metrics:
             "refused": [[*key, n] for key, n in list(self.refused_requests.items())],
             "internal_errors": dict(self.internal_errors),
             "management": [[*key, n] for key, n in list(self.management.items())],
-            "latency": {route: [*counts, self.latency_sum[route]] for route, counts in list(self.latency.items())},
+            "latency": {
+                route: [*counts, self.latency_sum.get(route, 0.0)] for route, counts in list(self.latency.items())
+            },
             "suppressed": self.refusals.suppressed_total,
             "gauges": self._gauges(),
         }
@@ -267,8 +272,10 @@ class WorkerFiles:
 
     def _run(self) -> None:
         while not self._stop.wait(_SNAPSHOT_EVERY_S):
-            with contextlib.suppress(OSError):
+            try:
                 self.write()
+            except Exception as error:  # a full disk, a removed directory: the next second tries again
+                log.warning("metrics: cannot write %s (%s)", self.path, type(error).__name__)
 
     def write(self) -> None:
         path = self.path
