@@ -62,7 +62,6 @@ import weakref
 from array import array
 from struct import Struct
 
-
 BUCKET_MS = 30_000
 KEEP_MS = 60_000  # a bucket's file is deleted this long after its last expires_at
 RECORD = Struct("<qq")  # token, expires_at
