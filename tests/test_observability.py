@@ -256,6 +256,26 @@ def test_refusal_lines_in_text_say_why(server: Server, keys: dict[str, Any]) -> 
     assert "WrongPass123" not in line and bitget["secretKey"] not in line
 
 
+def test_refusal_lines_cannot_be_forged_or_flooded_by_what_a_client_sends(server: Server) -> None:
+    """A /v1/verify call names any path and key it likes: a text line shows them escaped and cut short."""
+    start = len(log_lines(server))
+    forged = "\n2026-01-01 00:00:00,000 INFO keyplane.refusals refused NOTHING"
+    call = {
+        "method": "GET", "uri": "/api/v2/spot/account/assets" + forged, "body": "", "client_ip": "127.0.0.1",
+        "headers": {"access-key": "bg_" + "k" * 50_000 + forged, "access-sign": "c2ln",
+                    "access-timestamp": str(int(time.time() * 1000)), "access-passphrase": "SecretPass99"},
+    }
+    answer = httpx.post(server.base_url + "/v1/verify", json=call, headers=AUTH, timeout=10)
+    assert answer.status_code == 200 and answer.json()["code"] == "BAD_TARGET"
+    time.sleep(0.3)
+    new = log_lines(server, start)
+    refusals = [line for line in new if "keyplane.refusals" in line]
+    assert len(refusals) == 1 and "refused BAD_TARGET" in refusals[0]
+    assert not any("refused NOTHING" in line and "keyplane.refusals refused NOTHING" in line[:80] for line in new)
+    assert all(len(line) < 1000 for line in new)
+    assert "SecretPass99" not in "\n".join(new)
+
+
 @pytest.fixture(scope="module")
 def json_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     # a master key from the environment: no key file is made, so no "created a new master key" line either
