@@ -392,3 +392,33 @@ def test_bad_key_material_in_the_key_file_is_one_line(made: Path, content: bytes
     key_file = made / "keyplane.db.master-key"
     key_file.write_bytes(content)
     _one_line_error(_run(made, "audit"), ExitCode.REFUSED, str(key_file))
+
+
+def test_a_running_server_whose_key_file_is_swapped_for_another_key_issues_no_key(tmp_path: Path) -> None:
+    from bitget_helpers import Raw
+    from conftest import make_server
+    from keyplane import crypto
+
+    server = make_server(tmp_path / "swapped")
+    server.start()
+    try:
+        uid = server.main_account("swapped")
+        made = server.bitget_main_key(uid)
+        raw = Raw(server, made["apiKey"], made["secretKey"], made["passphrase"])
+        body = [{"subAccountName": "swappedx", "passphrase": "abcd1234", "label": "a", "ipList": ["127.0.0.1"]}]
+        assert raw.get("virtual-subaccount-list").json()["code"] == "00000"  # the caller's key is now cached
+        key_file = server.workdir / "keyplane.db.master-key"
+        recorded = MasterKey.from_text(key_file.read_text()).fingerprints[0]
+        crypto.write_key_file(key_file, OTHER_KEY + "\n")  # not a rotation: someone put another key there
+        refused = raw.post("batch-create-subaccount-and-apikey", body)
+        assert refused.status_code == 503 and refused.json()["code"] == "40015", refused.text
+        with sqlite3.connect(server.workdir / "keyplane.db") as conn:
+            assert conn.execute("SELECT count(*) FROM accounts WHERE parent_uid = ?", (int(uid),)).fetchone() == (0,)
+        line = _one_line_error(
+            _run(server.workdir, "keys", "create", "--account", uid, "--dialect", "bitget", "--database",
+                 server.database_url, env=_env(server.env)),
+            ExitCode.WRONG_MASTER_KEY, recorded, MasterKey.from_text(OTHER_KEY).fingerprints[0])
+        assert OTHER_KEY not in line
+        raw.close()
+    finally:
+        server.stop()

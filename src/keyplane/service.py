@@ -46,6 +46,7 @@ from keyplane.errors import (
     NameTaken,
     NotMainAccount,
     SubAccountLimit,
+    Unavailable,
     WrongPassphrase,
 )
 from keyplane.store import Store, Transaction
@@ -511,7 +512,7 @@ class KeyplaneService:
             key, _account = self._owned_key(tx, actor, key_id=key_id, scheme=scheme, lock=True)
             _check_manages(self._caller_key(tx, actor), key)  # a new secret mints the key anew
             secret = _new_secret(key.scheme)
-            tx.update_api_key(key.id, sealed_secret=self.master_key.seal(secret.encode(), key.id))
+            tx.update_api_key(key.id, sealed_secret=self._sealing_key(tx).seal(secret.encode(), key.id))
             self._audit(tx, actor, "apikey.reset", key.api_key, {})
             updated = tx.get_api_key(key.id)
             assert updated is not None
@@ -697,6 +698,18 @@ class KeyplaneService:
             passphrase=spec.passphrase, passphrase_hash=passphrase_hash, key_type=spec.key_type,
         )
 
+    def _sealing_key(self, tx: Transaction) -> crypto.MasterKey:
+        """The keys to seal a new secret under, if they hold the one the store records (a key file swapped
+        under a running server for another key must not seal secrets no other process can open)."""
+        keys = self.master_key
+        recorded = tx.recorded_master_key_fingerprint()
+        if recorded is not None and recorded not in keys.fingerprints:
+            raise Unavailable(
+                f"the master key in force ({keys.fingerprints[0]}) is not the one the database records "
+                f"({recorded}): no key is issued"
+            )
+        return keys
+
     def _insert_key(
         self,
         tx: Transaction,
@@ -720,7 +733,7 @@ class KeyplaneService:
             account_uid=account.uid,
             scheme=scheme,
             sign_type=SignType.RSA if public_key_pem else SignType.HMAC,
-            sealed_secret=self.master_key.seal(secret.encode(), key_id) if secret else None,
+            sealed_secret=self._sealing_key(tx).seal(secret.encode(), key_id) if secret else None,
             public_key_pem=public_key_pem,
             passphrase_hash=passphrase_hash,
             label=label,

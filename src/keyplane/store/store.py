@@ -411,6 +411,11 @@ class Transaction:
         query = sa.select(api_keys.c.id, api_keys.c.sealed_secret).where(api_keys.c.sealed_secret.is_not(None))
         return [(row.id, row.sealed_secret) for row in self.conn.execute(query)]
 
+    def recorded_master_key_fingerprint(self) -> str | None:
+        query = sa.select(store_settings.c.value).where(store_settings.c.name == MASTER_KEY_FINGERPRINT)
+        value = self.conn.execute(query).scalar()
+        return str(value) if value is not None else None
+
     def one_sealed_secret(self) -> tuple[str, bytes] | None:
         query = sa.select(api_keys.c.id, api_keys.c.sealed_secret).where(api_keys.c.sealed_secret.is_not(None))
         row = self.conn.execute(query.limit(1)).first()
@@ -658,10 +663,7 @@ class Store:
 
     def master_key_fingerprint(self) -> str | None:
         with self.reading() as tx:
-            value = tx.conn.execute(
-                sa.select(store_settings.c.value).where(store_settings.c.name == MASTER_KEY_FINGERPRINT)
-            ).scalar()
-        return str(value) if value is not None else None
+            return tx.recorded_master_key_fingerprint()
 
     def record_master_key_fingerprint(self, fingerprint: str, *, replace: bool = False) -> str:
         """Records ``fingerprint`` unless one is recorded (``replace``: always); returns the one in force.
