@@ -145,20 +145,34 @@ class RefusalLog:
     def refused(
         self, reason: str, *, api_key: str, client_ip: str, method: str, path: str, route: str, **extra: Any
     ) -> None:
+        """Logs one refusal, unless this second's lines for ``reason`` are spent (then it is counted)."""
+        if self.admit(reason):
+            self.write(reason, api_key=api_key, client_ip=client_ip, method=method, path=path, route=route, **extra)
+
+    def admit(self, reason: str) -> bool:
+        """Whether a line for ``reason`` may be written now; a refusal that may not is counted for the summary.
+        The cheap half of ``refused``: a suppressed refusal costs a clock read and a dict update."""
         if not refusal_log.isEnabledFor(logging.INFO):
-            return
+            return False
         now = int(time.monotonic())
         with self._lock:
             if now != self._window:
                 self._flush_locked(now)
             written = self._lines.get(reason, 0)
-            if written >= self.per_second:
-                self._suppressed[reason] = self._suppressed.get(reason, 0) + 1
-                self.suppressed_total += 1
-                if self._timer is None:
-                    self._arm_locked()
-                return
-            self._lines[reason] = written + 1
+            if written < self.per_second:
+                self._lines[reason] = written + 1
+                return True
+            self._suppressed[reason] = self._suppressed.get(reason, 0) + 1
+            self.suppressed_total += 1
+            if self._timer is None:
+                self._arm_locked()
+            return False
+
+    def write(
+        self, reason: str, *, api_key: str, client_ip: str, method: str, path: str, route: str, **extra: Any
+    ) -> None:
+        """One refusal line (``admit`` said yes)."""
+        reason = str(reason)
         fields: dict[str, Any] = {
             "reason": reason,
             "api_key": api_key[:_MAX_SHOWN],
@@ -196,10 +210,11 @@ class RefusalLog:
         self._lines.clear()
         self._window = now
         if suppressed:
-            total = sum(suppressed.values())
-            by_reason = ", ".join(f"{reason}: {count}" for reason, count in sorted(suppressed.items()))
+            counts = {str(reason): count for reason, count in suppressed.items()}
+            total = sum(counts.values())
+            by_reason = ", ".join(f"{reason}: {count}" for reason, count in sorted(counts.items()))
             refusal_log.info(
                 "suppressed %d refusals (%s): at most %d lines a second per reason are written",
                 total, by_reason, self.per_second,
-                extra={"fields": {"suppressed": total, "by_reason": suppressed}},
+                extra={"fields": {"suppressed": total, "by_reason": counts}},
             )

@@ -133,9 +133,9 @@ class Metrics:
             key = (via, dialect or "none", reason)
             counts = self.verifications
             counts[key] = counts.get(key, 0) + 1
-        if reason is not _VALID:
-            self.refusals.refused(
-                str(reason), api_key=api_key_of(request, result), client_ip=request.client_ip,
+        if reason is not _VALID and self.refusals.admit(reason):
+            self.refusals.write(
+                reason, api_key=api_key_of(request, result), client_ip=request.client_ip,
                 method=request.method, path=request.path, route=via, dialect=str(dialect or "none"),
             )
 
