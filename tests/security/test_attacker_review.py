@@ -17,6 +17,7 @@ import pytest
 from attack import (
     BITGET_BAD_TARGET,
     TOKEN,
+    WHITEBIT_BAD_TARGET,
     Answer,
     bitget_answer,
     dialect_error,
@@ -340,3 +341,24 @@ def test_an_hmac_signature_verifies_only_in_its_own_base64(server: Server, keys:
             assert verify_call(server, "POST", order, {**headers, "ACCESS-SIGN": odd}, body)["code"] == "BAD_SIGNATURE"
     assert verify_call(server, "POST", order, headers, body)["code"] == "VALID"  # none of them spent it
     assert verify_call(server, "POST", order, headers, body)["code"] == "REQUEST_REPLAYED"
+
+
+# --- WhiteBIT: nothing unsigned beside the payload ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("query", ["amount=1000", "request=/api/v4/main-account/withdraw", "nonce=1", "x"])
+def test_a_whitebit_request_carries_no_unsigned_query(server: Server, keys: dict[str, Any], query: str) -> None:
+    """WhiteBIT signs the body alone: a query beside it is unsigned, and an upstream that merges query and
+    body parameters (many frameworks do) would act on it. No client sends one (ccxt: every private call a
+    POST with its parameters in the body)."""
+    key = keys["whitebit"]
+    path = "/api/v4/main-account/balance"
+    lower, higher = nonce_pair()
+    headers, body = whitebit_signed(key, path, nonce=higher)
+    assert dialect_error(verify_call(server, "POST", f"{path}?{query}", headers, body)) == WHITEBIT_BAD_TARGET
+    headers, body = whitebit_signed(key, "/api/v4/sub-account/list", nonce=higher)
+    answer = raw_http(server.base_url, b"POST", f"/api/v4/sub-account/list?{query}".encode(), headers, body.encode())
+    assert (answer.status, answer.json()) == WHITEBIT_BAD_TARGET
+    # nothing was spent: the lower nonce still passes, signed without a query
+    headers, body = whitebit_signed(key, path, nonce=lower)
+    assert verify_call(server, "POST", path, headers, body)["code"] == "VALID"

@@ -267,6 +267,11 @@ class Verifier:
     def _verify_whitebit(self, request: SignedRequest, requirement: Requirement, may_block: bool) -> VerifyResult:
         headers = request.headers
         scheme = _WHITEBIT
+        if request.query:
+            # WhiteBIT signs the body alone: a query would be unsigned parameters beside the verified ones
+            # (an upstream that merges query and body would act on them). No client sends one: every
+            # private call is a POST with its parameters in the body [clients.md, ccxt whitebit.sign].
+            return VerifyResult(Reason.BAD_TARGET, scheme)
         payload = headers.get(whitebit.HEADER_PAYLOAD, "")
         if not payload:
             return VerifyResult(Reason.MISSING_PAYLOAD, scheme)
