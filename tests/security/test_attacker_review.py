@@ -205,7 +205,24 @@ def test_a_whitebit_nonce_in_another_form_is_the_same_nonce(server: Server, keys
 # --- secrets stay out of the server's log -----------------------------------------------------------------
 
 
-def test_failing_requests_leave_no_secret_in_the_server_log(server: Server, keys: dict[str, Any]) -> None:
+@pytest.fixture(scope="module")
+def debug_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = make_server(tmp_path_factory.mktemp("attacker-debug"),
+                      {"KEYPLANE_VERIFY_TOKEN": TOKEN, "KEYPLANE_LOG_LEVEL": "DEBUG"})
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+def test_failing_requests_leave_no_secret_in_the_server_log(
+    request: pytest.FixtureRequest, server: Server, keys: dict[str, Any], level: str
+) -> None:
+    if level == "DEBUG":
+        server = request.getfixturevalue("debug_server")
+        uid = server.main_account("debuglog")
+        keys = {"bitget": server.bitget_main_key(uid, "--perm", "read", "--perm", "spot_trade"),
+                "whitebit": server.whitebit_main_key(uid)}
     bitget, whitebit = keys["bitget"], keys["whitebit"]
     info = "/api/v2/spot/account/info"
     good = _signed_as(bitget, "GET" + info)
@@ -224,8 +241,13 @@ def test_failing_requests_leave_no_secret_in_the_server_log(server: Server, keys
                       {**_signed_as(bitget, "POST" + create + secret_body), **JSON}, secret_body.encode())
     assert answer.status == 400
     sent += [wrong, forged["X-TXC-SIGNATURE"], base64.b64encode(body.encode()).decode()]
+    # /v1/verify calls too (logged at DEBUG), one refused and one valid
+    verify_call(server, "GET", info, {**good, "ACCESS-PASSPHRASE": wrong})
+    verify_call(server, "GET", info, _signed_as(bitget, "GET" + info))
     log = server.log_path.read_text(errors="replace")
     assert "keyplane.access" in log  # the log is the server's, and it logged these requests
+    if level == "DEBUG":
+        assert "/v1/verify" in log
     for value in sent:
         assert value not in log
 
