@@ -384,3 +384,79 @@ def test_a_whitebit_request_carries_no_unsigned_query(server: Server, keys: dict
     # nothing was spent: the lower nonce still passes, signed without a query
     headers, body = whitebit_signed(key, path, nonce=lower)
     assert verify_call(server, "POST", path, headers, body)["code"] == "VALID"
+
+
+# --- no 5xx: what the HTTP layer itself could choke on -----------------------------------------------------
+
+
+def _raw_bytes(server: Server, data: bytes) -> bytes:
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(server.base_url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=15) as sock:
+        sock.sendall(data)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+_HOST = b"Host: x\r\nConnection: close\r\n"
+_BG_CREATE = b"POST /api/v2/user/create-virtual-subaccount HTTP/1.1\r\n"
+_WB_LIST = b"POST /api/v4/sub-account/list HTTP/1.1\r\n"
+_VERIFY = b"POST /v1/verify HTTP/1.1\r\n"
+_CHUNKS = b"".join(b"%x\r\n%s\r\n" % (30_000, b"a" * 30_000) for _ in range(3)) + b"0\r\n\r\n"
+HTTP_ODDITIES: dict[str, bytes] = {
+    "negative content-length": _BG_CREATE + _HOST + b"Content-Length: -1\r\n\r\n",
+    "huge content-length": _BG_CREATE + _HOST + b"Content-Length: 99999999999999999999\r\n\r\n",
+    "two content-lengths": _BG_CREATE + _HOST + b"Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+    "content-length and chunked": _WB_LIST + _HOST + b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                  b"2\r\n{}\r\n0\r\n\r\n",
+    "chunked": _WB_LIST + _HOST + b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+    "bad chunk size": _WB_LIST + _HOST + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+    "chunked past the body limit": _VERIFY + _HOST + b"Transfer-Encoding: chunked\r\n\r\n" + _CHUNKS,
+    "chunked past the limit, Bitget": _BG_CREATE + _HOST + b"Transfer-Encoding: chunked\r\n\r\n" + _CHUNKS,
+    "non-UTF-8 Bitget headers": b"GET /api/v2/spot/account/info HTTP/1.1\r\n" + _HOST
+                                + b"ACCESS-KEY: \xff\xfe\r\nACCESS-SIGN: \xc3\x28\r\nACCESS-TIMESTAMP: 1\r\n\r\n",
+    "non-UTF-8 WhiteBIT headers": _WB_LIST + _HOST
+                                  + b"X-TXC-APIKEY: \xff\r\nX-TXC-PAYLOAD: \xff\xff\r\nX-TXC-SIGNATURE: \xff\r\n"
+                                  b"Content-Length: 2\r\n\r\n{}",
+    "non-UTF-8 bearer token": _VERIFY + _HOST + b"Authorization: Bearer \xff\xfe\r\nContent-Length: 2\r\n\r\n{}",
+    "60 KB query, Bitget": b"GET /api/v2/spot/account/info?a=" + b"%41" * 20_000 + b" HTTP/1.1\r\n" + _HOST + b"\r\n",
+    "60 KB query, WhiteBIT": b"POST /api/v4/sub-account/list?a=" + b"b" * 60_000 + b" HTTP/1.1\r\n" + _HOST
+                             + b"Content-Length: 0\r\n\r\n",
+    "60 KB query, /v1/verify": b"POST /v1/verify?a=" + b"b" * 60_000 + b" HTTP/1.1\r\n" + _HOST
+                               + b"Content-Length: 0\r\n\r\n",
+    "70 KB header": b"GET /api/v2/spot/account/info HTTP/1.1\r\n" + _HOST
+                    + b"ACCESS-KEY: " + b"k" * 70_000 + b"\r\n\r\n",
+    "3000 headers": b"GET /api/v2/spot/account/info HTTP/1.1\r\n" + _HOST
+                    + b"".join(b"X-%d: 1\r\n" % i for i in range(3000)) + b"\r\n",
+    "absolute-form target": b"GET http://evil/api/v2/spot/account/info HTTP/1.1\r\n" + _HOST + b"\r\n",
+    "asterisk target": b"OPTIONS * HTTP/1.1\r\n" + _HOST + b"\r\n",
+    "CONNECT": b"CONNECT evil:443 HTTP/1.1\r\n" + _HOST + b"\r\n",
+    "HTTP/1.0 without Host": b"GET /api/v2/spot/account/info HTTP/1.0\r\n\r\n",
+    "body past the limit": _WB_LIST + _HOST + b"Content-Length: 70000\r\n\r\n" + b"a" * 70_000,
+    "NUL in the target": b"GET /api/v2/spot/account/info\x00 HTTP/1.1\r\n" + _HOST + b"\r\n",
+    "bad escapes": b"GET /api/v2/spot/account/info%ff%zz?a=%ff%zz HTTP/1.1\r\n" + _HOST + b"\r\n",
+    "HEAD": b"HEAD /api/v2/spot/account/info HTTP/1.1\r\n" + _HOST + b"\r\n",
+}
+
+
+@pytest.mark.parametrize("name", list(HTTP_ODDITIES))
+def test_http_oddities_get_a_4xx_never_a_5xx(server: Server, name: str) -> None:
+    received = _raw_bytes(server, HTTP_ODDITIES[name])
+    status = int(received.split(b" ", 2)[1])
+    assert 400 <= status < 500, (name, received[:300])
+    assert server.process is not None and server.process.poll() is None
+
+
+def test_signed_requests_with_a_60_kb_query_are_answered(server: Server, keys: dict[str, Any]) -> None:
+    info = "/api/v2/spot/account/info"
+    query = "a=" + "%41" * 20_000  # ccxt's form: sent encoded, signed decoded
+    headers = _signed_as(keys["bitget"], "GET" + info + "?a=" + "A" * 20_000)
+    answer = raw_http(server.base_url, b"GET", f"{info}?{query}".encode(), headers)
+    assert answer.status == 200, answer.body
+    assert verify_call(server, "GET", f"{info}?{query}", headers)["code"] == "VALID"
+    wrong = "b=" + "%41" * 20_000
+    assert bitget_answer(raw_http(server.base_url, b"GET", f"{info}?{wrong}".encode(), headers))[0] == 400
