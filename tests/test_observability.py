@@ -307,6 +307,9 @@ def test_json_refusal_lines_carry_reason_key_ip_method_path_and_no_secret(json_s
     for bend in ({"passphrase": "NotThePass42"}, {"secret": "y" * 32}, {}):
         headers = spy(bitget_headers(bitget, "GET", SUB_LIST, **bend))
         httpx.get(json_server.base_url + SUB_LIST, headers=headers, timeout=10)
+    # a client that sends its secret in the key header: an unknown key, shown by its first 8 characters only
+    confused = {**bitget, "apiKey": bitget["secretKey"]}
+    httpx.get(json_server.base_url + SUB_LIST, headers=spy(bitget_headers(confused, "GET", SUB_LIST)), timeout=10)
     # WhiteBIT: a wrong signature; /v1/verify: a WhiteBIT call with a bad signature
     bad_signature = "ab" * 64
     client.post_raw(WB_LIST, compact(client.body(WB_LIST)), signature=bad_signature)
@@ -326,6 +329,7 @@ def test_json_refusal_lines_carry_reason_key_ip_method_path_and_no_secret(json_s
     assert shape == [
         ("BAD_PASSPHRASE", "management", "bitget", "GET", SUB_LIST, bitget["apiKey"], "127.0.0.1"),
         ("BAD_SIGNATURE", "management", "bitget", "GET", SUB_LIST, bitget["apiKey"], "127.0.0.1"),
+        ("UNKNOWN_KEY", "management", "bitget", "GET", SUB_LIST, bitget["secretKey"][:8] + "…", "127.0.0.1"),
         ("BAD_SIGNATURE", "management", "whitebit", "POST", WB_LIST, wb["apiKey"], "127.0.0.1"),
         # /v1/verify logs the request it was asked about: its client, not the gateway's address
         ("BAD_SIGNATURE", "verify", "whitebit", "POST", WB_BALANCE, wb["apiKey"], "198.51.100.7"),

@@ -78,14 +78,28 @@ def _error_code(error: BaseException | None) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper()
 
 
+# Refusals decided before the key was found in the store (or because it was not): the API-key header then
+# holds whatever the client sent, which may be its secret in the wrong header; such a value is shown by its
+# first 8 characters only. After the lookup it is a key the store holds, shown whole.
+_KEY_NOT_FOUND = frozenset({
+    Reason.MALFORMED, Reason.MISSING_KEY, Reason.MISSING_SIGNATURE, Reason.MISSING_TIMESTAMP,
+    Reason.INVALID_TIMESTAMP, Reason.EXPIRED_TIMESTAMP, Reason.UNKNOWN_KEY, Reason.MISSING_PAYLOAD,
+    Reason.BAD_TARGET, Reason.UNKNOWN_ENDPOINT, Reason.UNAVAILABLE, Reason.WOULD_BLOCK,
+})
+SHOWN_UNKNOWN_KEY = 8
+
+
 def api_key_of(request: SignedRequest, result: VerifyResult | None = None) -> str:
-    """The API key a request named (the verified key's own when there is one); never another header."""
+    """The API key a request named, for a log line: whole where the store holds it (the verified key's own,
+    or one refused after its lookup), else its first 8 characters and "…". Never another header."""
     if result is not None and result.key is not None:
         return result.key.api_key
     headers = request.headers
     for name in _API_KEY_HEADERS:
         value = headers.get(name)
         if value:
+            if result is None or result.reason in _KEY_NOT_FOUND:
+                return value if len(value) <= SHOWN_UNKNOWN_KEY else value[:SHOWN_UNKNOWN_KEY] + "…"
             return value
     return ""
 
