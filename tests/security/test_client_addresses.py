@@ -120,6 +120,15 @@ def test_trusted_proxies_unit() -> None:
     assert proxies.client_ip(peer, "3.3.3.3x", "2.2.2.2") == "2.2.2.2"
     assert proxies.client_ip("8.8.8.8", "3.3.3.3", "2.2.2.2") == "8.8.8.8"  # an untrusted peer
     assert proxies.client_ip(peer, None, "2001:DB8::1") == "2001:db8::1"
+    # forms a proxy never writes (ports, brackets): no hop is vouched for past them
+    for hop in ("2.2.2.2:4444", "[2001:db8::1]:443", "[2001:db8::1]", "2.2.2.2 4.4.4.4", "0x02020202", "2.2.2"):
+        assert proxies.client_ip(peer, None, hop) == peer, hop
+        assert proxies.client_ip(peer, None, f"9.9.9.9, {hop}") == peer, hop
+    # an IPv4-mapped hop is its IPv4 address, trusted or not as that address
+    assert proxies.client_ip(peer, None, "2.2.2.2, ::ffff:10.0.0.9") == "2.2.2.2"
+    assert proxies.client_ip(peer, None, "::ffff:2.2.2.2") == "2.2.2.2"
+    # two X-Real-IP lines reach the app joined ("a, b", http.decode_headers): not an address, so unused
+    assert proxies.client_ip(peer, "3.3.3.3, 4.4.4.4", "2.2.2.2") == "2.2.2.2"
     assert not TrustedProxies.parse("") and not TrustedProxies()
     with pytest.raises(ValueError, match="KEYPLANE_TRUSTED_PROXIES"):
         TrustedProxies.parse("10.0.0.0/8, bogus")
