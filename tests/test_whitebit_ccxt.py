@@ -48,7 +48,7 @@ def window(request: pytest.FixtureRequest) -> bool:
 
 def test_ccxt_drives_the_sub_account_family(server: Server, window: bool) -> None:
     # the operator's own command makes the main key: one JSON object with apiKey and apiSecret
-    uid = server.main_account("ccxt-sub")
+    uid = server.main_account(f"ccxt-sub-{int(window)}")  # main-account names are unique
     key = server.whitebit_main_key(uid, *(["--ip", "127.0.0.1"] if window else []))
     assert set(key) >= {"apiKey", "apiSecret", "id"} and key["ipList"] == (["127.0.0.1"] if window else [])
     ex = whitebit(server, key, window=window)
