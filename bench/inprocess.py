@@ -244,7 +244,8 @@ def _measure(keys_total: int, sample: int, seconds: float, workdir: Path) -> dic
 
         # --- Bitget POST: replay-protected, so each order is new, and recorded once before it is accepted
         get_rate = warm
-        count = min(int(max(get_rate, 50_000) * seconds * 1.2) + len(keys), 2_000_000)
+        # POST is the slower path, but its slices may meet a lighter load than the GET phase did
+        count = min(int(max(get_rate, 50_000) * seconds * 1.5) + len(keys) + ROUNDS * 1024, 2_000_000)
         now = int(time.time() * 1000)
         posts = [SignedRequest(**bitget_post(keys[i % len(keys)], now, i)) for i in range(count)]
         position = 0
