@@ -4,6 +4,7 @@ of a bucket edge meet in one file. Real files and real processes throughout."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import time
@@ -233,3 +234,46 @@ def test_the_store_uses_the_ledger_beside_its_database(tmp_path: Path) -> None:
         store.close()
     assert read_ledger(str(database) + ".replay") == {_expiry(now) // BUCKET_MS: [(42, _expiry(now))]}
     assert not os.path.exists(str(database) + ".nonces") or os.path.getsize(str(database) + ".nonces") <= 16
+
+
+def test_over_http_a_broken_bucket_fails_closed_and_other_buckets_still_work(tmp_path: Path) -> None:
+    """``keyplane serve``: a bucket file that is not whole records answers UNAVAILABLE (the dialect's 503
+    class) for the requests whose expiry falls in it, never a 500 and never an acceptance; other buckets
+    are untouched."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent / "security"))
+    from test_replays import PLACE_ORDER, _env, bitget_call, verify
+
+    import bitget_helpers as h
+    from conftest import make_server
+    from keyplane.store.replay_ledger import ledger_directory
+
+    server = make_server(tmp_path, _env())
+    server.start()
+    try:
+        key = h.main_key(server)
+        database = server.database_url.removeprefix("sqlite:///")
+        directory = Path(ledger_directory(database))
+        body = json.dumps({"symbol": "BTCUSDT", "side": "buy", "orderType": "market", "size": "1"})
+        first = bitget_call(key, "POST", PLACE_ORDER, body=body)
+        assert verify(server.base_url, first)["valid"] is True
+        assert verify(server.base_url, first)["code"] == "REQUEST_REPLAYED"
+        # a bucket of a request yet to come, cut to an odd length
+        ts = int(time.time() * 1000) + 1_000
+        while (ts + 60_000) // BUCKET_MS == (int(first["headers"]["ACCESS-TIMESTAMP"]) + 60_000) // BUCKET_MS:
+            ts += 1_000  # another bucket than the first request's
+        directory.mkdir(exist_ok=True)
+        (directory / str((ts + 60_000) // BUCKET_MS)).write_bytes(b"\x01" * (RECORD_SIZE + 3))
+        broken = bitget_call(key, "POST", PLACE_ORDER, body=body, timestamp=str(ts))
+        for _ in range(2):
+            answer = verify(server.base_url, broken)
+            assert answer["valid"] is False and answer["code"] == "UNAVAILABLE", answer
+        # the first request's bucket is untouched: still refused as a replay, and a new request there passes
+        assert verify(server.base_url, first)["code"] == "REQUEST_REPLAYED"
+        fresh = bitget_call(key, "POST", PLACE_ORDER, body=body.replace('"1"', '"2"'),
+                            timestamp=first["headers"]["ACCESS-TIMESTAMP"])
+        assert verify(server.base_url, fresh)["valid"] is True
+        assert "Traceback" not in server.log_path.read_text()
+    finally:
+        server.stop()
