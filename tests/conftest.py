@@ -98,10 +98,37 @@ class Server:
         self.start()
 
 
-def make_server(workdir: Path, env_extra: dict[str, str] | None = None) -> Server:
+# Bitget documents Get Account Information at 1 request/s per UID (domain/policy.py); the suite's tests use
+# that route as their signed probe, many times a second, so a server made here lifts that one limit, unless
+# the test sets it itself or asks for the documented defaults (``documented_limits=True``, as
+# test_wire_fidelity.py does to show the 1/s).
+PROBE_RATE = {"bitget": {"rate_limits": {"account-info": "100000/second"}}}
+
+
+def _with_probe_rate(policy: str | None) -> str | None:
+    """``policy`` (KEYPLANE_POLICY's JSON) with account-info lifted unless it names a rate for it; text that
+    is not a JSON object is left as it is (a test of a bad policy)."""
+    try:
+        overrides = json.loads(policy) if policy else {}
+    except ValueError:
+        return policy
+    if not isinstance(overrides, dict) or not isinstance(overrides.get("bitget", {}), dict):
+        return policy
+    bitget = overrides.setdefault("bitget", {})
+    rates = bitget.setdefault("rate_limits", {})
+    if isinstance(rates, dict):
+        rates.setdefault("account-info", PROBE_RATE["bitget"]["rate_limits"]["account-info"])
+    return json.dumps(overrides)
+
+
+def make_server(workdir: Path, env_extra: dict[str, str] | None = None, *, documented_limits: bool = False) -> Server:
     workdir.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYPLANE_")}
     env.update(env_extra or {})
+    if not documented_limits and "KEYPLANE_POLICY_FILE" not in env:
+        policy = _with_probe_rate(env.get("KEYPLANE_POLICY"))
+        if policy is not None:
+            env["KEYPLANE_POLICY"] = policy
     return Server(
         base_url=f"http://127.0.0.1:{free_port()}",
         database_url=f"sqlite:///{workdir / 'keyplane.db'}",

@@ -328,12 +328,12 @@ def test_account_info_answers_who_the_key_is(server: Server, main: h.MainKey, su
         mine = h.assert_ok(raw.request("GET", INFO))
     finally:
         raw.close()
-    assert mine["userId"] == main.uid and mine["ipWhiteList"] == "127.0.0.1"
-    assert set(mine["authorities"]) == {"read", "spot_trade", "margin_trade", "contract_trade", "transfer"}
+    assert mine["userId"] == main.uid and mine["ips"] == "127.0.0.1"
+    assert mine["authorities"] == ["stow", "smow", "coow", "cpow", "wtow", "wwow"]  # Bitget's read-write codes
     theirs = _info_from(server, sub, "127.0.0.1")
     data = h.assert_ok(theirs)
     assert data["userId"] == sub["subAccountUid"] and str(data["parentId"]) == main.uid
-    assert data["authorities"] == ["read"] and data["ipWhiteList"] == ""
+    assert data["authorities"] == ["stor", "smor", "coor", "cpor", "wtor"] and data["ips"] == ""  # read-only codes
     assert "secretKey" not in theirs.text and sub["secretKey"] not in theirs.text
 
 
@@ -410,4 +410,4 @@ def test_ccxt_over_ipv6_with_a_key_bound_to_an_ipv6_range(v6server: Server) -> N
     (made,) = ex.privateUserPostV2UserBatchCreateSubaccountAndApikey([entry])["data"]
     assert made["ipList"] == ["::/64"]
     sub = h.ccxt_client(v6server, made["subAccountApiKey"], made["secretKey"], entry["passphrase"])
-    assert sub.privateSpotGetV2SpotAccountInfo()["data"]["ipWhiteList"] == "::/64"
+    assert sub.privateSpotGetV2SpotAccountInfo()["data"]["ips"] == "::/64"

@@ -147,7 +147,8 @@ def test_ccxt_drives_the_api_key_family(server: Server, operator: Operator, wind
     assert old.post("/api/v4/sub-account/list").json() == {"code": 10, "message": "Unauthorized request.", "errors": {}}
     new = WhitebitClient(server.base_url, first["apiKey"], reset["apiSecret"])
     refused = new.post("/api/v4/sub-account/list")
-    assert refused.status_code == 401 and refused.json()["code"] == 4
+    assert refused.status_code == 403 and refused.json() == {"code": 0, "message": "This action is unauthorized.",
+                                                             "errors": {}}
 
     ips = ex.v4PrivatePostSubAccountApiKeyIpAddressCreate({"apiKeyId": first["id"], "ip": "192.168.1.1"})
     assert ips == {"data": ["192.168.1.1"]}

@@ -80,7 +80,8 @@ def test_a_whitebit_sub_account_shows_in_bitgets_list(server: Server, operator: 
     entry = bitget_list(bg)[name]
     assert entry["subAccountUid"] == made["userId"]
     assert entry["status"] == "normal" and entry["permList"] == ["spot_trade"]
-    assert set(entry) == {"subAccountUid", "subAccountName", "label", "status", "permList", "cTime", "uTime"}
+    assert set(entry) == {"subAccountUid", "subAccountName", "label", "status", "permList", "accountType",
+                          "bindingTime", "cTime", "uTime"}
 
     # names are one namespace: Bitget cannot take the WhiteBIT alias (in any case), nor the other way round
     taken = bg.privateUserPostV2UserCreateVirtualSubaccount({"subAccountList": [name.swapcase()]})

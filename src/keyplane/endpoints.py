@@ -231,8 +231,13 @@ def management_rules(policy: Policy | None = None) -> tuple[EndpointRule, ...]:
         )
         for method, name in BITGET_USER_ROUTES
     ]
-    # any valid key of the account may read its own info: no permission
-    rules.append(_rule(BITGET_ACCOUNT_INFO, "GET", rate=bitget.rate_limits.get("account-info"), name="account-info"))
+    # Get Account Information: "SPOT read or SPOT read/write permission needed" (the page's description on
+    # bitget.fit and bitgetapp.com). ``read`` is granted by any trading or transfer permission as well
+    # (domain/scopes.bitget_grants), so a read or trade key passes and a key with no permission gets 40014.
+    rules.append(_rule(
+        BITGET_ACCOUNT_INFO, "GET", permission="read", rate=bitget.rate_limits.get("account-info"),
+        name="account-info",
+    ))
     rules += [
         _rule(
             "/api/v4/" + name, "POST", main_only=True,

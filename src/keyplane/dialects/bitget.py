@@ -20,6 +20,12 @@ Choices where Bitget's own docs disagree (``reference/exchanges.md`` section 3),
   "cannot be modified"), and answers ``secretKey: ""``: secrets are shown once, at creation;
 - an expired timestamp is 40008, an IP outside the allowlist 40018 "Invalid IP" (ccxt: PermissionDenied;
   40038 would surface as a bare ExchangeError), a frozen sub-account's key 40013;
+- 40057 fills both placeholders of the table's "Parameter {0} {1} does not meet specification" [BG-ERR]:
+  the parameter's name and the refused entry as JSON text (cut to 64 characters), e.g. ``Parameter ipList
+  "10.0.0.999" does not meet specification``; the entry is the caller's own input, never a secret;
+- every field the docs type String is a JSON string in every answer, never null or a number (an
+  independent typed client validates answers against the docs, issue 11): ``endId`` of an empty page is
+  ``""`` (falsy, as null was, for a client's "more pages?" test), account info's ``inviterId`` is ``""``;
 - an outage (the store or Redis cannot be reached: ``Reason.UNAVAILABLE``, ``errors.Unavailable``) is HTTP
   503 with 40015 "System is abnormal, please try again later" [BG-ERR]: the table's one code that says the
   fault is the server's and to retry (the docs list 5xx statuses without bodies). Not 40010 "Request timed
@@ -28,6 +34,7 @@ Choices where Bitget's own docs disagree (``reference/exchanges.md`` section 3),
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -36,15 +43,18 @@ from urllib.parse import parse_qsl
 from keyplane import errors
 from keyplane.auth import Reason, Requirement, Verifier, VerifyResult
 from keyplane.dialects.common import BadJson, actor_of, decode_json, run_service
+from keyplane.domain.ipnet import normalize_ip_rule
 from keyplane.domain.model import Account, AccountStatus, ApiKey, Scheme
 from keyplane.domain.policy import DialectLimits
 from keyplane.domain.rules import (
     BITGET_DEFAULT_PERMISSIONS,
+    BITGET_PERMISSIONS,
     check_bitget_sub_name,
     check_label,
     check_passphrase,
     normalize_bitget_permissions,
 )
+from keyplane.domain.scopes import bitget_grants
 from keyplane.endpoints import BITGET_ACCOUNT_INFO, management_rules
 from keyplane.http import Request, Response, json_response
 from keyplane.metrics import VIA_MANAGEMENT, Metrics
@@ -87,13 +97,16 @@ REASON_ERRORS: dict[Reason, tuple[str, str]] = {
     Reason.UNKNOWN_ENDPOINT: ("40404", "Request URL NOT FOUND"),
 }
 
+# 40057's message, both placeholders as in the error table [BG-ERR]: the parameter and the refused entry
+SPEC_MESSAGE = "Parameter {0} {1} does not meet specification"
+
 # Domain errors -> (code, message) [BG-ERR], most specific class first.
 DOMAIN_ERRORS: list[tuple[type[errors.KeyplaneError], str, str]] = [
     (errors.InvalidName, "40055", "subName must be an English letter with a length of 8"),
     (errors.InvalidPassphrase, "40070", "passphrase 8-32 characters with letters and numbers"),
     (errors.InvalidLabel, "40056", "remark must be length of 1 ~ 20"),
-    (errors.InvalidIp, "40057", "Parameter {0} does not meet specification"),
-    (errors.InvalidPermission, "40057", "Parameter {0} does not meet specification"),
+    (errors.InvalidIp, "40057", SPEC_MESSAGE),
+    (errors.InvalidPermission, "40057", SPEC_MESSAGE),
     (errors.InvalidInput, "40020", "Parameter {0} error"),
     (errors.ApiKeyNotFound, "40065", "This subApikey does not exist"),
     (errors.AccountNotFound, "40028", "This subUid does not belong to this account"),
@@ -126,10 +139,24 @@ def _ms() -> int:
 
 
 def _fill(template: str, *args: object) -> str:
+    """Bitget's message with its ``{n}`` placeholders filled; a placeholder with nothing to say goes, with
+    the space before it."""
     text = template
-    for index, arg in enumerate(args):
-        text = text.replace("{" + str(index) + "}", str(arg))
-    return text.replace(" {0}", "").replace("{0}", "").replace("{1}", "")
+    for index in range(2):
+        arg = str(args[index]) if index < len(args) else ""
+        mark = "{" + str(index) + "}"
+        text = text.replace(" " + mark, " " + arg if arg else "").replace(mark, arg)
+    return text
+
+
+def _shown(value: object) -> str:
+    """A refused entry as 40057's ``{1}`` shows it: JSON text, ASCII only, at most 64 characters."""
+    text = json.dumps(value, ensure_ascii=True)
+    return text if len(text) <= 64 else text[:61] + "..."
+
+
+def _spec_error(name: str, value: object) -> WireError:
+    return WireError("40057", _fill(SPEC_MESSAGE, name, _shown(value)))
 
 
 def ok(data: object) -> Response:
@@ -237,10 +264,22 @@ def _str_list(value: object, name: str) -> list[Any]:
 def _permissions(value: object, default: tuple[str, ...] | None = None) -> tuple[str, ...] | None:
     if value is None:
         return default
+    entries = _str_list(value, "permList")
     try:
-        return normalize_bitget_permissions(_str_list(value, "permList"))
+        return normalize_bitget_permissions(entries)
     except errors.InvalidPermission:
-        raise WireError("40057", "Parameter permList does not meet specification") from None
+        raise _spec_error("permList", _refused_permission(entries)) from None
+
+
+def _refused_permission(entries: list[Any]) -> object:
+    """The first entry, or name within a comma-joined entry, that is not one of Bitget's permissions."""
+    for entry in entries:
+        if not isinstance(entry, str):
+            return entry
+        for name in (part.strip() for part in entry.split(",")):
+            if name and name not in BITGET_PERMISSIONS:
+                return name
+    return entries
 
 
 def _ip_list(value: object, limits: DialectLimits) -> tuple[str, ...]:
@@ -249,6 +288,11 @@ def _ip_list(value: object, limits: DialectLimits) -> tuple[str, ...]:
     entries = _str_list(value, "ipList")
     if len(entries) > limits.ips_per_key:
         raise WireError("40058", f"Parameter ipList Only a maximum of {limits.ips_per_key} is allowed")
+    for entry in entries:
+        try:
+            normalize_ip_rule(entry)
+        except errors.InvalidIp:
+            raise _spec_error("ipList", entry) from None
     return tuple(entries)
 
 
@@ -267,15 +311,48 @@ def _key_spec(entry: dict[str, Any], limits: DialectLimits) -> NewKeySpec:
 
 
 def _sub_account(account: Account) -> dict[str, Any]:
+    # ``accountType`` and ``bindingTime`` are in the docs' example, not their table (exchanges.md 1.1 #4,
+    # bitget.fit and bitget.media copies of Get Virtual Subaccounts): "hosting", the one value shown, and
+    # the time the sub-account was bound to its main account, which for keyplane is when it was made (the
+    # example's bindingTime equals its cTime), a string of Unix ms like cTime
     return {
         "subAccountUid": str(account.uid),
         "subAccountName": account.name,
         "label": account.label,
         "status": account.status.value,
         "permList": list(account.permissions),
+        "accountType": "hosting",
+        "bindingTime": str(account.created_at),
         "cTime": str(account.created_at),
         "uTime": str(account.updated_at),
     }
+
+
+# Get Account Information's ``authorities`` are Bitget's own codes, "Read only": stor spot, smor margin,
+# coor/cpor futures orders/holdings, wtor wallet transfer; "Read and Write": stow, smow, coow/cpow, wtow, and
+# wwow wallet withdrawal (the page's table on bitget.fit, bitgetapp.com, bitget.live). Per keyplane
+# permission: its read-write codes when the key holds it, else the read-only ones when the key may read.
+# ``transfer`` guards withdrawals too (endpoints.BITGET_DEFAULTS), hence wwow. keyplane has no copy trading,
+# tax, P2P or sub-account-management permission: ttor/ttow, taxr, p2pr, chor/chow never appear.
+AUTHORITY_CODES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("spot_trade", ("stow",), ("stor",)),
+    ("margin_trade", ("smow",), ("smor",)),
+    ("contract_trade", ("coow", "cpow"), ("coor", "cpor")),
+    ("transfer", ("wtow", "wwow"), ("wtor",)),
+)
+
+
+def _authorities(key: ApiKey, account: Account) -> list[str]:
+    """What the key may do as the verifier judges it (``bitget_grants``: a sub-account's permissions cap
+    its keys'), in Bitget's codes."""
+    readable = bitget_grants(key, account, "read")
+    codes: list[str] = []
+    for permission, write, read in AUTHORITY_CODES:
+        if bitget_grants(key, account, permission):
+            codes += write
+        elif readable:
+            codes += read
+    return codes
 
 
 def _key(key: ApiKey, secret: str | None = None, *, with_secret: bool = True) -> dict[str, Any]:
@@ -393,7 +470,11 @@ class BitgetDialect:
 
     async def batch_create(self, request: Request, result: VerifyResult) -> Response:
         body = _json_body(request)
-        # The documented request is a bare JSON array of entries.
+        # The seed doc's request is a bare JSON array of entries; the current page's table reads as one
+        # object of the entry's fields (issue 11: a typed client sent that and got 40017). Both are taken,
+        # one object as a batch of one, and the answer is a list either way.
+        if isinstance(body, dict):
+            body = [body]
         if not isinstance(body, list) or not body:
             raise WireError("40017", "Parameter verification failed")
         if len(body) > self.limits.batch_size:
@@ -435,7 +516,7 @@ class BitgetDialect:
         )
         return ok(
             {
-                "endId": str(accounts[-1].uid) if accounts else None,
+                "endId": str(accounts[-1].uid) if accounts else "",
                 "subAccountList": [_sub_account(account) for account in accounts],
             }
         )
@@ -459,8 +540,8 @@ class BitgetDialect:
         label = check_label(_required(body, "label"))
         # Omitting ipList empties the allowlist; omitting permList keeps the permissions, and an
         # empty permList removes them (the documented, asymmetric rules).
-        ip_list = _ip_list(body.get("ipList"), self.limits)
         permissions = _permissions(body.get("permList"))
+        ip_list = _ip_list(body.get("ipList"), self.limits)
         key: ApiKey = await run_service(
             self.service.modify_sub_key,
             actor_of(request, result),
@@ -481,16 +562,22 @@ class BitgetDialect:
         return ok([_key(key, with_secret=False) for key, _account in keys])
 
     async def account_info(self, request: Request, result: VerifyResult) -> Response:
+        """Get Account Information, in the shape of its page (bitget.fit, bitgetapp.com; www.bitget.com)."""
         assert result.account is not None and result.key is not None
         account, key = result.account, result.key
         return ok(
             {
                 "userId": str(account.uid),
-                "inviterId": None,
+                # String "Inviter's user ID": keyplane records no inviter, so "" (never null)
+                "inviterId": "",
+                # the newer copies type it Int and every example is a number; a main account is its own
+                # parent (Account.main_uid)
                 "parentId": account.main_uid,
-                "ipWhiteList": ",".join(key.ip_list),
-                "authorities": list(key.permissions),
-                "traderType": "",
+                # "ips" String "IP whitelist" (example "127.0.0.1"): the key's entries joined by commas
+                "ips": ",".join(key.ip_list),
+                "authorities": _authorities(key, account),
+                # "trader: Is trader, not_trader: not trader": keyplane has no copy trading
+                "traderType": "not_trader",
                 "channelCode": "",
                 "channel": "",
                 "regisTime": str(account.created_at),

@@ -24,17 +24,30 @@ Choices where WhiteBIT's own docs disagree or say nothing (``reference/exchanges
   (undocumented; the payload is then not what the endpoint expects);
 - "Request not provided.", "Nonce not provided." and "Invalid nonceWindow." are HTTP 400 with code 0 (their
   codes and statuses are undocumented);
-- every nonce failure is HTTP 429 with code 0, as WhiteBIT answers (ccxt PR #25353): a nonce not above the
-  last one and a replayed windowed nonce say "Too many requests."; a windowed nonce more than 5 s from the
-  server's clock says "Your nonce is more than 5 seconds lesser than the current nonce." (the documented
-  message, with the period of the real response quoted in whitebit-exchange/api-quickstart #14);
+- a nonce not above the last one and a replayed windowed nonce are HTTP 429 code 0 "Too many requests.", as
+  WhiteBIT answers (ccxt PR #25353; data/error-codes.yaml gives that text for a nonce not above the last);
+- a windowed nonce more than 5 s from the server's clock is HTTP 401 code 0 "Your nonce is more than 5
+  seconds lesser than the current nonce." (the documented message, with the period of the real response
+  quoted in whitebit-exchange/api-quickstart #14). Not 429: ccxt's handleErrors turns every 418/429 into
+  DDoSProtection, a back-off and retry that cannot help a client whose clock is off; error-codes.yaml lists
+  the message among the authentication errors ("retry: false"), WhiteBIT's status table gives 401 for
+  "missing or invalid authentication", and /api/v4/jwt documents a bad nonce as 401 code 0 [WB-OAS]. ccxt
+  has no entry for the message: ExchangeError;
 - a disabled key, a blocked sub-account's key and a request from outside the key's IP allowlist are HTTP
   403 ``{"code":2,"message":"This action is unauthorized. Enable your key in API settings"}`` (the
   documented text for "disabled key (or IP restriction)"; ccxt: PermissionDenied);
-- a sub-account's key on a main-account endpoint, or a type 1 key where type 2 is needed, is HTTP 401
-  ``{"code":4,"message":"This API Key is not authorized to perform this action."}`` (documented on
-  withdraw/confirm); a key whose endpoint allowlist lacks the path is HTTP 403 code 0 "You don't have
-  permission to use this endpoint.";
+- a sub-account's key on a main-account endpoint is HTTP 403 ``{"code":0,"message":"This action is
+  unauthorized."}``, a body WhiteBIT answers as ccxt records it (whitebit.py's exact exceptions), which ccxt
+  maps to PermissionDenied; 403 is the status table's "insufficient permissions". Not code 4's "This API Key
+  is not authorized to perform this action.": ccxt's entry for that one reads "...perform self action." (its
+  transpiler rewrote "this"), so the real text falls through to ExchangeError;
+- a type 1 key where type 2 is needed is HTTP 401 ``{"code":4,"message":"This API Key is not authorized to
+  perform this action."}`` (documented on withdraw/confirm); a key whose endpoint allowlist lacks the path
+  is HTTP 403 code 0 "You don't have permission to use this endpoint.";
+- ``api-key/ip-address/create`` takes exactly one IP address, IPv4 or IPv6, as documented ("IP address to
+  add to allowed list", example "192.168.1.100"); a CIDR range is 400 code 0 ``ip: ["Invalid IP
+  address."]``. Ranges stay a keyplane extension of the native API and the CLI; ``ip-address/delete``
+  removes any entry the list shows, a range an operator added included;
 - the key-create ``title`` is required (since the 2026-07-14 docs); ``type`` is the integer 1 or 2 (the
   spec), and the key list renders ``type`` as the string "1"/"2" (the list schema), never "trade" (old
   docs). Both types may be made on every sub-account: keyplane moves no funds, so "Type isn't allowed"
@@ -73,6 +86,7 @@ Choices where WhiteBIT's own docs disagree or say nothing (``reference/exchanges
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -105,6 +119,7 @@ RESTRICTED_URLS = frozenset({"/api/v4/main-account/address"})
 UNAUTHORIZED = (401, 10, "Unauthorized request.")
 KEY_DISABLED = (403, 2, "This action is unauthorized. Enable your key in API settings")
 NOT_AUTHORIZED = (401, 4, "This API Key is not authorized to perform this action.")
+MAIN_ONLY = (403, 0, "This action is unauthorized.")  # ccxt: PermissionDenied (module doc)
 TOO_MANY = (429, 0, "Too many requests.")
 INVALID_PAYLOAD = (400, 9, "Invalid payload.")
 
@@ -126,13 +141,13 @@ REASON_ERRORS: dict[Reason, tuple[int, int, str]] = {
     # Bitget's replay record; a WhiteBIT request's nonce already makes it once-only, so the verifier never
     # gives this for WhiteBIT: mapped as a replayed nonce, should a caller ask.
     Reason.REQUEST_REPLAYED: TOO_MANY,
-    Reason.NONCE_OUT_OF_WINDOW: (429, 0, "Your nonce is more than 5 seconds lesser than the current nonce."),
+    Reason.NONCE_OUT_OF_WINDOW: (401, 0, "Your nonce is more than 5 seconds lesser than the current nonce."),
     Reason.RATE_LIMITED: TOO_MANY,
     Reason.ACCOUNT_FROZEN: KEY_DISABLED,
     Reason.KEY_DISABLED: KEY_DISABLED,
     Reason.IP_NOT_ALLOWED: KEY_DISABLED,
     Reason.MAIN_KEY_NEEDS_IP: KEY_DISABLED,
-    Reason.NOT_MAIN_ACCOUNT: NOT_AUTHORIZED,
+    Reason.NOT_MAIN_ACCOUNT: MAIN_ONLY,
     Reason.PERMISSION_DENIED: (403, 0, "You don't have permission to use this endpoint."),
     # never answered: Verifier.verify_async resolves it; were it to leak, a retryable 503
     Reason.WOULD_BLOCK: (503, 0, "Service Unavailable"),
@@ -243,7 +258,9 @@ def domain_error(error: errors.KeyplaneError) -> WireError:
         return business(f"You have reached the maximum number of allowed IPs: {error.limit}")
     if isinstance(error, errors.SubAccountLimit):
         return business(f"Limit of sub-accounts is reached. Maximum allowed: {error.limit}")
-    if isinstance(error, errors.NotMainAccount | errors.GrantExceeded):
+    if isinstance(error, errors.NotMainAccount):
+        return WireError(*MAIN_ONLY, {})
+    if isinstance(error, errors.GrantExceeded):
         # a key type above the caller's: the answer to a type 1 key where type 2 is needed (module doc)
         return WireError(*NOT_AUTHORIZED, {})
     return invalid(error.field or "request", error.message)
@@ -672,6 +689,8 @@ class WhitebitDialect:
 
     async def add_ip(self, request: Request, result: VerifyResult) -> Response:
         key_id, ip = self._ip(_form(result, laravel=False))
+        if not _one_address(ip):  # exactly one IP address, as documented (module doc)
+            raise invalid("ip", "Invalid IP address.")
         actor = actor_of(request, result)
         key: ApiKey = await run_service(self.service.add_key_ip, actor, key_id=key_id, ip=ip, scheme=WHITEBIT)
         return ok({"data": list(key.ip_list)}, 201)
@@ -687,6 +706,16 @@ class WhitebitDialect:
         actor = actor_of(request, result)
         key: ApiKey = await run_service(self.service.remove_key_ip, actor, key_id=key_id, ip=ip, scheme=WHITEBIT)
         return ok({"data": list(key.ip_list)})
+
+
+def _one_address(ip: object) -> bool:
+    if not isinstance(ip, str) or not 0 < len(ip) <= 64 or "%" in ip:  # a zoned address never matches
+        return False
+    try:
+        ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return True
 
 
 def _restricted(url: str) -> bool:

@@ -33,9 +33,12 @@ BITGET_DEFAULTS = DialectLimits(
         "modify-virtual-subaccount-apikey": "5/second",
         # The EN page says 10/1s, the zh-CN page 1/1s; ccxt's cost weight (2) agrees with 10/s.
         "virtual-subaccount-list": "10/second",
-        # The current page says 5 req/sec/UID, an older one 10/1s; ccxt weighs it like the other list (10/s).
-        "virtual-subaccount-apikey-list": "10/second",
-        "account-info": "10/second",
+        # "5 req/sec/UID" on the current page (Get Subaccount Apikey List; exchanges.md 1.1 #7), not the
+        # older bitget.cc page's 10/1s nor ccxt's cost weight (2, i.e. 10/s)
+        "virtual-subaccount-apikey-list": "5/second",
+        # "Frequency limit: 1 time/1s (User ID)" on Get Account Information (EN and zh-CN pages); ccxt
+        # agrees: 'v2/spot/account/info': {'cost': 20}, i.e. 1/s
+        "account-info": "1/second",
     },
 )
 
