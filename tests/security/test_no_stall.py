@@ -24,12 +24,14 @@ import httpx
 import pytest
 
 import bitget_helpers as h
-from conftest import Server, make_server
+from conftest import PROBE_RATE, Server, make_server
 from keyplane import Reason, SignedRequest
 from keyplane.auth import cache as cache_module
 from keyplane.auth.request import WOULD_BLOCK
 from keyplane.config import Settings
 from keyplane.domain.model import Scheme
+from keyplane.domain.policy import Policy
+from keyplane.endpoints import EndpointTable
 from keyplane.runtime import Runtime, build_runtime
 from keyplane.service import Actor, NewKeySpec
 
@@ -48,7 +50,10 @@ def bitget_request(api_key: str, secret: str, passphrase: str, ip: str = "127.0.
 
 @pytest.fixture()
 def runtime(tmp_path: Path) -> Iterator[Runtime]:
-    rt = build_runtime(Settings(database_url=f"sqlite:///{tmp_path / 'keyplane.db'}", master_key=MASTER_KEY))
+    # account info, this module's probe, is 1/s per UID by default: lifted, as for the suite's servers
+    policy = Policy.from_overrides(PROBE_RATE)
+    rt = build_runtime(Settings(database_url=f"sqlite:///{tmp_path / 'keyplane.db'}", master_key=MASTER_KEY,
+                                policy=policy, endpoints=EndpointTable.defaults(policy)))
     yield rt
     rt.close()
 
