@@ -159,6 +159,7 @@ def measure(
     pin: bool = True,
     extra_env: dict[str, str] | None = None,
     refused: bool = False,
+    versus_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     wrk = shutil.which("wrk")
     if wrk is None:
@@ -169,16 +170,24 @@ def measure(
     fill_s = time.perf_counter() - started
     server_cpus, wrk_cpus = cores(pin)
     process, base = start_server(url, workdir, server_cpus, extra_env)
+    # --versus: a second server on the same store and core, with other settings, measured in the same rounds
+    other: tuple[subprocess.Popen[bytes], str] | None = None
+    if versus_env is not None:
+        other_dir = workdir / "versus"
+        other_dir.mkdir(exist_ok=True)
+        other = start_server(url, other_dir, server_cpus, {**(extra_env or {}), **versus_env})
     bodies = workdir / "bodies.jsonl"
+    versus: list[dict[str, Any]] = []
     try:
         calls = signed_calls(chosen[Scheme.BITGET], bodies, refused)
         answer_sizes = set()
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {VERIFY_TOKEN}"}) as client:
-            for call in calls:  # every call valid (and the cache warm) before the run
-                answer = client.post("/v1/verify", json=call)
-                expected = "BAD_SIGNATURE" if refused else "VALID"
-                assert answer.json()["code"] == expected, answer.text
-                answer_sizes.add(len(answer.content))
+        for server_base in [base] + ([other[1]] if other else []):
+            with httpx.Client(base_url=server_base, headers={"Authorization": f"Bearer {VERIFY_TOKEN}"}) as client:
+                for call in calls:  # every call valid (and the cache warm) before the run
+                    answer = client.post("/v1/verify", json=call)
+                    expected = "BAD_SIGNATURE" if refused else "VALID"
+                    assert answer.json()["code"] == expected, answer.text
+                    answer_sizes.add(len(answer.content))
         size = round(sum(answer_sizes) / len(answer_sizes))
         request_size = round(bodies.stat().st_size / len(calls))
         noop_path = f"/v1/noop?size={size}"
@@ -189,10 +198,23 @@ def measure(
             signed_calls(chosen[Scheme.BITGET], bodies, refused)  # signed afresh: Bitget's timestamps expire after 30 s
             noops.append(run_wrk(wrk, base, noop_path, bodies, seconds, connections, workdir, wrk_cpus))
             verifies.append(run_wrk(wrk, base, "/v1/verify", bodies, seconds, connections, workdir, wrk_cpus))
+            if other is not None:
+                versus.append(run_wrk(wrk, other[1], "/v1/verify", bodies, seconds, connections, workdir, wrk_cpus))
             assert time.time() - signed_at < 30, "a round outlived Bitget's 30 s window: lower --seconds"
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        for proc in [process] + ([other[0]] if other else []):
+            proc.terminate()
+            proc.wait(timeout=10)
+    compared: dict[str, Any] = {}
+    if versus:
+        compared = {
+            "versus_env": versus_env,
+            "versus": median_run(versus),
+            "ratio_to_versus": round(
+                statistics.median(v["rps"] / o["rps"] for v, o in zip(verifies, versus, strict=True)), 3
+            ),
+            "ratio_to_versus_per_round": [round(v["rps"] / o["rps"], 3) for v, o in zip(verifies, versus, strict=True)],
+        }
     return {
         "keys": keys_total,
         "sample_keys": len(calls),
@@ -209,6 +231,7 @@ def measure(
         "verify": median_run(verifies),
         "ratio_to_noop": round(statistics.median(v["rps"] / n["rps"] for n, v in zip(noops, verifies, strict=True)), 3),
         "ratio_per_round": [round(v["rps"] / n["rps"], 3) for n, v in zip(noops, verifies, strict=True)],
+        **compared,
     }
 
 
@@ -264,8 +287,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--refused", action="store_true", help="a flood of refusals: every signature spoiled (BAD_SIGNATURE)"
     )
+    parser.add_argument(
+        "--versus", action="append", default=None, metavar="NAME=VALUE",
+        help="also measure a second server with these settings, in the same rounds (e.g. KEYPLANE_METRICS=0)",
+    )
     args = parser.parse_args(argv)
     extra_env = dict(item.split("=", 1) for item in args.env)
+    versus_env = dict(item.split("=", 1) for item in args.versus) if args.versus else None
     with tempfile.TemporaryDirectory(prefix="keyplane-http-") as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -281,6 +309,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             pin=not args.no_pin,
             extra_env=extra_env,
             refused=args.refused,
+            versus_env=versus_env,
         )
     noop, verify = figures["noop"], figures["verify"]
     print(
@@ -292,6 +321,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"  = {figures['ratio_to_noop']:.0%} of the ceiling",
         file=sys.stderr,
     )
+    if "versus" in figures:
+        other = figures["versus"]
+        print(
+            f"versus   POST /v1/verify {other['rps']:>7,} req/s  p50 {other['p50_ms']} ms  p99 {other['p99_ms']} ms"
+            f"  with {figures['versus_env']}: this server = {figures['ratio_to_versus']:.0%} of it",
+            file=sys.stderr,
+        )
     out = {"bench": "http_verify", **figures, "machine": machine()}
     print(json.dumps(out))
     return out
