@@ -4,16 +4,17 @@
     python bench/cluster.py --quick          # a smoke test: tiny store, one short round
 
 The store: ``common.fill_store`` fills a SQLite store (``--keys`` keys, half per dialect), and its accounts
-and keys are copied into a fresh schema of the ``test`` PostgreSQL database (``--pg``), so both stores hold
+and keys are copied into a fresh schema of the ``test`` database (PostgreSQL at 127.0.0.1:5432), so both stores hold
 the same rows sealed under the same master key file. Three servers, each one granian worker, the bench
 endpoint table (``inprocess.BENCH_ENDPOINTS``: every call counted by the rate limiter, none refused) and a
 verify token: ``sqlite`` (no Redis), ``pg1`` and ``pg2`` (PostgreSQL, ``--redis``). Each node is measured
 alone, the server on one core and wrk on the other (``--no-pin``: unbound), in ``--rounds`` interleaved
-rounds: wrk (1 thread, ``--connections``) at ``/v1/verify`` with Bitget GETs signed by ``--sample`` keys,
-then with WhiteBIT POSTs (every body a new monotonic nonce; as many bodies as a run can send). Figures are
-medians over rounds: req/s, p50/p99, and the share of answers that were ``valid`` (wrk counts them). The
-ratios are each PostgreSQL node's req/s to the SQLite node's, per dialect (targets: Bitget >= 70%,
-WhiteBIT >= 40%). PostgreSQL and Redis themselves run unpinned on the same two cores.
+rounds: wrk (1 thread, ``--connections``) at ``/v1/verify`` with Bitget GETs signed by ``--sample`` keys
+(each node in turn), then with WhiteBIT POSTs (each node in turn; every body a new monotonic nonce, as
+many bodies as a run can send). Figures are medians over rounds: req/s, p50/p99, and the share of answers
+that were ``valid`` (wrk counts them). The ratios are each PostgreSQL node's req/s to the SQLite node's,
+per dialect (targets: Bitget >= 70%, WhiteBIT >= 40%). PostgreSQL and Redis themselves run unpinned on
+the same two cores.
 
 In-process (one core, ``bench/inprocess.py``'s loop): ``Verifier.verify`` on the SQLite store with
 ``KEYPLANE_REDIS_URL`` set against the same without it, Bitget and WhiteBIT (target: with >= 50% of
@@ -333,6 +334,8 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             check_valid(base, whitebit_calls(chosen[Scheme.WHITEBIT], len(chosen[Scheme.WHITEBIT]), bodies))
         runs: dict[str, dict[str, list[dict[str, Any]]]] = {n: {"bitget": [], "whitebit": []} for n in nodes}
         for _ in range(args.rounds):  # interleaved: a busy moment of the machine hits every node alike
+            # every node's Bitget run first, then every WhiteBIT run: PostgreSQL still writing the last
+            # WhiteBIT run's nonces must not weigh on the next node's Bitget figure
             for name, base in nodes.items():
                 signed_at = time.time()
                 signed_calls(chosen[Scheme.BITGET], bodies)  # Bitget timestamps expire after 30 s
@@ -340,10 +343,12 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     run_wrk(wrk, base, bodies, args.seconds, args.connections, workdir, wrk_cpus)
                 )
                 assert time.time() - signed_at < 30
+            for name, base in nodes.items():
                 whitebit_calls(chosen[Scheme.WHITEBIT], wb_count, bodies)
                 runs[name]["whitebit"].append(
                     run_wrk(wrk, base, bodies, args.seconds, args.connections, workdir, wrk_cpus)
                 )
+                time.sleep(1.0)  # the node's queued verifications finish before the next node's run
         http = {name: {scheme: median_of(r) for scheme, r in per.items()} for name, per in runs.items()}
         ratios = {
             name: {
