@@ -20,10 +20,12 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import redis
+import sqlalchemy as sa
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -72,6 +74,20 @@ class PrivatePostgres:
         )
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
         self.start()
+
+    def new_database(self) -> str:
+        """The URL of a new, empty database in this cluster: each test's store (and the master key it
+        records) of its own."""
+        name = "kp_" + uuid.uuid4().hex[:12]
+        admin = sa.create_engine(
+            self.url.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
+        )
+        try:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f"CREATE DATABASE {name}")
+        finally:
+            admin.dispose()
+        return self.url.rsplit("/", 1)[0] + "/" + name
 
     def _run(self, tool: str, *args: str) -> None:
         subprocess.run(

@@ -176,7 +176,7 @@ def test_a_redis_reconnect_keeps_the_cache_and_reads_what_it_missed(tmp_path: Pa
 
 @pytest.mark.postgres
 def test_listen_comes_back_after_a_postgres_restart(private_postgres: Any) -> None:
-    settings = Settings(database_url=private_postgres.url, master_key="ab" * 32)
+    settings = Settings(database_url=private_postgres.new_database(), master_key="ab" * 32)
     writer = build_runtime(settings)
     heard = Heard()
     feed = KeyChangeFeed(writer.store, heard, interval=3600)

@@ -455,7 +455,7 @@ def test_ready_fails_while_postgres_or_redis_is_stopped_and_recovers(
 ) -> None:
     env = {"KEYPLANE_MASTER_KEY": crypto.new_master_key_text(), "KEYPLANE_REDIS_URL": private_redis.url}
     srv = make_server(tmp_path / "ready", env)
-    srv.database_url = private_postgres.url
+    srv.database_url = private_postgres.new_database()
     srv.start()
 
     def ready() -> tuple[int, dict[str, Any], float]:

@@ -91,7 +91,7 @@ def signed_bitget(key: dict[str, Any], path: str = UNLIMITED_BG) -> SignedReques
 
 
 def test_verifier_never_raises_when_the_store_is_down(private_postgres: PrivatePostgres) -> None:
-    store = Store(private_postgres.url)
+    store = Store(private_postgres.new_database())
     store.migrate()
     master = crypto.MasterKey(b"o" * 32)
     service = KeyplaneService(store, master)
@@ -129,7 +129,7 @@ def test_verifier_never_raises_when_the_store_is_down(private_postgres: PrivateP
 
 def test_a_failing_listener_does_not_fail_a_committed_change(private_postgres: PrivatePostgres) -> None:
     """The Redis publish after a commit fails with Redis down: the change stays committed and answered."""
-    store = Store(private_postgres.url)
+    store = Store(private_postgres.new_database())
     store.migrate()
     service = KeyplaneService(store, crypto.MasterKey(b"o" * 32))
     heard: list[str] = []
@@ -172,6 +172,7 @@ class Cluster:
     env: dict[str, str]
     main_uid: str = ""
     keys: dict[str, dict[str, Any]] = field(default_factory=dict)
+    url: str = ""  # the cluster's own database in the private PostgreSQL
     wb_key_id: str = ""  # a WhiteBIT sub-account key whose IP list management calls change
 
     def engine(self) -> sa.Engine:
@@ -192,7 +193,7 @@ class Cluster:
     def cli(self, *args: str) -> tuple[subprocess.CompletedProcess[str], float]:
         started = time.monotonic()
         done = subprocess.run(
-            [*KEYPLANE, *args, "--database", self.pg.url], capture_output=True, text=True, env=self.env,
+            [*KEYPLANE, *args, "--database", self.url], capture_output=True, text=True, env=self.env,
             cwd=self.nodes[0].workdir, timeout=60,
         )
         return done, time.monotonic() - started
@@ -203,7 +204,8 @@ def cluster(
     private_postgres: PrivatePostgres, private_redis: PrivateRedis, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
     master = crypto.new_master_key_text()
-    ops = build_runtime(Settings(database_url=private_postgres.url, master_key=master))  # migrates once
+    url = private_postgres.new_database()  # its own: the store records the master key that sealed it
+    ops = build_runtime(Settings(database_url=url, master_key=master))  # migrates once
     env = {
         "KEYPLANE_MASTER_KEY": master, "KEYPLANE_REDIS_URL": private_redis.url, "KEYPLANE_ENDPOINTS": ENDPOINTS,
         "KEYPLANE_VERIFY_TOKEN": VERIFY_TOKEN,
@@ -212,9 +214,9 @@ def cluster(
     nodes = []
     for name in ("a", "b"):
         node = make_server(root / name, env)
-        node.database_url = private_postgres.url
+        node.database_url = url
         nodes.append(node)
-    cluster = Cluster(private_postgres, private_redis, nodes, ops, {**nodes[0].env})
+    cluster = Cluster(private_postgres, private_redis, nodes, ops, {**nodes[0].env}, url=url)
     try:
         for node in nodes:
             node.start()
@@ -361,7 +363,7 @@ def test_redis_outage_cached_keys_verify_management_commits_or_refuses_cleanly(c
         # what the command does, timed without Python's start-up: a down Redis costs milliseconds (redis-py's
         # default retries with backoff, and a 5 s wait to subscribe, made it 8.6 s)
         started = time.monotonic()
-        settings = Settings(database_url=cluster.pg.url, master_key=cluster.env["KEYPLANE_MASTER_KEY"],
+        settings = Settings(database_url=cluster.url, master_key=cluster.env["KEYPLANE_MASTER_KEY"],
                             redis_url=cluster.redis.url)
         runtime = build_runtime(settings)
         try:
