@@ -215,12 +215,14 @@ def test_threads_of_one_process_never_accept_a_nonce_twice(plane: Plane) -> None
 RACED = range(NOW - 5_000, NOW + 5_000)  # every nonce of the window
 
 
-def _race(url: str, key_id: str, compact_bytes: int, windowed: bool, start: Any, out: Any) -> None:
+def _race(
+    url: str, key_id: str, compact_bytes: int, windowed: bool, start: Any, out: Any, backwards: bool = False
+) -> None:
     """One worker process: tries every nonce of the range in order, reports the ones it was granted."""
     guard = NonceGuard(Store(url), compact_bytes=compact_bytes)
     granted = []
     start.wait()  # both processes are up: they race from here
-    for nonce in RACED:
+    for nonce in reversed(RACED) if backwards else RACED:
         if guard.accept(key_id, nonce, windowed, NOW) is Reason.VALID:
             granted.append(nonce)
     guard.close()
@@ -230,9 +232,13 @@ def _race(url: str, key_id: str, compact_bytes: int, windowed: bool, start: Any,
 def _run_race(plane: Plane, compact_bytes: int, windowed: bool, context: str = "spawn") -> list[list[int]]:
     ctx = multiprocessing.get_context(context)
     start, out = ctx.Barrier(2), ctx.Queue()
+    # Windowed nonces: the second process walks the range backwards, so the two meet whichever is
+    # scheduled first (walking the same way, one that ran ahead on a busy machine took every nonce).
     workers = [
-        ctx.Process(target=_race, args=(plane.url, plane.key_id, compact_bytes, windowed, start, out))
-        for _ in range(2)
+        ctx.Process(
+            target=_race, args=(plane.url, plane.key_id, compact_bytes, windowed, start, out, windowed and index == 1)
+        )
+        for index in range(2)
     ]
     for w in workers:
         w.start()
