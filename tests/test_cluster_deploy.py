@@ -274,7 +274,12 @@ def test_cluster_script_serves_through_the_gateway_from_every_node(
             print(f"--- {log.name}\n" + log.read_text()[-3000:])
     assert script.returncode == 0, rest
     assert "cluster: stopped" in rest
-    for pgid in groups:  # nginx's workers and every node's granian workers are gone too
+    # nginx's workers and every node's granian workers are gone too (a worker may take a moment to exit
+    # after its parent has: allow a few seconds)
+    deadline = time.monotonic() + 10
+    while any(group_alive(pgid) for pgid in groups) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pgid in groups:
         assert not group_alive(pgid), pgid
     for port in (gateway_port, node_port, node_port + 1):
         with socket.socket() as sock:

@@ -120,7 +120,9 @@ def test_two_nodes_share_limits_through_redis_and_survive_its_outage(
         valid, answers = hammer(nodes, call(key, "/api/v2/spot/account/assets"), 2.2)
         assert set(answers) <= {"VALID", "RATE_LIMITED"}, answers
         assert answers["VALID"] > 0
-        assert max(valid.values()) <= 4 * LARGE, valid  # per process: N each
+        # per process: N each, in fixed windows of its own that are not aligned to the clock's seconds, so
+        # one clock second may see up to 2N of each process (across a window's edge, as documented)
+        assert max(valid.values()) <= 2 * 4 * LARGE, valid
 
         # Redis back: shared again, without restarting either node
         store.start()
