@@ -139,6 +139,16 @@ def _runtime(database: str | None) -> Runtime:
     return build_runtime(_settings(database), create=False)
 
 
+@contextmanager
+def _opened(database: str | None) -> Iterator[Runtime]:
+    """``_runtime``, closed when the command is done with it (also when it fails)."""
+    runtime = _runtime(database)
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
 class _OneLine(logging.Formatter):
     """Warnings as one line each: the command's user needs what happened, not a traceback."""
 
@@ -253,11 +263,8 @@ def accounts_create(
     as_json: JsonOption = False,
 ) -> None:
     """Create a main account."""
-    runtime = _runtime(database)
-    try:
+    with _opened(database) as runtime:
         account = runtime.service.create_main_account(name, unique_name=True)
-    finally:
-        runtime.close()
     _emit({"uid": str(account.uid), "id": account.public_id, "name": account.name}, as_json, "main account")
 
 
@@ -284,12 +291,9 @@ def accounts_list(
     as_json: JsonOption = False,
 ) -> None:
     """List main accounts, by UID, filtered and paged."""
-    runtime = _runtime(database)
-    try:
+    with _opened(database) as runtime:
         found = runtime.service.list_main_accounts(name_contains=name_contains, status=status, limit=limit,
                                                    offset=offset)
-    finally:
-        runtime.close()
     rows = [_account_row(account) for account in found]
     if as_json:
         print(json.dumps(rows))
@@ -304,21 +308,15 @@ def accounts_show(
     as_json: JsonOption = False,
 ) -> None:
     """Show one main account and how many keys it holds."""
-    runtime = _runtime(database)
-    try:
+    with _opened(database) as runtime:
         found = runtime.service.main_account(account)
         keys = runtime.service.list_account_keys(account)
-    finally:
-        runtime.close()
     _emit({**_account_row(found), "keys": len(keys)}, as_json, "main account")
 
 
 def _set_status(account: int, status: AccountStatus, database: str | None, as_json: bool) -> None:
-    runtime = _runtime(database)
-    try:
+    with _opened(database) as runtime:
         updated = runtime.service.set_main_account_status(account, status)
-    finally:
-        runtime.close()
     _emit(_account_row(updated), as_json, f"main account {status.value}")
 
 
@@ -339,11 +337,8 @@ def accounts_delete(
     as_json: JsonOption = False,
 ) -> None:
     """Delete a main account that holds no keys and no sub-accounts (its audit events stay)."""
-    runtime = _runtime(database)
-    try:
+    with _opened(database) as runtime:
         deleted = runtime.service.delete_main_account(account)
-    finally:
-        runtime.close()
     _emit({"deleted": str(deleted.uid), "name": deleted.name}, as_json, "main account deleted")
 
 
@@ -377,8 +372,7 @@ def keys_create(
     """Create a main-account API key; its secret is shown this once."""
     permissions = _permissions(dialect, perm) if perm else _default_permissions(dialect)
     pem = _read_text(rsa_public_key, "--rsa-public-key") if rsa_public_key else None
-    runtime = _runtime(database)
-    try:
+    with _opened(database) as runtime:
         issued = runtime.service.issue_main_key(
             account,
             dialect,
@@ -389,8 +383,6 @@ def keys_create(
             passphrase=passphrase,
             public_key_pem=pem,
         )
-    finally:
-        runtime.close()
     key = issued.key
     data: dict[str, Any] = {"apiKey": key.api_key}
     if dialect is Scheme.BITGET:
@@ -415,11 +407,8 @@ def keys_list(
     as_json: JsonOption = False,
 ) -> None:
     """List an account's keys (never a secret)."""
-    runtime = _runtime(database)
-    try:
+    with _opened(database) as runtime:
         keys = runtime.service.list_account_keys(account)
-    finally:
-        runtime.close()
     rows = [
         {
             "apiKey": k.api_key, "id": k.id, "dialect": k.scheme.value, "signType": k.sign_type.value,
@@ -441,11 +430,8 @@ def keys_revoke(
     as_json: JsonOption = False,
 ) -> None:
     """Delete a key; running servers refuse it within a second."""
-    runtime = _runtime(database)
-    try:
+    with _opened(database) as runtime:
         revoked = runtime.service.revoke_key(key)
-    finally:
-        runtime.close()
     _emit({"revoked": revoked.api_key, "account": str(revoked.account_uid)}, as_json, "key revoked")
 
 
@@ -466,20 +452,14 @@ def keys_show(
     as_json: JsonOption = False,
 ) -> None:
     """Show one key (never its secret)."""
-    runtime = _runtime(database)
-    try:
+    with _opened(database) as runtime:
         found = runtime.service.find_key(key)
-    finally:
-        runtime.close()
     _emit(_key_row(found), as_json, "API key")
 
 
 def _set_enabled(key: str, enabled: bool, database: str | None, as_json: bool) -> None:
-    runtime = _runtime(database)
-    try:
+    with _opened(database) as runtime:
         updated = runtime.service.set_key_enabled(key, enabled)
-    finally:
-        runtime.close()
     _emit(_key_row(updated), as_json, "key enabled" if enabled else "key disabled")
 
 
@@ -529,11 +509,8 @@ def audit(
     as_json: JsonOption = False,
 ) -> None:
     """List audit events: who changed what, when, from which IP."""
-    runtime = _runtime(database)
-    try:
+    with _opened(database) as runtime:
         events = runtime.service.audit_events(account_uid=account, limit=limit)
-    finally:
-        runtime.close()
     rows = [
         {
             "id": e.id,
