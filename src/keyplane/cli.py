@@ -34,8 +34,10 @@ from keyplane.config import Settings
 from keyplane.domain.model import Account, AccountStatus, ApiKey, Scheme
 from keyplane.domain.rules import normalize_bitget_permissions
 from keyplane.domain.scopes import COLLATERAL, SPOT
+from keyplane.domain.tokens import OperatorToken, Scope
 from keyplane.outages import unavailable
 from keyplane.runtime import DatabaseMissing, MasterKeyMismatch, Runtime, build_runtime, require_explicit_master_key
+from keyplane.services.tokens import TokenService
 from keyplane.store.location import BadDatabaseUrl, locate
 
 
@@ -123,6 +125,8 @@ app.add_typer(accounts_app, name="accounts")
 app.add_typer(keys_app, name="keys")
 master_key_app = typer.Typer(help="The master key that seals every API secret.", no_args_is_help=True)
 app.add_typer(master_key_app, name="master-key")
+tokens_app = typer.Typer(help="Operator tokens for the native management API (/v1/).", no_args_is_help=True)
+app.add_typer(tokens_app, name="tokens")
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # an error stays one line, however narrow the terminal
@@ -529,6 +533,63 @@ def audit(
         return
     columns = ("at", "action", "target", "actorUid", "actorKey", "ip")
     _table(rows, columns, {"at", "target", "actorUid", "actorKey", "ip"}, "audit events")
+
+
+# operator tokens (the native management API: keyplane.services.tokens) -------------------------------
+
+
+def _token_row(token: OperatorToken) -> dict[str, Any]:
+    return {
+        "id": token.id, "name": token.name, "scopes": [s.value for s in token.scopes], "hint": token.hint + "…",
+        "createdAt": _when(token.created_at),
+        "revokedAt": _when(token.revoked_at) if token.revoked_at is not None else None,
+    }
+
+
+@tokens_app.command("create")
+def tokens_create(
+    scope: Annotated[
+        list[Scope], typer.Option("--scope", help="read, accounts, keys, audit or all; repeat for more.")
+    ],
+    name: Annotated[str, typer.Option("--name", help="What the token is for (shown in lists).")] = "",
+    database: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create an operator token; the token is shown this once."""
+    with _opened(database) as runtime:
+        issued = TokenService(runtime.store).create(scope, name=name)
+    row = _token_row(issued.token)
+    del row["revokedAt"]
+    _emit({"token": issued.secret, **row}, as_json, "operator token created; it is shown only now, keep it:")
+
+
+@tokens_app.command("list")
+def tokens_list(
+    active: Annotated[bool, typer.Option("--active", help="Leave out revoked tokens.")] = False,
+    database: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List operator tokens (never a token itself: its first characters as a hint)."""
+    with _opened(database) as runtime:
+        tokens = TokenService(runtime.store).list(include_revoked=not active)
+    rows = [_token_row(token) for token in tokens]
+    if as_json:
+        print(json.dumps(rows))
+        return
+    columns = ("id", "name", "scopes", "hint", "createdAt", "revokedAt")
+    _table(rows, columns, {"id", "hint", "createdAt", "revokedAt"}, "operator tokens")
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(
+    token_id: Annotated[str, typer.Option("--id", help="The token's id (tok_…), as `tokens list` shows it.")],
+    database: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Revoke a token: every server refuses it from the next call on."""
+    with _opened(database) as runtime:
+        revoked = TokenService(runtime.store).revoke(token_id)
+    _emit(_token_row(revoked), as_json, "operator token revoked")
 
 
 # How long a rotation waits, with the new key in the file, before its last pass: a node that read the old

@@ -14,7 +14,8 @@ Verification failures are *not* exceptions: the verifier returns a ``VerifyResul
     │   └── InvalidEndpoint          an endpoint that a sub-account key may not be allowed
     ├── NotFound
     │   ├── AccountNotFound          unknown account, or not a sub-account of the caller
-    │   └── ApiKeyNotFound           unknown key, or not a key of the caller's sub-accounts
+    │   ├── ApiKeyNotFound           unknown key, or not a key of the caller's sub-accounts
+    │   └── TokenNotFound            unknown operator token
     ├── Conflict
     │   ├── NameTaken                the name is used by another sub-account (venue-wide)
     │   ├── DuplicateInRequest       the same name twice in one batch
@@ -82,6 +83,10 @@ class AccountNotFound(NotFound):
 
 
 class ApiKeyNotFound(NotFound):
+    pass
+
+
+class TokenNotFound(NotFound):
     pass
 
 

@@ -102,3 +102,4 @@ class AuditEvent:
     target: str
     ip: str | None
     detail: dict[str, object] = field(default_factory=dict)
+    actor_token: str | None = None  # the operator token of a native management call (its id)

@@ -537,6 +537,7 @@ class Transaction:
         actor_key: str | None,
         ip: str | None,
         detail: dict[str, Any] | None = None,
+        actor_token: str | None = None,
     ) -> None:
         self.conn.execute(
             sa.insert(audit_events).values(
@@ -548,6 +549,7 @@ class Transaction:
                 target=target,
                 ip=ip,
                 detail=detail or {},
+                actor_token=actor_token,
             )
         )
 
@@ -565,6 +567,7 @@ class Transaction:
                 target=row.target,
                 ip=row.ip,
                 detail=dict(row.detail),
+                actor_token=row.actor_token,
             )
             for row in self.conn.execute(query)
         ]

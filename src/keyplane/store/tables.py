@@ -103,4 +103,36 @@ audit_events = sa.Table(
     sa.Column("target", sa.String(128), nullable=False),
     sa.Column("ip", sa.String(64), nullable=True),
     sa.Column("detail", sa.JSON, nullable=False),
+    # the operator token a native management call was made with (operator_tokens.id), else NULL
+    sa.Column("actor_token", sa.String(32), nullable=True),
+)
+# Operator tokens of the native management API (migration 0004; audit_events.actor_token names one). The
+# token itself is never stored: ``token_hash`` is its SHA-256 (keyplane.services.tokens says why).
+operator_tokens = sa.Table(
+    "operator_tokens",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, server_default=""),
+    sa.Column("scopes", sa.JSON, nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("hint", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("revoked_at", sa.BigInteger, nullable=True),
+)
+
+# One row per (token, Idempotency-Key): the claim a create takes before it runs, then its answer (never a
+# one-time secret). ``status`` is NULL while the create runs; ``owner`` tells the claim's holder apart.
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column(
+        "token_id", sa.String(32), sa.ForeignKey("operator_tokens.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    sa.Column("owner", sa.String(32), nullable=False),
+    sa.Column("status", sa.SmallInteger, nullable=True),
+    sa.Column("body", sa.LargeBinary, nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False, index=True),
+    sa.Column("claimed_at", sa.BigInteger, nullable=False),
 )
