@@ -42,7 +42,7 @@ import httpx  # noqa: E402
 from keyplane import crypto  # noqa: E402
 from keyplane.auth.invalidation import RedisInvalidationBus  # noqa: E402
 from keyplane.domain.model import Scheme  # noqa: E402
-from keyplane.service import Actor, KeyplaneService, NewKeySpec  # noqa: E402
+from keyplane.services import Actor, KeyplaneService, NewKeySpec  # noqa: E402
 from keyplane.store import Store  # noqa: E402
 
 PATH = "/api/v2/spot/account/assets"
@@ -121,10 +121,10 @@ def measure(
     round_trips: dict[str, list[float]] = {node: [] for node in nodes}
     try:
         service = changer.service
-        main = service.create_main_account(f"propagation-{os.getpid()}-{time.time_ns()}")
+        main = service.accounts.create_main_account(f"propagation-{os.getpid()}-{time.time_ns()}")
         actor = Actor(account=main)
-        sub = service.create_sub_account(actor, Scheme.BITGET, name=f"prop{time.time_ns() % 10**12}")
-        issued = service.create_sub_key(
+        sub = service.subaccounts.create_sub_account(actor, Scheme.BITGET, name=f"prop{time.time_ns() % 10**12}")
+        issued = service.keys.create_sub_key(
             actor, Scheme.BITGET, NewKeySpec(label="p", passphrase=PASSPHRASE, permissions=("read",),
                                              ip_list=ALLOWED), uid=sub.uid,
         )
@@ -160,7 +160,7 @@ def measure(
                 t.is_alive() for t in done
             ):
                 time.sleep(0.001)
-            service.modify_sub_key(actor, key_id=issued.key.id, ip_list=ALLOWED if expect else REFUSED)
+            service.keys.modify_sub_key(actor, key_id=issued.key.id, ip_list=ALLOWED if expect else REFUSED)
             go.set()
             for thread in done:
                 thread.join()

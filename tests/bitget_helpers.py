@@ -117,8 +117,8 @@ def main_key(
         key = MainKey(uid=uid, api_key=made["apiKey"], secret=made["secretKey"], passphrase=made["passphrase"])
     else:
         service = _operator(server).service
-        uid = uid or str(service.create_main_account("venue-" + secrets.token_hex(3)).uid)
-        issued = service.issue_main_key(
+        uid = uid or str(service.accounts.create_main_account("venue-" + secrets.token_hex(3)).uid)
+        issued = service.keys.issue_main_key(
             int(uid), Scheme.BITGET, permissions=["read", "spot_trade", "margin_trade", "contract_trade", "transfer"],
             ip_list=ips,
         )

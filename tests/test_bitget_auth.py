@@ -340,8 +340,8 @@ def test_account_info_answers_who_the_key_is(server: Server, main: h.MainKey, su
 def test_a_whitebit_key_cannot_sign_a_bitget_request(server: Server) -> None:
     # the same venue holds both dialects' keys; each scheme only finds its own
     operator = h._operator(server)
-    main = operator.service.create_main_account("two-dialects")
-    issued = operator.service.issue_main_key(main.uid, Scheme.WHITEBIT, ip_list=("127.0.0.1",))
+    main = operator.service.accounts.create_main_account("two-dialects")
+    issued = operator.service.keys.issue_main_key(main.uid, Scheme.WHITEBIT, ip_list=("127.0.0.1",))
     assert issued.secret is not None
     h.RECORD.secret(issued.secret)
     raw = h.Raw(server, issued.key.api_key, issued.secret, "whatever1")

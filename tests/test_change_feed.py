@@ -16,7 +16,7 @@ from keyplane.auth.changes import KeyChangeFeed
 from keyplane.config import Settings
 from keyplane.domain.model import Scheme
 from keyplane.runtime import build_runtime
-from keyplane.service import Actor, NewKeySpec
+from keyplane.services import Actor, NewKeySpec
 from keyplane.store import Store
 from keyplane.store.store import now_ms
 from keyplane.store.tables import key_changes
@@ -71,10 +71,10 @@ def test_notify_brings_a_change_at_once_without_waiting_for_a_poll(pg_url: str) 
     feed = KeyChangeFeed(reader.store, heard, interval=3600)
     try:
         assert feed.listening.wait(5)
-        main = writer.service.create_main_account("venue")
+        main = writer.service.accounts.create_main_account("venue")
         for _ in range(20):
-            key = writer.service.issue_main_key(main.uid, Scheme.WHITEBIT).key
-            writer.service.revoke_key(key.api_key)
+            key = writer.service.keys.issue_main_key(main.uid, Scheme.WHITEBIT).key
+            writer.service.keys.revoke_key(key.api_key)
             heard.wait_for(key.api_key, 0.5)  # the feed polls once an hour: only NOTIFY can bring it
     finally:
         feed.close()
@@ -103,10 +103,10 @@ def test_purging_old_changes_never_hands_out_an_id_a_follower_read_past(tmp_path
 
 
 def _plane(runtime: Any) -> tuple[Actor, Any]:
-    main = runtime.service.create_main_account("venue")
+    main = runtime.service.accounts.create_main_account("venue")
     actor = Actor(account=main)
-    sub = runtime.service.create_sub_account(actor, Scheme.BITGET, name="ttlsub")
-    issued = runtime.service.create_sub_key(
+    sub = runtime.service.subaccounts.create_sub_account(actor, Scheme.BITGET, name="ttlsub")
+    issued = runtime.service.keys.create_sub_key(
         actor, Scheme.BITGET, NewKeySpec(label="k", passphrase="abcd1234", permissions=("read",)), uid=sub.uid
     )
     return actor, issued
@@ -154,7 +154,7 @@ def test_a_redis_reconnect_keeps_the_cache_and_reads_what_it_missed(tmp_path: Pa
     reader = build_runtime(settings, follow_changes=True)
     try:
         actor, issued = _plane(writer)
-        other = writer.service.create_sub_key(
+        other = writer.service.keys.create_sub_key(
             actor, Scheme.BITGET, NewKeySpec(label="o", passphrase="abcd1234"),
             uid=issued.key.account_uid,
         )
@@ -162,7 +162,7 @@ def test_a_redis_reconnect_keeps_the_cache_and_reads_what_it_missed(tmp_path: Pa
         kept, changed = cache.get(issued.key.api_key), cache.get(other.key.api_key)
         assert kept is not None and changed is not None and kept.passphrase_ok("abcd1234")
         private_redis.stop()
-        writer.service.delete_sub_key(actor, key_id=other.key.id)  # committed while Redis is down
+        writer.service.keys.delete_sub_key(actor, key_id=other.key.id)  # committed while Redis is down
         private_redis.start()
         deadline = time.monotonic() + 10
         while cache.get(other.key.api_key) is not None:
@@ -182,7 +182,7 @@ def test_listen_comes_back_after_a_postgres_restart(private_postgres: Any) -> No
     feed = KeyChangeFeed(writer.store, heard, interval=3600)
     try:
         assert feed.listening.wait(5)
-        main = writer.service.create_main_account("venue")
+        main = writer.service.accounts.create_main_account("venue")
         private_postgres.stop()
         deadline = time.monotonic() + 10
         while feed.listening.is_set():
@@ -190,8 +190,8 @@ def test_listen_comes_back_after_a_postgres_restart(private_postgres: Any) -> No
             time.sleep(0.05)
         private_postgres.start()
         assert feed.listening.wait(15)
-        key = writer.service.issue_main_key(main.uid, Scheme.WHITEBIT).key
-        writer.service.revoke_key(key.api_key)
+        key = writer.service.keys.issue_main_key(main.uid, Scheme.WHITEBIT).key
+        writer.service.keys.revoke_key(key.api_key)
         heard.wait_for(key.api_key, 0.5)  # polls are an hour apart: the notification came back
     finally:
         feed.close()

@@ -25,7 +25,7 @@ from conftest import Server, make_server
 from keyplane.config import Settings
 from keyplane.domain.model import AccountStatus, Scheme
 from keyplane.runtime import Runtime, build_runtime
-from keyplane.service import Actor, NewKeySpec
+from keyplane.services import Actor, NewKeySpec
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
@@ -106,12 +106,12 @@ def _concurrently(jobs: list[Any]) -> None:
 
 def test_every_concurrent_change_reaches_both_nodes(cluster: Cluster) -> None:
     service = cluster.changers[0].service
-    actor = Actor(account=service.create_main_account("venue"))
+    actor = Actor(account=service.accounts.create_main_account("venue"))
     subs, issued = [], []
     for n in range(KEYS):
-        sub = service.create_sub_account(actor, Scheme.BITGET, name=f"feedsub{n:02d}")
+        sub = service.subaccounts.create_sub_account(actor, Scheme.BITGET, name=f"feedsub{n:02d}")
         subs.append(sub)
-        issued.append(service.create_sub_key(
+        issued.append(service.keys.create_sub_key(
             actor, Scheme.BITGET, NewKeySpec(label="k", passphrase=PASSPHRASE, permissions=("read",),
                                              ip_list=ALLOWED), uid=sub.uid,
         ))
@@ -122,7 +122,7 @@ def test_every_concurrent_change_reaches_both_nodes(cluster: Cluster) -> None:
         allow = round_ % 2 == 1
 
         def change(n: int, allow: bool = allow) -> None:
-            cluster.changers[n % 2].service.modify_sub_key(
+            cluster.changers[n % 2].service.keys.modify_sub_key(
                 actor, key_id=issued[n].key.id, ip_list=ALLOWED if allow else REFUSED
             )
 
@@ -130,7 +130,7 @@ def test_every_concurrent_change_reaches_both_nodes(cluster: Cluster) -> None:
         cluster.wait_all(keys, [allow] * KEYS)
 
     if ROUNDS % 2 == 1:  # all allowed again, and cached so, before the last round
-        _concurrently([lambda n=n: cluster.changers[n % 2].service.modify_sub_key(
+        _concurrently([lambda n=n: cluster.changers[n % 2].service.keys.modify_sub_key(
             actor, key_id=issued[n].key.id, ip_list=ALLOWED) for n in range(KEYS)])
     cluster.wait_all(keys, [True] * KEYS)
 

@@ -33,7 +33,7 @@ from keyplane.config import Settings
 from keyplane.dialects import bitget, whitebit
 from keyplane.domain.model import Scheme
 from keyplane.runtime import build_runtime
-from keyplane.service import Actor, NewKeySpec
+from keyplane.services import Actor, NewKeySpec
 
 pytestmark = pytest.mark.nginx
 
@@ -222,11 +222,13 @@ def keys(gateway: Gateway) -> dict[str, Any]:
     # a sub-account key of WhiteBIT type 1 (no withdrawals), made through the service on the same store
     runtime = build_runtime(Settings(database_url=server.database_url))
     try:
-        main = runtime.service.account_of(int(uid))
+        main = runtime.service.accounts.account_of(int(uid))
         assert main is not None
         actor = Actor(account=main)
-        sub = runtime.service.create_sub_account(actor, Scheme.WHITEBIT, name="gwsubone", permissions=("spot_trade",))
-        issued = runtime.service.create_sub_key(
+        sub = runtime.service.subaccounts.create_sub_account(
+            actor, Scheme.WHITEBIT, name="gwsubone", permissions=("spot_trade",)
+        )
+        issued = runtime.service.keys.create_sub_key(
             actor, Scheme.WHITEBIT, NewKeySpec(label="type one", key_type=1), uid=sub.uid
         )
         out["whitebit_type1"] = {"apiKey": issued.key.api_key, "apiSecret": issued.secret, "uid": str(sub.uid)}

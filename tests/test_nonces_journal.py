@@ -25,7 +25,7 @@ import pytest
 from keyplane import Reason, Requirement, SignedRequest, Verifier, crypto
 from keyplane.auth.nonces import NonceGuard
 from keyplane.domain.model import Scheme
-from keyplane.service import KeyplaneService
+from keyplane.services import KeyplaneService
 from keyplane.store import Store
 from keyplane.store.nonce_journal import (
     HEADER_SIZE,
@@ -52,8 +52,8 @@ class Plane:
         self.store = Store(self.url)
         self.store.migrate()
         self.service = KeyplaneService(self.store, MASTER)
-        main = self.service.create_main_account("venue")
-        self.issued = [self.service.issue_main_key(main.uid, Scheme.WHITEBIT) for _ in range(keys)]
+        main = self.service.accounts.create_main_account("venue")
+        self.issued = [self.service.keys.issue_main_key(main.uid, Scheme.WHITEBIT) for _ in range(keys)]
         self.key_id = self.issued[0].key.id
 
     @property
@@ -527,7 +527,7 @@ def test_postgres_keeps_its_transactional_path(pg_url: str, tmp_path: Path) -> N
     store = Store(pg_url)
     store.migrate()
     service = KeyplaneService(store, MASTER)
-    key = service.issue_main_key(service.create_main_account("venue").uid, Scheme.WHITEBIT).key
+    key = service.keys.issue_main_key(service.accounts.create_main_account("venue").uid, Scheme.WHITEBIT).key
     first, second = NonceGuard(store, compact_bytes=TINY), NonceGuard(store, compact_bytes=TINY)
     try:
         assert first._ledger.journal is None and first._ledger.transactional

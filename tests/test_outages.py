@@ -38,7 +38,7 @@ from keyplane.config import Settings
 from keyplane.domain.model import Scheme
 from keyplane.outages import unavailable
 from keyplane.runtime import Runtime, build_runtime
-from keyplane.service import KeyplaneService
+from keyplane.services import KeyplaneService
 from keyplane.store import Store
 from keyplane.store.tables import accounts, api_keys
 from outage_helpers import PrivatePostgres, PrivateRedis, _port_open
@@ -95,10 +95,10 @@ def test_verifier_never_raises_when_the_store_is_down(private_postgres: PrivateP
     store.migrate()
     master = crypto.MasterKey(b"o" * 32)
     service = KeyplaneService(store, master)
-    uid = service.create_main_account("inproc-" + uuid.uuid4().hex[:8]).uid
+    uid = service.accounts.create_main_account("inproc-" + uuid.uuid4().hex[:8]).uid
     keys = []
     for _ in range(2):
-        issued = service.issue_main_key(uid, Scheme.BITGET, permissions=("read",), ip_list=("127.0.0.1",))
+        issued = service.keys.issue_main_key(uid, Scheme.BITGET, permissions=("read",), ip_list=("127.0.0.1",))
         keys.append({"apiKey": issued.key.api_key, "secretKey": issued.secret, "passphrase": issued.passphrase})
     cached, uncached = keys
     verifier = Verifier(store, master)
@@ -114,7 +114,7 @@ def test_verifier_never_raises_when_the_store_is_down(private_postgres: PrivateP
             assert verifier.verify(signed_bitget(uncached), need).reason is Reason.UNAVAILABLE
             # what a management call meets: the driver's error, which the edges turn into Unavailable
             with pytest.raises(sa.exc.OperationalError) as raised:
-                service.revoke_key(uncached["apiKey"])
+                service.keys.revoke_key(uncached["apiKey"])
             outage = unavailable(raised.value)
             assert isinstance(outage, errors.Unavailable)
             assert outage.message.startswith("the database is unavailable: OperationalError")
@@ -140,9 +140,9 @@ def test_a_failing_listener_does_not_fail_a_committed_change(private_postgres: P
     service.on_keys_changed(publish)
     service.on_keys_changed(heard.extend)  # a later listener still hears of it
     try:
-        uid = service.create_main_account("listen-" + uuid.uuid4().hex[:8]).uid
-        issued = service.issue_main_key(uid, Scheme.WHITEBIT)
-        revoked = service.revoke_key(issued.key.api_key)
+        uid = service.accounts.create_main_account("listen-" + uuid.uuid4().hex[:8]).uid
+        issued = service.keys.issue_main_key(uid, Scheme.WHITEBIT)
+        revoked = service.keys.revoke_key(issued.key.api_key)
         assert revoked.api_key == issued.key.api_key and heard == [issued.key.api_key]
         with store.reading() as tx:
             assert tx.find_api_key(issued.key.api_key) is None
@@ -220,14 +220,14 @@ def cluster(
     try:
         for node in nodes:
             node.start()
-        uid = str(ops.service.create_main_account("outage-venue").uid)
+        uid = str(ops.service.accounts.create_main_account("outage-venue").uid)
         cluster.main_uid = uid
         perms = ("read", "spot_trade", "margin_trade", "contract_trade", "transfer")
         for name in ("main", "cached", "uncached", "revoked", "cli", "inproc"):
-            issued = ops.service.issue_main_key(int(uid), Scheme.BITGET, permissions=perms, ip_list=("127.0.0.1",))
+            issued = ops.service.keys.issue_main_key(int(uid), Scheme.BITGET, permissions=perms, ip_list=("127.0.0.1",))
             cluster.keys[name] = {"apiKey": issued.key.api_key, "secretKey": issued.secret,
                                   "passphrase": issued.passphrase}
-        issued = ops.service.issue_main_key(int(uid), Scheme.WHITEBIT)
+        issued = ops.service.keys.issue_main_key(int(uid), Scheme.WHITEBIT)
         cluster.keys["wb"] = {"apiKey": issued.key.api_key, "apiSecret": issued.secret}
         wb = whitebit(cluster, nodes[0])
         sub = wb.call("/api/v4/sub-account/create", {"alias": "outagesub", "shareKyc": True,
@@ -367,7 +367,7 @@ def test_redis_outage_cached_keys_verify_management_commits_or_refuses_cleanly(c
                             redis_url=cluster.redis.url)
         runtime = build_runtime(settings)
         try:
-            runtime.service.revoke_key(cluster.keys["inproc"]["apiKey"])
+            runtime.service.keys.revoke_key(cluster.keys["inproc"]["apiKey"])
         finally:
             runtime.close()
         assert time.monotonic() - started < 2.0
@@ -399,7 +399,7 @@ def test_postgres_outage_refuses_what_it_cannot_decide_and_recovers(cluster: Clu
     for node in nodes:  # warm both caches; the revoked key is cached too, then revoked before the outage
         for name in ("cached", "main", "revoked"):
             assert verify_bitget(node, keys[name])["valid"]
-    cluster.ops.service.revoke_key(revoked["apiKey"])
+    cluster.ops.service.keys.revoke_key(revoked["apiKey"])
     for node in nodes:
         assert eventually(lambda node=node: verify_bitget(node, revoked)["code"] == "UNKNOWN_KEY", 3.0)
 
@@ -407,8 +407,8 @@ def test_postgres_outage_refuses_what_it_cannot_decide_and_recovers(cluster: Clu
         sealed_before = conn.execute(sa.select(api_keys.c.sealed_secret).where(api_keys.c.id == cluster.wb_key_id))
         sealed_before = sealed_before.scalar_one()
         sub_uid = conn.execute(sa.select(api_keys.c.account_uid).where(api_keys.c.id == cluster.wb_key_id)).scalar_one()
-    keys_before = len(cluster.ops.service.list_account_keys(sub_uid))
-    sub_public_id = cluster.ops.service.account_of(sub_uid).public_id
+    keys_before = len(cluster.ops.service.keys.list_account_keys(sub_uid))
+    sub_public_id = cluster.ops.service.accounts.account_of(sub_uid).public_id
 
     cluster.pg.stop()
     try:
@@ -473,7 +473,7 @@ def test_postgres_outage_refuses_what_it_cannot_decide_and_recovers(cluster: Clu
         assert cluster.account_named(name)
         assert node.process is not None and node.process.poll() is None
     assert not any(cluster.account_named(name) for name in refused_names)
-    assert len(cluster.ops.service.list_account_keys(sub_uid)) == keys_before
+    assert len(cluster.ops.service.keys.list_account_keys(sub_uid)) == keys_before
     with cluster.engine().connect() as conn:
         sealed_after = conn.execute(sa.select(api_keys.c.sealed_secret).where(api_keys.c.id == cluster.wb_key_id))
         assert sealed_after.scalar_one() == sealed_before
@@ -503,9 +503,9 @@ def test_a_rotation_cut_by_a_postgres_outage_says_so_and_finishes_when_run_again
     env["KEYPLANE_MASTER_KEY_FILE"] = str(key_file)
     runtime = build_runtime(Settings(database_url=url, master_key_file=key_file))
     try:
-        uid = runtime.service.create_main_account("rotation").uid
+        uid = runtime.service.accounts.create_main_account("rotation").uid
         for _ in range(3):
-            runtime.service.issue_main_key(uid, Scheme.WHITEBIT)
+            runtime.service.keys.issue_main_key(uid, Scheme.WHITEBIT)
     finally:
         runtime.close()
 

@@ -266,8 +266,10 @@ def test_non_blocking_verification_asks_redis_only_when_a_hit_needs_it(tmp_path:
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'k.db'}", master_key="ab" * 32, redis_url=REDIS_URL)
     runtime = build_runtime(settings)
     try:
-        main = runtime.service.create_main_account("venue")
-        issued = runtime.service.issue_main_key(main.uid, Scheme.BITGET, passphrase="abcd1234", permissions=["read"])
+        main = runtime.service.accounts.create_main_account("venue")
+        issued = runtime.service.keys.issue_main_key(
+            main.uid, Scheme.BITGET, passphrase="abcd1234", permissions=["read"]
+        )
         assert issued.secret is not None
         timestamp = str(int(time.time() * 1000))
         signature = sign_hmac(issued.secret.encode(), prehash(timestamp, "GET", "/api/v2/x", "", b""))

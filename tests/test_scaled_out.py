@@ -15,7 +15,7 @@ from keyplane.domain.model import Scheme
 from keyplane.domain.policy import Policy
 from keyplane.errors import SubAccountLimit
 from keyplane.ratelimit import RateLimiter
-from keyplane.service import Actor, KeyplaneService, NewKeySpec, NewSubAccountWithKey
+from keyplane.services import Actor, KeyplaneService, NewKeySpec, NewSubAccountWithKey
 from keyplane.store import Store
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -32,7 +32,7 @@ def _service(url: str, policy: Policy | None = None) -> KeyplaneService:
 def test_postgres_schema_migrates_and_starts_uids_like_bitget(pg_url: str) -> None:
     service = _service(pg_url)
     service.store.migrate()  # idempotent
-    main = service.create_main_account("venue")
+    main = service.accounts.create_main_account("venue")
     assert main.uid >= 1_000_000_001
     assert service.store.engine.dialect.name == "postgresql"
 
@@ -40,7 +40,7 @@ def test_postgres_schema_migrates_and_starts_uids_like_bitget(pg_url: str) -> No
 def test_postgres_parallel_batches_never_pass_the_sub_account_limit(pg_url: str) -> None:
     policy = Policy.from_overrides({"bitget": {"sub_accounts_per_main": 7}})
     service = _service(pg_url, policy)
-    main = service.create_main_account("venue")
+    main = service.accounts.create_main_account("venue")
     actor = Actor(account=main)
     outcomes: list[str] = []
 
@@ -53,7 +53,7 @@ def test_postgres_parallel_batches_never_pass_the_sub_account_limit(pg_url: str)
             for i in range(3)
         ]
         try:
-            service.batch_create_sub_accounts_with_keys(actor, entries, Scheme.BITGET)
+            service.subaccounts.batch_create_sub_accounts_with_keys(actor, entries, Scheme.BITGET)
             outcomes.append("ok")
         except SubAccountLimit:
             outcomes.append("limit")
@@ -63,7 +63,7 @@ def test_postgres_parallel_batches_never_pass_the_sub_account_limit(pg_url: str)
         thread.start()
     for thread in threads:
         thread.join()
-    count = len(service.list_sub_accounts(actor, limit=500))
+    count = len(service.subaccounts.list_sub_accounts(actor, limit=500))
     assert count <= 7
     assert count == 3 * outcomes.count("ok")
     assert outcomes.count("ok") == 2
@@ -125,10 +125,10 @@ def test_a_change_on_one_instance_stops_the_key_on_another_instance_at_once(pg_u
     settings = Settings(database_url=pg_url, master_key="ab" * 32, redis_url=REDIS_URL)
     first, second = build_runtime(settings), build_runtime(settings)
     try:
-        main = first.service.create_main_account("venue")
+        main = first.service.accounts.create_main_account("venue")
         actor = Actor(account=main)
-        sub = first.service.create_sub_account(actor, Scheme.BITGET, name="instance")
-        issued = first.service.create_sub_key(
+        sub = first.service.subaccounts.create_sub_account(actor, Scheme.BITGET, name="instance")
+        issued = first.service.keys.create_sub_key(
             actor, Scheme.BITGET, NewKeySpec(label="k", passphrase="abcd1234", permissions=("read",)), uid=sub.uid
         )
 
@@ -141,7 +141,7 @@ def test_a_change_on_one_instance_stops_the_key_on_another_instance_at_once(pg_u
             return SignedRequest("GET", "/api/v2/x", "", headers, b"", "127.0.0.1")
 
         assert second.verifier.verify(request(), Requirement()).valid  # now cached in the second instance
-        first.service.modify_sub_account(actor, uid=sub.uid, status=AccountStatus.FREEZE)
+        first.service.subaccounts.modify_sub_account(actor, uid=sub.uid, status=AccountStatus.FREEZE)
         deadline = time.monotonic() + 2
         while second.verifier.verify(request(), Requirement()).valid and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -156,8 +156,8 @@ def test_postgres_keeps_whitebit_nonces_and_refuses_replays(pg_url: str) -> None
     from keyplane.auth.request import Reason
 
     service = _service(pg_url)
-    main = service.create_main_account("venue")
-    key = service.issue_main_key(main.uid, Scheme.WHITEBIT).key
+    main = service.accounts.create_main_account("venue")
+    key = service.keys.issue_main_key(main.uid, Scheme.WHITEBIT).key
     now = 1_800_000_000_000
     first, restarted = NonceGuard(service.store), NonceGuard(service.store)
     try:
@@ -175,10 +175,10 @@ def test_postgres_keeps_whitebit_nonces_and_refuses_replays(pg_url: str) -> None
 def test_postgres_concurrent_ip_list_changes_of_one_key_never_lose_one_another(pg_url: str) -> None:
     policy = Policy.from_overrides({"bitget": {"ips_per_key": 30}})
     services = [_service(pg_url, policy) for _ in range(2)]  # two nodes' services on one schema
-    main = services[0].create_main_account("venue")
+    main = services[0].accounts.create_main_account("venue")
     actor = Actor(account=main)
-    sub = services[0].create_sub_account(actor, Scheme.BITGET, name="lockedip")
-    key = services[0].create_sub_key(
+    sub = services[0].subaccounts.create_sub_account(actor, Scheme.BITGET, name="lockedip")
+    key = services[0].keys.create_sub_key(
         actor, Scheme.BITGET, NewKeySpec(label="k", passphrase="abcd1234", ip_list=("10.9.9.9",)), uid=sub.uid
     ).key
     ips = [f"10.0.0.{n}" for n in range(1, 17)]
@@ -190,9 +190,9 @@ def test_postgres_concurrent_ip_list_changes_of_one_key_never_lose_one_another(p
         barrier.wait()
         try:
             if add:
-                service.add_key_ip(actor, key_id=key.id, ip=ip)
+                service.keys.add_key_ip(actor, key_id=key.id, ip=ip)
             else:
-                service.remove_key_ip(actor, key_id=key.id, ip=ip)
+                service.keys.remove_key_ip(actor, key_id=key.id, ip=ip)
         except BaseException as error:
             errors.append(error)
 
@@ -203,7 +203,7 @@ def test_postgres_concurrent_ip_list_changes_of_one_key_never_lose_one_another(p
         for thread in threads:
             thread.join()
         assert errors == []
-        listed = services[1].find_sub_key(actor, key_id=key.id).ip_list
+        listed = services[1].keys.find_sub_key(actor, key_id=key.id).ip_list
         assert sorted(listed) == sorted(["10.9.9.9", *ips] if add else ["10.9.9.9"])
     for service in services:
         service.store.close()

@@ -17,7 +17,7 @@ from keyplane.domain.model import AccountStatus, Scheme
 from keyplane.domain.policy import Policy
 from keyplane.domain.rules import BITGET_PERMISSIONS
 from keyplane.errors import InvalidIp, NameTaken, SubAccountLimit
-from keyplane.service import Actor, KeyplaneService, NewKeySpec, NewSubAccountWithKey
+from keyplane.services import Actor, KeyplaneService, NewKeySpec, NewSubAccountWithKey
 from keyplane.store import Store
 
 
@@ -30,9 +30,9 @@ def service(tmp_path: Path) -> Iterator[KeyplaneService]:
 
 
 def _actor(service: KeyplaneService, name: str = "venue") -> Actor:
-    account = service.create_main_account(name)
+    account = service.accounts.create_main_account(name)
     # a main key holding every permission: a key grants only what it holds (tests/security/test_grants.py)
-    key = service.issue_main_key(account.uid, Scheme.BITGET, permissions=BITGET_PERMISSIONS)
+    key = service.keys.issue_main_key(account.uid, Scheme.BITGET, permissions=BITGET_PERMISSIONS)
     return Actor(account=account, api_key=key.key.api_key, ip="127.0.0.1")
 
 
@@ -48,23 +48,23 @@ def _count(service: KeyplaneService, table: str) -> int:
 def test_uids_look_like_bitgets_and_sub_accounts_list_newest_first_in_pages(service: KeyplaneService) -> None:
     actor = _actor(service)
     assert actor.account.uid >= 1_000_000_001
-    made = service.create_sub_accounts(actor, [f"abcdefg{c}" for c in "abcdefg"], Scheme.BITGET, ()).created
+    made = service.subaccounts.create_sub_accounts(actor, [f"abcdefg{c}" for c in "abcdefg"], Scheme.BITGET, ()).created
     uids = [a.uid for a in made]
     assert uids == sorted(uids)
-    listed = service.list_sub_accounts(actor, limit=3)
+    listed = service.subaccounts.list_sub_accounts(actor, limit=3)
     assert [a.uid for a in listed] == uids[::-1][:3]
-    rest = service.list_sub_accounts(actor, uid_less_than=listed[-1].uid, limit=100)
+    rest = service.subaccounts.list_sub_accounts(actor, uid_less_than=listed[-1].uid, limit=100)
     assert [a.uid for a in listed + rest] == uids[::-1]
-    service.modify_sub_account(actor, uid=uids[0], status=AccountStatus.FREEZE)
-    assert [a.uid for a in service.list_sub_accounts(actor, status="freeze")] == [uids[0]]
+    service.subaccounts.modify_sub_account(actor, uid=uids[0], status=AccountStatus.FREEZE)
+    assert [a.uid for a in service.subaccounts.list_sub_accounts(actor, status="freeze")] == [uids[0]]
 
 
 def test_names_are_unique_across_the_venue_whatever_their_case(service: KeyplaneService) -> None:
     first, second = _actor(service, "a"), _actor(service, "b")
-    service.create_sub_account(first, Scheme.BITGET, name="SameName")
+    service.subaccounts.create_sub_account(first, Scheme.BITGET, name="SameName")
     with pytest.raises(NameTaken):
-        service.create_sub_account(second, Scheme.BITGET, name="samename")
-    assert service.create_sub_accounts(second, ["SAMENAME"], Scheme.BITGET, ()).failed == ["SAMENAME"]
+        service.subaccounts.create_sub_account(second, Scheme.BITGET, name="samename")
+    assert service.subaccounts.create_sub_accounts(second, ["SAMENAME"], Scheme.BITGET, ()).failed == ["SAMENAME"]
     # the unique index holds even when the check before the insert is skipped
     with pytest.raises(sqlalchemy.exc.IntegrityError), service.store.transaction() as tx:
         tx.insert_account(name="sAmEnAmE", parent_uid=second.account.uid)
@@ -75,11 +75,11 @@ def test_a_batch_failing_on_its_last_entry_leaves_nothing(service: KeyplaneServi
     accounts, keys, events = _count(service, "accounts"), _count(service, "api_keys"), _count(service, "audit_events")
     entries = [_entry("abcdefgh"), _entry("bcdefghi"), _entry("cdefghij", ips=("10.0.0.1", "not-an-ip"))]
     with pytest.raises(InvalidIp):
-        service.batch_create_sub_accounts_with_keys(actor, entries, Scheme.BITGET)
+        service.subaccounts.batch_create_sub_accounts_with_keys(actor, entries, Scheme.BITGET)
     assert (_count(service, "accounts"), _count(service, "api_keys"), _count(service, "audit_events")) == (
         accounts, keys, events)
-    issued = service.batch_create_sub_accounts_with_keys(actor, entries[:2], Scheme.BITGET)
-    assert [i.key.account_uid for i in issued] == [a.uid for a in service.list_sub_accounts(actor)][::-1]
+    issued = service.subaccounts.batch_create_sub_accounts_with_keys(actor, entries[:2], Scheme.BITGET)
+    assert [i.key.account_uid for i in issued] == [a.uid for a in service.subaccounts.list_sub_accounts(actor)][::-1]
 
 
 def test_threads_racing_batches_never_pass_the_limit(tmp_path: Path) -> None:
@@ -94,7 +94,7 @@ def test_threads_racing_batches_never_pass_the_limit(tmp_path: Path) -> None:
     def run(index: int) -> None:
         start.wait()
         try:
-            service.batch_create_sub_accounts_with_keys(
+            service.subaccounts.batch_create_sub_accounts_with_keys(
                 actor, [_entry(f"race{chr(97 + index)}{c}xy") for c in "ab"], Scheme.BITGET)
             outcomes.append("ok")
         except SubAccountLimit:
@@ -106,14 +106,14 @@ def test_threads_racing_batches_never_pass_the_limit(tmp_path: Path) -> None:
     for thread in threads:
         thread.join()
     assert sorted(outcomes) == ["limit"] * 5 + ["ok"] * 3
-    assert len(service.list_sub_accounts(actor)) == 6
+    assert len(service.subaccounts.list_sub_accounts(actor)) == 6
     store.close()
 
 
 def test_only_sealed_secrets_and_passphrase_hashes_reach_the_database(service: KeyplaneService, tmp_path: Path) -> None:
     actor = _actor(service)
-    (issued,) = service.batch_create_sub_accounts_with_keys(actor, [_entry("secretss")], Scheme.BITGET)
-    main_key = service.issue_main_key(actor.account.uid, Scheme.BITGET, passphrase="mainpass1")
+    (issued,) = service.subaccounts.batch_create_sub_accounts_with_keys(actor, [_entry("secretss")], Scheme.BITGET)
+    main_key = service.keys.issue_main_key(actor.account.uid, Scheme.BITGET, passphrase="mainpass1")
     assert issued.secret and main_key.secret
     with sqlite3.connect(tmp_path / "keyplane.db") as conn:
         rows = conn.execute("SELECT sealed_secret, passphrase_hash FROM api_keys").fetchall()
@@ -131,16 +131,16 @@ def test_only_sealed_secrets_and_passphrase_hashes_reach_the_database(service: K
 
 def test_listeners_hear_of_changed_keys_after_commit_and_never_after_a_rollback(service: KeyplaneService) -> None:
     actor = _actor(service)
-    (issued,) = service.batch_create_sub_accounts_with_keys(actor, [_entry("listenme")], Scheme.BITGET)
+    (issued,) = service.subaccounts.batch_create_sub_accounts_with_keys(actor, [_entry("listenme")], Scheme.BITGET)
     heard: list[list[str]] = []
     service.on_keys_changed(lambda keys: heard.append(list(keys)))
-    service.modify_sub_account(actor, uid=issued.key.account_uid, status=AccountStatus.FREEZE)
+    service.subaccounts.modify_sub_account(actor, uid=issued.key.account_uid, status=AccountStatus.FREEZE)
     assert heard == [[issued.key.api_key]]
     with pytest.raises(RuntimeError), service.store.transaction() as tx:
         tx.update_account(issued.key.account_uid, status=AccountStatus.NORMAL)
         raise RuntimeError("abort")
     assert heard == [[issued.key.api_key]]
-    assert service.list_sub_accounts(actor)[0].status is AccountStatus.FREEZE
+    assert service.subaccounts.list_sub_accounts(actor)[0].status is AccountStatus.FREEZE
 
 
 @pytest.fixture
@@ -159,7 +159,7 @@ def _race(service: KeyplaneService, actors: list[Actor], name: str) -> tuple[lis
 
     def run(actor: Actor) -> None:
         start.wait()
-        outcome = service.create_sub_accounts(actor, [name], Scheme.BITGET, ())
+        outcome = service.subaccounts.create_sub_accounts(actor, [name], Scheme.BITGET, ())
         created.extend(a.name for a in outcome.created)
         failed.extend(outcome.failed)
 

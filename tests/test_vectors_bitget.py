@@ -25,7 +25,7 @@ from keyplane.auth import bitget
 from keyplane.auth.request import Reason, Requirement, SignedRequest
 from keyplane.auth.verifier import Verifier
 from keyplane.domain.model import Scheme, SignType
-from keyplane.service import KeyplaneService
+from keyplane.services import KeyplaneService
 from keyplane.store import Store
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "bitget.json").read_text())
@@ -100,7 +100,7 @@ def verifier_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[V
     store.migrate()
     master = crypto.MasterKey(os.urandom(32))
     service = KeyplaneService(store, master)
-    main = service.create_main_account("vectors")
+    main = service.accounts.create_main_account("vectors")
     key_id, api_key = str(uuid.uuid4()), "bg_vectors"
     with store.transaction() as tx:
         tx.insert_api_key(
@@ -109,7 +109,7 @@ def verifier_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[V
             passphrase_hash=crypto.hash_passphrase(PASSPHRASE), label="", permissions=("read",), key_type=None,
             ip_list=(),
         )
-    rsa_key = service.issue_main_key(main.uid, Scheme.BITGET, passphrase=PASSPHRASE,
+    rsa_key = service.keys.issue_main_key(main.uid, Scheme.BITGET, passphrase=PASSPHRASE,
                                      public_key_pem=RSA["public_key_pem"], permissions=("read",))
     assert rsa_key.secret is None and rsa_key.key.sign_type is SignType.RSA
     clock = Clock()
@@ -248,7 +248,7 @@ def test_the_cli_refuses_a_public_key_that_is_not_rsa_of_2048_bits(server: Serve
 def test_a_stored_public_key_that_does_not_load_is_an_unknown_key_not_a_server_error(server: Server) -> None:
     # what a key registered before public keys were checked looks like
     operator = h._operator(server)
-    main = operator.service.create_main_account("rsa-legacy")
+    main = operator.service.accounts.create_main_account("rsa-legacy")
     key_id = str(uuid.uuid4())
     with operator.store.transaction() as tx:
         tx.insert_api_key(

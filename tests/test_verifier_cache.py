@@ -19,7 +19,7 @@ from keyplane import Reason, SignedRequest, Verifier
 from keyplane.config import Settings
 from keyplane.domain.model import AccountStatus, Scheme
 from keyplane.runtime import Runtime, build_runtime
-from keyplane.service import Actor, NewKeySpec
+from keyplane.services import Actor, NewKeySpec
 
 MASTER_KEY = "11" * 32
 PASSPHRASE = "passphrase123"
@@ -39,18 +39,20 @@ class Plane:
     def __init__(self, runtime: Runtime) -> None:
         service = runtime.service
         self.runtime = runtime
-        main = service.create_main_account("venue")
+        main = service.accounts.create_main_account("venue")
         self.actor = Actor(account=main)
-        self.sub = service.create_sub_account(self.actor, Scheme.BITGET, name="cachesub", permissions=("spot_trade",))
-        issued = service.create_sub_key(
+        self.sub = service.subaccounts.create_sub_account(
+            self.actor, Scheme.BITGET, name="cachesub", permissions=("spot_trade",)
+        )
+        issued = service.keys.create_sub_key(
             self.actor,
             Scheme.BITGET,
             NewKeySpec(label="k", passphrase=PASSPHRASE, permissions=("spot_trade", "read")),
             uid=self.sub.uid,
         )
         self.bitget_key, self.bitget_secret = issued.key, issued.secret
-        self.wb_sub = service.create_sub_account(self.actor, Scheme.WHITEBIT, name="cachewbs")
-        issued = service.create_sub_key(
+        self.wb_sub = service.subaccounts.create_sub_account(self.actor, Scheme.WHITEBIT, name="cachewbs")
+        issued = service.keys.create_sub_key(
             self.actor, Scheme.WHITEBIT, NewKeySpec(label="w", key_type=1), uid=self.wb_sub.uid
         )
         self.whitebit_key, self.whitebit_secret = issued.key, issued.secret
@@ -91,7 +93,7 @@ def verify(verifier: Verifier, request: SignedRequest) -> Reason:
 def test_modified_permissions_stop_verifying_on_the_next_request(plane: Plane) -> None:
     verifier = plane.runtime.verifier
     assert verify(verifier, plane.bitget()) is Reason.VALID
-    plane.runtime.service.modify_sub_key(
+    plane.runtime.service.keys.modify_sub_key(
         plane.actor, key_id=plane.bitget_key.id, passphrase=PASSPHRASE, permissions=("read",)
     )
     assert verify(verifier, plane.bitget()) is Reason.PERMISSION_DENIED
@@ -100,7 +102,7 @@ def test_modified_permissions_stop_verifying_on_the_next_request(plane: Plane) -
 def test_modified_ip_list_stops_verifying_on_the_next_request(plane: Plane) -> None:
     verifier = plane.runtime.verifier
     assert verify(verifier, plane.bitget()) is Reason.VALID
-    plane.runtime.service.modify_sub_key(
+    plane.runtime.service.keys.modify_sub_key(
         plane.actor, key_id=plane.bitget_key.id, passphrase=PASSPHRASE, ip_list=["10.9.9.9"]
     )
     assert verify(verifier, plane.bitget()) is Reason.IP_NOT_ALLOWED
@@ -110,11 +112,11 @@ def test_frozen_sub_account_stops_verifying_on_the_next_request(plane: Plane) ->
     verifier = plane.runtime.verifier
     assert verify(verifier, plane.bitget()) is Reason.VALID
     assert verify(verifier, plane.whitebit()) is Reason.VALID
-    plane.runtime.service.set_sub_account_status(plane.actor, AccountStatus.FREEZE, uid=plane.sub.uid)
-    plane.runtime.service.modify_sub_account(plane.actor, uid=plane.wb_sub.uid, status=AccountStatus.FREEZE)
+    plane.runtime.service.subaccounts.set_sub_account_status(plane.actor, AccountStatus.FREEZE, uid=plane.sub.uid)
+    plane.runtime.service.subaccounts.modify_sub_account(plane.actor, uid=plane.wb_sub.uid, status=AccountStatus.FREEZE)
     assert verify(verifier, plane.bitget()) is Reason.ACCOUNT_FROZEN
     assert verify(verifier, plane.whitebit()) is Reason.ACCOUNT_FROZEN
-    plane.runtime.service.set_sub_account_status(plane.actor, AccountStatus.NORMAL, uid=plane.sub.uid)
+    plane.runtime.service.subaccounts.set_sub_account_status(plane.actor, AccountStatus.NORMAL, uid=plane.sub.uid)
     assert verify(verifier, plane.bitget()) is Reason.VALID
 
 
@@ -122,8 +124,8 @@ def test_reset_secret_stops_verifying_on_the_next_request(plane: Plane) -> None:
     verifier = plane.runtime.verifier
     assert verify(verifier, plane.bitget()) is Reason.VALID
     assert verify(verifier, plane.whitebit()) is Reason.VALID
-    new_bitget = plane.runtime.service.reset_sub_key(plane.actor, key_id=plane.bitget_key.id).secret
-    new_whitebit = plane.runtime.service.reset_sub_key(plane.actor, key_id=plane.whitebit_key.id).secret
+    new_bitget = plane.runtime.service.keys.reset_sub_key(plane.actor, key_id=plane.bitget_key.id).secret
+    new_whitebit = plane.runtime.service.keys.reset_sub_key(plane.actor, key_id=plane.whitebit_key.id).secret
     assert verify(verifier, plane.bitget()) is Reason.BAD_SIGNATURE
     assert verify(verifier, plane.whitebit()) is Reason.BAD_SIGNATURE
     assert verify(verifier, plane.bitget(secret=new_bitget)) is Reason.VALID
@@ -134,22 +136,22 @@ def test_deleted_key_stops_verifying_on_the_next_request(plane: Plane) -> None:
     verifier = plane.runtime.verifier
     assert verify(verifier, plane.bitget()) is Reason.VALID
     assert verify(verifier, plane.whitebit()) is Reason.VALID
-    plane.runtime.service.delete_sub_key(plane.actor, key_id=plane.bitget_key.id)
-    plane.runtime.service.delete_sub_account(plane.actor, uid=plane.wb_sub.uid)
+    plane.runtime.service.keys.delete_sub_key(plane.actor, key_id=plane.bitget_key.id)
+    plane.runtime.service.subaccounts.delete_sub_account(plane.actor, uid=plane.wb_sub.uid)
     assert verify(verifier, plane.bitget()) is Reason.UNKNOWN_KEY
     assert verify(verifier, plane.whitebit()) is Reason.UNKNOWN_KEY
 
 
 def test_revoked_main_key_stops_verifying_on_the_next_request(runtime: Runtime) -> None:
-    main = runtime.service.create_main_account("main")
-    issued = runtime.service.issue_main_key(main.uid, Scheme.WHITEBIT)
+    main = runtime.service.accounts.create_main_account("main")
+    issued = runtime.service.keys.issue_main_key(main.uid, Scheme.WHITEBIT)
     client = ccxt.whitebit({"apiKey": issued.key.api_key, "secret": issued.secret})
 
     def request() -> SignedRequest:
         return as_signed(client.sign("trade-account/balance", ["v4", "private"], "POST", {}))
 
     assert verify(runtime.verifier, request()) is Reason.VALID
-    runtime.service.revoke_key(issued.key.api_key)
+    runtime.service.keys.revoke_key(issued.key.api_key)
     assert verify(runtime.verifier, request()) is Reason.UNKNOWN_KEY
 
 
@@ -174,7 +176,7 @@ def test_open_verifier_in_another_process_role_hears_of_changes(plane: Plane, tm
     url = f"sqlite:///{tmp_path / 'keyplane.db'}"
     with keyplane.open_verifier(url, master_key=MASTER_KEY) as verifier:
         assert verify(verifier, plane.bitget()) is Reason.VALID
-        plane.runtime.service.modify_sub_key(
+        plane.runtime.service.keys.modify_sub_key(
             plane.actor, key_id=plane.bitget_key.id, passphrase=PASSPHRASE, permissions=("read",)
         )
         deadline = time.monotonic() + 3
@@ -187,7 +189,7 @@ def test_open_verifier_in_another_process_role_hears_of_changes(plane: Plane, tm
 
 def test_verify_without_requirement_uses_the_endpoint_table(plane: Plane) -> None:
     verifier = plane.runtime.verifier
-    plane.runtime.service.modify_sub_key(
+    plane.runtime.service.keys.modify_sub_key(
         plane.actor, key_id=plane.bitget_key.id, passphrase=PASSPHRASE, permissions=("read",)
     )
     result = verifier.verify(plane.bitget())
@@ -201,7 +203,7 @@ def test_remembered_verdicts_follow_the_address_and_the_endpoint(plane: Plane) -
     """The entry remembers its last verdict and a few more: alternating addresses and endpoints must
     each get their own answer, never the previous call's."""
     verifier = plane.runtime.verifier
-    plane.runtime.service.modify_sub_key(
+    plane.runtime.service.keys.modify_sub_key(
         plane.actor, key_id=plane.bitget_key.id, passphrase=PASSPHRASE, permissions=("read",), ip_list=["10.1.1.1"]
     )
     order = plane.bitget()  # needs spot_trade, which the key no longer has

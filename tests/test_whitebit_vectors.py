@@ -18,7 +18,7 @@ from keyplane import crypto
 from keyplane.auth import Reason, Requirement, SignedRequest, Verifier
 from keyplane.auth import whitebit as scheme
 from keyplane.domain.model import Scheme, SignType
-from keyplane.service import KeyplaneService
+from keyplane.services import KeyplaneService
 from keyplane.store import Store
 
 VECTORS: list[dict[str, Any]] = json.loads(
@@ -70,7 +70,7 @@ def test_the_verifier_accepts_exactly_the_compact_matching_vectors(
     vector: dict[str, Any], store: tuple[Store, crypto.MasterKey, KeyplaneService]
 ) -> None:
     db, master, service = store
-    account = service.create_main_account("vectors")
+    account = service.accounts.create_main_account("vectors")
     key_id, api_key = str(uuid.uuid4()), uuid.uuid4().hex
     with db.transaction() as tx:
         tx.insert_api_key(

@@ -268,7 +268,7 @@ def accounts_create(
 ) -> None:
     """Create a main account."""
     with _opened(database) as runtime:
-        account = runtime.service.create_main_account(name, unique_name=True)
+        account = runtime.service.accounts.create_main_account(name, unique_name=True)
     _emit({"uid": str(account.uid), "id": account.public_id, "name": account.name}, as_json, "main account")
 
 
@@ -296,7 +296,7 @@ def accounts_list(
 ) -> None:
     """List main accounts, by UID, filtered and paged."""
     with _opened(database) as runtime:
-        found = runtime.service.list_main_accounts(name_contains=name_contains, status=status, limit=limit,
+        found = runtime.service.accounts.list_main_accounts(name_contains=name_contains, status=status, limit=limit,
                                                    offset=offset)
     rows = [_account_row(account) for account in found]
     if as_json:
@@ -313,14 +313,14 @@ def accounts_show(
 ) -> None:
     """Show one main account and how many keys it holds."""
     with _opened(database) as runtime:
-        found = runtime.service.main_account(account)
-        keys = runtime.service.list_account_keys(account)
+        found = runtime.service.accounts.main_account(account)
+        keys = runtime.service.keys.list_account_keys(account)
     _emit({**_account_row(found), "keys": len(keys)}, as_json, "main account")
 
 
 def _set_status(account: int, status: AccountStatus, database: str | None, as_json: bool) -> None:
     with _opened(database) as runtime:
-        updated = runtime.service.set_main_account_status(account, status)
+        updated = runtime.service.accounts.set_main_account_status(account, status)
     _emit(_account_row(updated), as_json, f"main account {status.value}")
 
 
@@ -342,7 +342,7 @@ def accounts_delete(
 ) -> None:
     """Delete a main account that holds no keys and no sub-accounts (its audit events stay)."""
     with _opened(database) as runtime:
-        deleted = runtime.service.delete_main_account(account)
+        deleted = runtime.service.accounts.delete_main_account(account)
     _emit({"deleted": str(deleted.uid), "name": deleted.name}, as_json, "main account deleted")
 
 
@@ -377,7 +377,7 @@ def keys_create(
     permissions = _permissions(dialect, perm) if perm else _default_permissions(dialect)
     pem = _read_text(rsa_public_key, "--rsa-public-key") if rsa_public_key else None
     with _opened(database) as runtime:
-        issued = runtime.service.issue_main_key(
+        issued = runtime.service.keys.issue_main_key(
             account,
             dialect,
             label=label,
@@ -412,7 +412,7 @@ def keys_list(
 ) -> None:
     """List an account's keys (never a secret)."""
     with _opened(database) as runtime:
-        keys = runtime.service.list_account_keys(account)
+        keys = runtime.service.keys.list_account_keys(account)
     rows = [
         {
             "apiKey": k.api_key, "id": k.id, "dialect": k.scheme.value, "signType": k.sign_type.value,
@@ -435,7 +435,7 @@ def keys_revoke(
 ) -> None:
     """Delete a key; running servers refuse it within a second."""
     with _opened(database) as runtime:
-        revoked = runtime.service.revoke_key(key)
+        revoked = runtime.service.keys.revoke_key(key)
     _emit({"revoked": revoked.api_key, "account": str(revoked.account_uid)}, as_json, "key revoked")
 
 
@@ -457,13 +457,13 @@ def keys_show(
 ) -> None:
     """Show one key (never its secret)."""
     with _opened(database) as runtime:
-        found = runtime.service.find_key(key)
+        found = runtime.service.keys.find_key(key)
     _emit(_key_row(found), as_json, "API key")
 
 
 def _set_enabled(key: str, enabled: bool, database: str | None, as_json: bool) -> None:
     with _opened(database) as runtime:
-        updated = runtime.service.set_key_enabled(key, enabled)
+        updated = runtime.service.keys.set_key_enabled(key, enabled)
     _emit(_key_row(updated), as_json, "key enabled" if enabled else "key disabled")
 
 
@@ -514,7 +514,7 @@ def audit(
 ) -> None:
     """List audit events: who changed what, when, from which IP."""
     with _opened(database) as runtime:
-        events = runtime.service.audit_events(account_uid=account, limit=limit)
+        events = runtime.service.audit.audit_events(account_uid=account, limit=limit)
     rows = [
         {
             "id": e.id,
@@ -630,9 +630,9 @@ def master_key_rotate(
         old_text = load_master_key_text(key_file)
         crypto.write_key_file(key_file, "\n".join([new_text, *old_text.split(",")]) + "\n")
         with _unfinished_rotation("the key file holds the new key and the old ones"):
-            count = runtime.service.reseal_secrets()
+            count = runtime.service.sealing.reseal_secrets()
             time.sleep(RESEAL_GRACE_SECONDS)
-            count += runtime.service.reseal_secrets(only_stale=True)
+            count += runtime.service.sealing.reseal_secrets(only_stale=True)
             # every secret is under the new key now; the file still opens both until the next line
             runtime.store.record_master_key_fingerprint(new.fingerprints[0], replace=True)
         crypto.write_key_file(key_file, new_text + "\n")
@@ -658,7 +658,7 @@ def _rotate_environment_ring(settings: Settings, new_key: str | None, as_json: b
     runtime = build_runtime(settings, create=False)
     try:
         with _unfinished_rotation("KEYPLANE_MASTER_KEY still holds both keys"):
-            count = runtime.service.reseal_secrets(ring)
+            count = runtime.service.sealing.reseal_secrets(ring)
             runtime.store.record_master_key_fingerprint(ring.fingerprints[0], replace=True)
     finally:
         runtime.close()

@@ -15,7 +15,7 @@ from keyplane.config import Settings
 from keyplane.crypto import MasterKey, MasterKeyError, MasterKeyRing
 from keyplane.endpoints import EndpointTable
 from keyplane.ratelimit import RateLimiter
-from keyplane.service import KeyplaneService
+from keyplane.services import KeyplaneService
 from keyplane.store import Store
 from keyplane.store.location import DatabaseLocation, locate
 

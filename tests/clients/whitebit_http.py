@@ -96,15 +96,15 @@ class Operator:
         self.runtime = build_runtime(Settings(database_url=database_url))
 
     def main_account(self, name: str = "venue") -> str:
-        return str(self.runtime.service.create_main_account(name).uid)
+        return str(self.runtime.service.accounts.create_main_account(name).uid)
 
     def whitebit_main_key(self, uid: str, ips: tuple[str, ...] = ()) -> dict[str, Any]:
-        issued = self.runtime.service.issue_main_key(int(uid), Scheme.WHITEBIT, ip_list=ips)
+        issued = self.runtime.service.keys.issue_main_key(int(uid), Scheme.WHITEBIT, ip_list=ips)
         return {"apiKey": issued.key.api_key, "apiSecret": issued.secret, "id": issued.key.id}
 
     def bitget_main_key(self, uid: str, ips: tuple[str, ...] = ("127.0.0.1",)) -> dict[str, Any]:
         perms = ("read", "spot_trade", "margin_trade", "contract_trade", "transfer")
-        issued = self.runtime.service.issue_main_key(int(uid), Scheme.BITGET, permissions=perms, ip_list=ips)
+        issued = self.runtime.service.keys.issue_main_key(int(uid), Scheme.BITGET, permissions=perms, ip_list=ips)
         return {"apiKey": issued.key.api_key, "secretKey": issued.secret, "passphrase": issued.passphrase}
 
     def client(self, base_url: str, name: str = "venue") -> WhitebitClient:

@@ -42,7 +42,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 def bitget_main(server: Server, uid: str, permissions: list[str]) -> h.MainKey:
     service = h._operator(server).service
-    issued = service.issue_main_key(int(uid), Scheme.BITGET, permissions=permissions, ip_list=["127.0.0.1"])
+    issued = service.keys.issue_main_key(int(uid), Scheme.BITGET, permissions=permissions, ip_list=["127.0.0.1"])
     assert issued.secret is not None and issued.passphrase is not None
     h.RECORD.secret(issued.secret, issued.passphrase)
     return h.MainKey(uid, issued.key.api_key, issued.secret, issued.passphrase)
@@ -172,10 +172,10 @@ def test_a_weaker_key_cannot_modify_a_stronger_key_even_with_its_passphrase(serv
 def whitebit(server: Server) -> dict[str, Any]:
     """A main account with a type 2 and a type 1 key, and a sub-account holding a type 2 key."""
     service = h._operator(server).service
-    uid = service.create_main_account("grants-" + secrets.token_hex(3)).uid
+    uid = service.accounts.create_main_account("grants-" + secrets.token_hex(3)).uid
     clients = {}
     for key_type in (2, 1):
-        issued = service.issue_main_key(uid, Scheme.WHITEBIT, key_type=key_type)
+        issued = service.keys.issue_main_key(uid, Scheme.WHITEBIT, key_type=key_type)
         assert issued.secret is not None
         clients[key_type] = WhitebitClient(server.base_url, issued.key.api_key, issued.secret)
     sub = clients[2].call(SUB + "create", {"alias": "gr" + secrets.token_hex(4), "shareKyc": True,

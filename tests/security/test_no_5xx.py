@@ -456,11 +456,13 @@ def test_nul_characters_are_refused_at_the_edge_on_postgres(pg_url: str, tmp_pat
     runtime = build_runtime(Settings(database_url=pg_url, master_key="ef" * 32))
     try:
         service = runtime.service
-        uid = service.create_main_account("nul-test").uid
-        made = service.issue_main_key(uid, Scheme.BITGET, permissions=["read", "spot_trade"], ip_list=["127.0.0.1"])
+        uid = service.accounts.create_main_account("nul-test").uid
+        made = service.keys.issue_main_key(
+            uid, Scheme.BITGET, permissions=["read", "spot_trade"], ip_list=["127.0.0.1"]
+        )
         assert made.secret is not None and made.passphrase is not None
         main = h.MainKey(str(uid), made.key.api_key, made.secret, made.passphrase)
-        issued = service.issue_main_key(uid, Scheme.WHITEBIT)
+        issued = service.keys.issue_main_key(uid, Scheme.WHITEBIT)
         whitebit = {"apiKey": issued.key.api_key, "apiSecret": issued.secret}
     finally:
         runtime.close()

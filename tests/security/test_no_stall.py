@@ -33,7 +33,7 @@ from keyplane.domain.model import Scheme
 from keyplane.domain.policy import Policy
 from keyplane.endpoints import EndpointTable
 from keyplane.runtime import Runtime, build_runtime
-from keyplane.service import Actor, NewKeySpec
+from keyplane.services import Actor, NewKeySpec
 
 MASTER_KEY = "12" * 32
 PASSPHRASE = "Passphrase123"
@@ -60,11 +60,11 @@ def runtime(tmp_path: Path) -> Iterator[Runtime]:
 
 def sub_key(runtime: Runtime, passphrase: str = PASSPHRASE) -> tuple[str, str]:
     service = runtime.service
-    main = service.create_main_account("stall-" + str(time.monotonic_ns()))
+    main = service.accounts.create_main_account("stall-" + str(time.monotonic_ns()))
     actor = Actor(account=main)
-    sub = service.create_sub_account(actor, Scheme.BITGET, name="s" + str(time.monotonic_ns())[-7:],
+    sub = service.subaccounts.create_sub_account(actor, Scheme.BITGET, name="s" + str(time.monotonic_ns())[-7:],
                                      permissions=("spot_trade",))
-    issued = service.create_sub_key(actor, Scheme.BITGET, NewKeySpec(
+    issued = service.keys.create_sub_key(actor, Scheme.BITGET, NewKeySpec(
         label="k", passphrase=passphrase, permissions=("spot_trade", "read")), uid=sub.uid)
     assert issued.secret is not None
     return issued.key.api_key, issued.secret
@@ -121,8 +121,8 @@ def test_a_postgres_nonce_is_left_to_the_pool_unspent(pg_url: str) -> None:
     try:
         verifier = rt.verifier
         assert verifier.nonces.blocking
-        main = rt.service.create_main_account("pg-stall")
-        issued = rt.service.issue_main_key(main.uid, Scheme.WHITEBIT)
+        main = rt.service.accounts.create_main_account("pg-stall")
+        issued = rt.service.keys.issue_main_key(main.uid, Scheme.WHITEBIT)
         assert issued.secret is not None
         body = json.dumps({"request": "/api/v4/trade-account/balance", "nonce": str(h.now_ms())},
                           separators=(",", ":")).encode()

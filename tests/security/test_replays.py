@@ -309,15 +309,15 @@ TRIALS = 6  # each sends 4 at once; the unconditional read-then-update failed 19
 
 
 def _whitebit_client(operator: Runtime, node: Server) -> WhitebitClient:
-    main = operator.service.create_main_account("wb-" + secrets.token_hex(3))
-    issued = operator.service.issue_main_key(main.uid, Scheme.WHITEBIT)
+    main = operator.service.accounts.create_main_account("wb-" + secrets.token_hex(3))
+    issued = operator.service.keys.issue_main_key(main.uid, Scheme.WHITEBIT)
     assert issued.secret is not None
     return WhitebitClient(node.base_url, issued.key.api_key, issued.secret)
 
 
 def _bitget_key(operator: Runtime) -> h.MainKey:
-    main = operator.service.create_main_account("bg-" + secrets.token_hex(3))
-    issued = operator.service.issue_main_key(main.uid, Scheme.BITGET, permissions=["read", "spot_trade"],
+    main = operator.service.accounts.create_main_account("bg-" + secrets.token_hex(3))
+    issued = operator.service.keys.issue_main_key(main.uid, Scheme.BITGET, permissions=["read", "spot_trade"],
                                              ip_list=("127.0.0.1",))
     assert issued.secret is not None and issued.passphrase is not None
     return h.MainKey(uid=str(main.uid), api_key=issued.key.api_key, secret=issued.secret,

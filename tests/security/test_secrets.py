@@ -26,7 +26,7 @@ from keyplane.auth.request import SignedRequest
 from keyplane.config import Settings
 from keyplane.domain.model import Scheme
 from keyplane.runtime import Runtime, build_runtime
-from keyplane.service import IssuedKey, NewKeySpec, NewSubAccountWithKey
+from keyplane.services import IssuedKey, NewKeySpec, NewSubAccountWithKey
 
 MASTER_KEY = "34" * 32
 TOKEN = "secrets-test-verify-token-0123456789"
@@ -43,8 +43,8 @@ def runtime(tmp_path: Path) -> Iterator[Runtime]:
 
 def _main(runtime: Runtime) -> tuple[IssuedKey, list[str]]:
     service = runtime.service
-    uid = service.create_main_account("secrets").uid
-    issued = service.issue_main_key(uid, Scheme.BITGET, permissions=["read", "spot_trade"], ip_list=["127.0.0.1"])
+    uid = service.accounts.create_main_account("secrets").uid
+    issued = service.keys.issue_main_key(uid, Scheme.BITGET, permissions=["read", "spot_trade"], ip_list=["127.0.0.1"])
     assert issued.secret is not None and issued.passphrase is not None
     return issued, [issued.secret, issued.passphrase]
 

@@ -58,7 +58,7 @@ from keyplane.domain.scopes import bitget_grants
 from keyplane.endpoints import BITGET_ACCOUNT_INFO, management_rules
 from keyplane.http import Request, Response, json_response
 from keyplane.metrics import VIA_MANAGEMENT, Metrics
-from keyplane.service import IssuedKey, KeyplaneService, NewKeySpec, NewSubAccountWithKey
+from keyplane.services import IssuedKey, KeyplaneService, NewKeySpec, NewSubAccountWithKey
 
 PREFIX = "/api/v2/"
 USER = "/api/v2/user/"
@@ -425,7 +425,7 @@ class BitgetDialect:
         for name in names:
             check_bitget_sub_name(name)
         outcome = await run_service(
-            self.service.create_sub_accounts,
+            self.service.subaccounts.create_sub_accounts,
             actor_of(request, result),
             names,
             Scheme.BITGET,
@@ -460,7 +460,7 @@ class BitgetDialect:
         if status not in (AccountStatus.NORMAL.value, AccountStatus.FREEZE.value):
             raise WireError("40020", "Parameter status error")
         await run_service(
-            self.service.modify_sub_account,
+            self.service.subaccounts.modify_sub_account,
             actor_of(request, result),
             uid=uid,
             permissions=permissions,
@@ -489,7 +489,10 @@ class BitgetDialect:
                 NewSubAccountWithKey(name=name, key=spec, label=spec.label, permissions=spec.permissions)
             )
         issued: list[IssuedKey] = await run_service(
-            self.service.batch_create_sub_accounts_with_keys, actor_of(request, result), entries, Scheme.BITGET
+            self.service.subaccounts.batch_create_sub_accounts_with_keys,
+            actor_of(request, result),
+            entries,
+            Scheme.BITGET,
         )
         return ok(
             [
@@ -508,7 +511,7 @@ class BitgetDialect:
         if status is not None and status not in (AccountStatus.NORMAL.value, AccountStatus.FREEZE.value):
             raise WireError("40020", "Parameter status error")
         accounts = await run_service(
-            self.service.list_sub_accounts,
+            self.service.subaccounts.list_sub_accounts,
             actor_of(request, result),
             status=status,
             uid_less_than=id_less_than,
@@ -526,7 +529,7 @@ class BitgetDialect:
         uid = _uid(_required(body, "subAccountUid"))
         spec = _key_spec(body, self.limits)
         issued: IssuedKey = await run_service(
-            self.service.create_sub_key, actor_of(request, result), Scheme.BITGET, spec, uid=uid
+            self.service.keys.create_sub_key, actor_of(request, result), Scheme.BITGET, spec, uid=uid
         )
         return ok(_key(issued.key, issued.secret))
 
@@ -543,7 +546,7 @@ class BitgetDialect:
         permissions = _permissions(body.get("permList"))
         ip_list = _ip_list(body.get("ipList"), self.limits)
         key: ApiKey = await run_service(
-            self.service.modify_sub_key,
+            self.service.keys.modify_sub_key,
             actor_of(request, result),
             api_key=api_key,
             sub_uid=uid,
@@ -558,7 +561,9 @@ class BitgetDialect:
     async def apikey_list(self, request: Request, result: VerifyResult) -> Response:
         query = dict(parse_qsl(request.query, keep_blank_values=True))
         uid = _uid(_required(query, "subAccountUid"))
-        keys = await run_service(self.service.list_sub_keys, actor_of(request, result), uid=uid, scheme=Scheme.BITGET)
+        keys = await run_service(
+            self.service.keys.list_sub_keys, actor_of(request, result), uid=uid, scheme=Scheme.BITGET
+        )
         return ok([_key(key, with_secret=False) for key, _account in keys])
 
     async def account_info(self, request: Request, result: VerifyResult) -> Response:

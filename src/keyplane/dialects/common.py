@@ -11,7 +11,7 @@ import msgspec
 
 from keyplane.auth import SignedRequest, VerifyResult
 from keyplane.outages import unavailable, warn
-from keyplane.service import Actor
+from keyplane.services import Actor
 
 # No route's documented body nests deeper than 3; 32 leaves room and bounds every later walk.
 MAX_JSON_DEPTH = 32

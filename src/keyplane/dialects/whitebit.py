@@ -100,7 +100,7 @@ from keyplane.domain.scopes import COLLATERAL, SPOT, permissions_from_whitebit, 
 from keyplane.endpoints import management_rules
 from keyplane.http import Request, Response, json_response
 from keyplane.metrics import VIA_MANAGEMENT, Metrics
-from keyplane.service import IssuedKey, KeyplaneService, NewKeySpec
+from keyplane.services import IssuedKey, KeyplaneService, NewKeySpec
 
 WHITEBIT = Scheme.WHITEBIT  # the scheme of every key this dialect may see or change
 
@@ -495,7 +495,7 @@ class WhitebitDialect:
         form.check()
         assert alias is not None and flags is not None
         account: Account = await run_service(
-            self.service.create_sub_account,
+            self.service.subaccounts.create_sub_account,
             actor_of(request, result),
             Scheme.WHITEBIT,
             name=alias,
@@ -513,7 +513,7 @@ class WhitebitDialect:
 
     async def delete_sub_account(self, request: Request, result: VerifyResult) -> Response:
         public_id = self._sub_id(_form(result, laravel=True))
-        await run_service(self.service.delete_sub_account, actor_of(request, result), public_id=public_id)
+        await run_service(self.service.subaccounts.delete_sub_account, actor_of(request, result), public_id=public_id)
         return ok({})
 
     async def edit_sub_account(self, request: Request, result: VerifyResult) -> Response:
@@ -524,11 +524,11 @@ class WhitebitDialect:
         form.check()
         assert public_id is not None and alias is not None and flags is not None
         actor = actor_of(request, result)
-        current: Account = await run_service(self.service.get_sub_account, actor, public_id=public_id)
+        current: Account = await run_service(self.service.subaccounts.get_sub_account, actor, public_id=public_id)
         # keep what WhiteBIT's two flags cannot express (a Bitget "transfer" or "read")
         others = tuple(p for p in current.permissions if p not in SPOT + COLLATERAL)
         await run_service(
-            self.service.modify_sub_account,
+            self.service.subaccounts.modify_sub_account,
             actor,
             public_id=public_id,
             name=alias,
@@ -543,7 +543,7 @@ class WhitebitDialect:
         offset = form.integer("offset", 0, 0, 10_000)
         form.check()
         accounts: list[Account] = await run_service(
-            self.service.list_sub_accounts,
+            self.service.subaccounts.list_sub_accounts,
             actor_of(request, result),
             search=search,
             limit=limit,
@@ -555,7 +555,7 @@ class WhitebitDialect:
         public_id = self._sub_id(_form(result, laravel=True))
         try:
             await run_service(
-                self.service.set_sub_account_status, actor_of(request, result), status, public_id=public_id
+                self.service.subaccounts.set_sub_account_status, actor_of(request, result), status, public_id=public_id
             )
         except errors.AlreadyInState:
             word = "blocked" if status is AccountStatus.FREEZE else "unblocked"
@@ -590,9 +590,9 @@ class WhitebitDialect:
         try:
             # the account is read first: once the key is committed, nothing may fail the answer (an outage
             # would turn a made key into a 503)
-            account: Account = await run_service(self.service.get_sub_account, actor, public_id=sub_id)
+            account: Account = await run_service(self.service.subaccounts.get_sub_account, actor, public_id=sub_id)
             issued: IssuedKey = await run_service(
-                self.service.create_sub_key,
+                self.service.keys.create_sub_key,
                 actor,
                 Scheme.WHITEBIT,
                 NewKeySpec(label=title, key_type=int(key_type)),
@@ -633,7 +633,7 @@ class WhitebitDialect:
             raise business("The following URLs are restricted for sub-account API keys: " + ", ".join(restricted))
         actor = actor_of(request, result)
         await run_service(
-            self.service.modify_sub_key, actor, key_id=key_id, label=title, endpoints=rules, scheme=WHITEBIT
+            self.service.keys.modify_sub_key, actor, key_id=key_id, label=title, endpoints=rules, scheme=WHITEBIT
         )
         return ok({})
 
@@ -642,7 +642,7 @@ class WhitebitDialect:
         key_id = self._key_id(form)
         form.check()
         actor = actor_of(request, result)
-        await run_service(self.service.delete_sub_key, actor, key_id=key_id, scheme=WHITEBIT)
+        await run_service(self.service.keys.delete_sub_key, actor, key_id=key_id, scheme=WHITEBIT)
         return ok({})
 
     async def list_keys(self, request: Request, result: VerifyResult) -> Response:
@@ -653,7 +653,11 @@ class WhitebitDialect:
         form.check()
         try:
             keys: list[tuple[ApiKey, Account]] = await run_service(
-                self.service.list_sub_keys, actor_of(request, result), public_id=sub_id, limit=limit, offset=offset,
+                self.service.keys.list_sub_keys,
+                actor_of(request, result),
+                public_id=sub_id,
+                limit=limit,
+                offset=offset,
                 scheme=WHITEBIT,
             )
         except errors.AccountNotFound:
@@ -666,9 +670,9 @@ class WhitebitDialect:
         form.check()
         actor = actor_of(request, result)
         # read first, as in create_key: after the commit nothing may fail the answer
-        key: ApiKey = await run_service(self.service.find_sub_key, actor, key_id=key_id, scheme=WHITEBIT)
-        account: Account = await run_service(self.service.get_sub_account, actor, uid=key.account_uid)
-        issued: IssuedKey = await run_service(self.service.reset_sub_key, actor, key_id=key_id, scheme=WHITEBIT)
+        key: ApiKey = await run_service(self.service.keys.find_sub_key, actor, key_id=key_id, scheme=WHITEBIT)
+        account: Account = await run_service(self.service.subaccounts.get_sub_account, actor, uid=key.account_uid)
+        issued: IssuedKey = await run_service(self.service.keys.reset_sub_key, actor, key_id=key_id, scheme=WHITEBIT)
         return ok(api_key(issued.key, account, issued.secret or ""))
 
     async def list_ips(self, request: Request, result: VerifyResult) -> Response:
@@ -676,7 +680,7 @@ class WhitebitDialect:
         key_id = self._key_id(form)
         form.check()
         key: ApiKey = await run_service(
-            self.service.find_sub_key, actor_of(request, result), key_id=key_id, scheme=WHITEBIT
+            self.service.keys.find_sub_key, actor_of(request, result), key_id=key_id, scheme=WHITEBIT
         )
         return ok({"data": list(key.ip_list)})
 
@@ -692,7 +696,7 @@ class WhitebitDialect:
         if not _one_address(ip):  # exactly one IP address, as documented (module doc)
             raise invalid("ip", "Invalid IP address.")
         actor = actor_of(request, result)
-        key: ApiKey = await run_service(self.service.add_key_ip, actor, key_id=key_id, ip=ip, scheme=WHITEBIT)
+        key: ApiKey = await run_service(self.service.keys.add_key_ip, actor, key_id=key_id, ip=ip, scheme=WHITEBIT)
         return ok({"data": list(key.ip_list)}, 201)
 
     async def remove_ip(self, request: Request, result: VerifyResult) -> Response:
@@ -704,7 +708,7 @@ class WhitebitDialect:
             raise invalid("ip", "Invalid IP address.") from None
         assert isinstance(ip, str)
         actor = actor_of(request, result)
-        key: ApiKey = await run_service(self.service.remove_key_ip, actor, key_id=key_id, ip=ip, scheme=WHITEBIT)
+        key: ApiKey = await run_service(self.service.keys.remove_key_ip, actor, key_id=key_id, ip=ip, scheme=WHITEBIT)
         return ok({"data": list(key.ip_list)})
 
 

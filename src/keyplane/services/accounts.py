@@ -1,0 +1,84 @@
+"""Main accounts: the venue's customers, managed by the operator (the command line, the native API)."""
+
+from __future__ import annotations
+
+from keyplane.domain.model import Account, AccountStatus
+from keyplane.errors import AccountNotFound, AlreadyInState, InvalidName, NameTaken
+from keyplane.services._context import ServiceContext
+
+
+class AccountService:
+    def __init__(self, ctx: ServiceContext) -> None:
+        self._ctx = ctx
+
+    def create_main_account(self, name: str, *, unique_name: bool = False) -> Account:
+        """With ``unique_name`` (the ``keyplane`` command) the name must be new, whatever its case: checked
+        under the write lock on SQLite; on PostgreSQL two simultaneous creations of one name can still both
+        pass (no index enforces it yet, and stores made before may hold duplicates)."""
+        name = name.strip()
+        if not name or len(name) > 64:
+            raise InvalidName("a main account's name is 1 to 64 characters", field="name")
+        with self._ctx.store.transaction() as tx:
+            if unique_name and tx.main_account_named(name) is not None:
+                raise NameTaken(f"a main account is already named {name!r}", field="name")
+            account = tx.insert_account(name=name, parent_uid=None, permissions=())
+            tx.add_audit(
+                action="account.create", target=str(account.uid), account_uid=account.uid,
+                actor_uid=None, actor_key=None, ip=None, detail={"name": name},
+            )
+        return account
+
+    def list_main_accounts(
+        self, *, name_contains: str | None = None, status: AccountStatus | None = None, limit: int = 100,
+        offset: int = 0,
+    ) -> list[Account]:
+        with self._ctx.store.reading() as tx:
+            return tx.list_main_accounts(
+                name_contains=name_contains, status=status.value if status else None, limit=limit, offset=offset
+            )
+
+    def main_account(self, uid: int) -> Account:
+        with self._ctx.store.reading() as tx:
+            account = tx.get_account(uid)
+        if account is None or not account.is_main:
+            raise AccountNotFound(f"no main account {uid}")
+        return account
+
+    def account_of(self, uid: int) -> Account | None:
+        """Any account, main or sub, or None."""
+        with self._ctx.store.reading() as tx:
+            return tx.get_account(uid)
+
+    def set_main_account_status(self, uid: int, status: AccountStatus) -> Account:
+        """Freeze or unfreeze a main account: a frozen one's own keys stop verifying (its sub-accounts keep their
+        own status: the verifier reads the status of the key's account only)."""
+        with self._ctx.store.transaction() as tx:
+            account = tx.lock_account(uid)
+            if account is None or not account.is_main:
+                raise AccountNotFound(f"no main account {uid}")
+            if account.status is status:
+                raise AlreadyInState(f"main account {uid} is already {status.value}")
+            updated = tx.update_account(uid, status=status)
+            action = "account.freeze" if status is AccountStatus.FREEZE else "account.unfreeze"
+            tx.add_audit(action=action, target=str(uid), account_uid=uid, actor_uid=None, actor_key=None, ip=None)
+        return updated
+
+    def delete_main_account(self, uid: int) -> Account:
+        """Deletes an empty main account; one that still holds keys or sub-accounts is refused (revoke and
+        delete them first), so that no key disappears with it unseen."""
+        with self._ctx.store.transaction() as tx:
+            account = tx.lock_account(uid)
+            if account is None or not account.is_main:
+                raise AccountNotFound(f"no main account {uid}")
+            keys, subs = tx.count_api_keys(uid), tx.count_sub_accounts(uid)
+            if keys or subs:
+                raise AlreadyInState(
+                    f"main account {uid} still holds {keys} key(s) and {subs} sub-account(s): revoke and delete "
+                    "them first"
+                )
+            tx.delete_account(uid)
+            tx.add_audit(
+                action="account.delete", target=str(uid), account_uid=uid, actor_uid=None, actor_key=None, ip=None,
+                detail={"name": account.name},
+            )
+        return account

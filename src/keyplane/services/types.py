@@ -1,0 +1,52 @@
+"""The values the use-cases take and give back; none of them knows HTTP or a dialect."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from keyplane.domain.model import Account, ApiKey
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who asks: the calling account, the key it signed with, and the IP it came from."""
+
+    account: Account
+    api_key: str | None = None
+    ip: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    """A key just made or reset: the only time its secret (and a generated passphrase) is shown."""
+
+    key: ApiKey
+    secret: str | None = field(repr=False)  # shown to its owner once; never in a repr or traceback
+    passphrase: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class NewKeySpec:
+    """What a new sub-account key is made of, already in keyplane's terms."""
+
+    label: str
+    passphrase: str | None = field(default=None, repr=False)  # never in a repr or traceback
+    permissions: tuple[str, ...] = ()
+    ip_list: tuple[str, ...] = ()
+    key_type: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewSubAccountWithKey:
+    name: str
+    key: NewKeySpec  # its repr leaves out the passphrase
+    label: str = ""
+    permissions: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class SubAccountOutcome:
+    """Per-name result of a create that documents partial failure (Bitget's failureList)."""
+
+    created: list[Account] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
