@@ -48,9 +48,9 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keys]:
     try:
         bitget = h.main_key(server)
         service = h._operator(server).service
-        rsa_key = service.issue_main_key(int(bitget.uid), Scheme.BITGET, public_key_pem=RSA["public_key_pem"],
+        rsa_key = service.keys.issue_main_key(int(bitget.uid), Scheme.BITGET, public_key_pem=RSA["public_key_pem"],
                                          permissions=["read"], ip_list=["127.0.0.1"])
-        whitebit = service.issue_main_key(int(bitget.uid), Scheme.WHITEBIT)
+        whitebit = service.keys.issue_main_key(int(bitget.uid), Scheme.WHITEBIT)
         assert rsa_key.passphrase and whitebit.secret
         h.RECORD.secret(rsa_key.passphrase, whitebit.secret)
         yield Keys(server.base_url, bitget, rsa_key.key.api_key, rsa_key.passphrase, whitebit.key.api_key,

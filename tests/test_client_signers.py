@@ -31,7 +31,7 @@ from keyplane.auth.verifier import Verifier
 from keyplane.client import BitgetAuth, WhiteBITAuth
 from keyplane.client._clock import Increasing
 from keyplane.domain.model import Scheme
-from keyplane.service import KeyplaneService
+from keyplane.services import KeyplaneService
 from keyplane.store import Store
 
 VECTORS = Path(__file__).parent / "vectors"
@@ -159,11 +159,11 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keys]:
     store.migrate()
     master = crypto.MasterKey(os.urandom(32))
     service = KeyplaneService(store, master)
-    main = service.create_main_account("sdk-signers")
-    hmac_key = service.issue_main_key(main.uid, Scheme.BITGET, passphrase="sdkPass123", permissions=("read",))
-    rsa_key = service.issue_main_key(main.uid, Scheme.BITGET, passphrase="sdkPass123", permissions=("read",),
+    main = service.accounts.create_main_account("sdk-signers")
+    hmac_key = service.keys.issue_main_key(main.uid, Scheme.BITGET, passphrase="sdkPass123", permissions=("read",))
+    rsa_key = service.keys.issue_main_key(main.uid, Scheme.BITGET, passphrase="sdkPass123", permissions=("read",),
                                      public_key_pem=BITGET["rsa"]["public_key_pem"])
-    wb_key = service.issue_main_key(main.uid, Scheme.WHITEBIT)
+    wb_key = service.keys.issue_main_key(main.uid, Scheme.WHITEBIT)
     assert hmac_key.secret and wb_key.secret
     clock = Clock()
     yield Keys(
