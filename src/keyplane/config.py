@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from keyplane.domain.durations import parse_duration
 from keyplane.domain.ipnet import TrustedProxies
 from keyplane.domain.policy import Policy
 from keyplane.endpoints import EndpointTable, endpoints_from_env
@@ -96,6 +97,19 @@ def _count_from_env(name: str, default: int) -> int:
     return int(value)
 
 
+def _duration_from_env(name: str, default: float) -> float:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        seconds = parse_duration(value)
+    except ValueError as error:
+        raise ValueError(f"{name}: {error}") from None
+    if seconds <= 0:
+        raise ValueError(f"{name} must be longer than 0")
+    return seconds
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -117,6 +131,10 @@ class Settings:
     metrics_dir: Path | None = None
     # KEYPLANE_LOG_REFUSALS_PER_SECOND: refusal log lines a second per reason (keyplane.logs)
     refusal_lines_per_second: int = 10
+    # KEYPLANE_LAST_USED_FLUSH: how often each process writes its keys' last uses (auth/usage.py; e.g. 5s)
+    last_used_flush_s: float = 5.0
+    # KEYPLANE_EXPIRING_WITHIN: the horizon of /metrics' keys-expiring gauge (e.g. 7d)
+    expiring_within_s: float = 7 * 86_400.0
 
     @property
     def verify_mode(self) -> str:
@@ -153,5 +171,7 @@ class Settings:
             metrics=_flag_from_env("KEYPLANE_METRICS", default=True),
             metrics_dir=Path(env["KEYPLANE_METRICS_DIR"]) if env.get("KEYPLANE_METRICS_DIR") else None,
             refusal_lines_per_second=_count_from_env("KEYPLANE_LOG_REFUSALS_PER_SECOND", 10),
+            last_used_flush_s=_duration_from_env("KEYPLANE_LAST_USED_FLUSH", 5.0),
+            expiring_within_s=_duration_from_env("KEYPLANE_EXPIRING_WITHIN", 7 * 86_400.0),
         )
         return replace(settings, database_url=database_url) if database_url else settings

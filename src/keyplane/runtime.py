@@ -35,6 +35,7 @@ class Runtime:
             self.feed.close()
         if self.bus is not None:
             self.bus.close()
+        self.verifier.usage.close()  # the last uses not yet written, while the store is open
         self.verifier.nonces.close()  # the nonce journal's file (SQLite)
         self.verifier.rate_limiter.close()  # the lease thread; unspent leased units go back to Redis
         self.store.close()
@@ -136,7 +137,7 @@ def build_runtime(settings: Settings, *, follow_changes: bool = False, create: b
     service = KeyplaneService(store, ring, settings.policy)
     verifier = Verifier(
         store, ring.current(), RateLimiter(settings.redis_url), reload_master_key=ring.current,
-        endpoints=settings.endpoints,
+        endpoints=settings.endpoints, usage_flush_s=settings.last_used_flush_s,
     )
     service.on_keys_changed(verifier.invalidate)
     feed = None

@@ -48,6 +48,7 @@ class CachedKey:
         "account",
         "allowlist",
         "checker",
+        "expires_s",
         "failures",
         "failures_since",
         "key",
@@ -55,6 +56,8 @@ class CachedKey:
         "loaded_at",
         "passphrase_digest",
         "passphrase_hash",
+        "previous",
+        "until_s",
         "verdicts",
     )
 
@@ -64,6 +67,14 @@ class CachedKey:
         self.checker = checker
         self.allowlist = IpAllowlist(key.ip_list)
         self.passphrase_hash = passphrase_hash
+        # the key's expiry in Unix seconds, compared with time.time() on every request (None: never)
+        self.expires_s: float | None = key.expires_at / 1000 if key.expires_at is not None else None
+        # during a rotation's grace period: an entry of its own for the secret the rotation replaced (its
+        # checker and passphrase), valid until ``until_s`` (Unix seconds), which the verifier compares with
+        # the clock on every request that signs with it: the deadline holds on every node at once, whether
+        # or not a change reached it
+        self.previous: CachedKey | None = None
+        self.until_s = 0.0
         # sha256 of a passphrase that already passed the slow hash once: later checks are one digest
         self.passphrase_digest: bytes | None = None
         # the verifier's decisions that depend only on this entry: (requirement id, ip, path) -> verdict
@@ -313,6 +324,15 @@ class KeyCache:
         else:
             if credentials.sealed_secret is None:
                 raise ValueError("an HMAC key without its secret")
-            secret = self._master_key.unseal(credentials.sealed_secret, key.id)
-            checker = bitget.HmacChecker(secret) if key.scheme is Scheme.BITGET else whitebit.HmacChecker(secret)
-        return CachedKey(key, account, checker, credentials.passphrase_hash)
+            checker = self._hmac_checker(key, credentials.sealed_secret)
+        entry = CachedKey(key, account, checker, credentials.passphrase_hash)
+        previous = credentials.previous_sealed_secret
+        if previous is not None and key.previous_until is not None and key.in_grace(int(time.time() * 1000)):
+            checker = self._hmac_checker(key, previous)
+            entry.previous = CachedKey(key, account, checker, credentials.previous_passphrase_hash)
+            entry.previous.until_s = key.previous_until / 1000
+        return entry
+
+    def _hmac_checker(self, key: ApiKey, sealed_secret: bytes) -> Checker:
+        secret = self._master_key.unseal(sealed_secret, key.id)
+        return bitget.HmacChecker(secret) if key.scheme is Scheme.BITGET else whitebit.HmacChecker(secret)

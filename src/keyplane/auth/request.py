@@ -52,6 +52,7 @@ class Reason(enum.StrEnum):
     BAD_PASSPHRASE = "BAD_PASSPHRASE"
     ACCOUNT_FROZEN = "ACCOUNT_FROZEN"
     KEY_DISABLED = "KEY_DISABLED"
+    KEY_EXPIRED = "KEY_EXPIRED"  # past its ``expires_at``: answered as the dialect answers an invalid key
     IP_NOT_ALLOWED = "IP_NOT_ALLOWED"
     MAIN_KEY_NEEDS_IP = "MAIN_KEY_NEEDS_IP"
     NOT_MAIN_ACCOUNT = "NOT_MAIN_ACCOUNT"
@@ -93,6 +94,8 @@ class VerifyResult:
     detail: str = ""
     rate_limit: RateLimitState | None = None
     payload: dict[str, Any] | None = None  # WhiteBIT: the decoded, verified JSON body
+    # which secret signed: "current", or "previous" (the one a rotation replaced, in its grace period)
+    secret: str = "current"
 
     @property
     def valid(self) -> bool:

@@ -38,6 +38,7 @@ from keyplane.auth import bitget, whitebit
 from keyplane.auth.cache import CachedKey, KeyCache
 from keyplane.auth.nonces import NonceGuard
 from keyplane.auth.request import WOULD_BLOCK, Reason, Requirement, SignedRequest, VerifyResult
+from keyplane.auth.usage import FLUSH_INTERVAL_S, UsageRecorder
 from keyplane.domain.model import AccountStatus, Scheme
 from keyplane.domain.scopes import bitget_grants, whitebit_grants
 from keyplane.domain.target import clean_query
@@ -63,6 +64,8 @@ _WHITEBIT = Scheme.WHITEBIT
 _UNKNOWN_KEY = Reason.UNKNOWN_KEY
 _JSON_OPENERS = (b"{", b"[")
 _REPLAY_KEEP_MS = 2 * bitget.TIMESTAMP_WINDOW_MS  # past the timestamp; twice: slack for nodes' clocks
+_PREVIOUS = "previous"
+_time = time.time
 
 
 def _now_ms() -> int:
@@ -95,6 +98,8 @@ class Verifier:
         clock_ms: Callable[[], int] = _now_ms,
         reload_master_key: Callable[[], crypto.MasterKey] | None = None,
         endpoints: EndpointTable | None = None,
+        usage_flush_s: float = FLUSH_INTERVAL_S,
+        record_usage: bool = True,
     ) -> None:
         self.store = store
         self.cache = KeyCache(self._load, master_key, reload_master_key)
@@ -103,7 +108,12 @@ class Verifier:
         self._clock_ms = clock_ms
         # what each private endpoint needs, for callers that give no Requirement (gateway, /v1/verify)
         self.endpoints = endpoints if endpoints is not None else EndpointTable.defaults()
-        self._closers: list[Callable[[], None]] = [self.nonces.close, self._shutdown_executor]
+        # each key's last use, gathered here and written every ``usage_flush_s`` (``record_usage=False``: not
+        # recorded at all, for bench/inprocess.py's comparison)
+        self.usage = UsageRecorder(store, usage_flush_s)
+        self._usage: dict[str, tuple[float, str]] | None = self.usage.pending if record_usage else None
+        self.usage.start()
+        self._closers: list[Callable[[], None]] = [self.nonces.close, self.usage.close, self._shutdown_executor]
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
 
@@ -246,7 +256,16 @@ class Verifier:
                 bitget.prehash_candidates(timestamp, request.method, request.path, request.query, request.body), 1, None
             )
         ):
-            return VerifyResult(Reason.BAD_SIGNATURE, scheme)
+            # during a rotation's grace period the replaced secret, until its deadline (checked here, per request)
+            previous = cached.previous
+            if previous is None or _time() >= previous.until_s or not any(
+                previous.checker.matches(message, signature_bytes)
+                for message in bitget.prehash_candidates(
+                    timestamp, request.method, request.path, request.query, request.body
+                )
+            ):
+                return VerifyResult(Reason.BAD_SIGNATURE, scheme)
+            cached = previous
         if cached.passphrase_hash is not None:
             if not passphrase:
                 return VerifyResult(Reason.MISSING_PASSPHRASE, scheme)
@@ -259,8 +278,12 @@ class Verifier:
             # the signature matched, so it is valid base64 (one HMAC's canonical text, or RSA bytes)
             token = int.from_bytes(binascii.a2b_base64(signature_bytes)[:8], "big", signed=True)
             once = (token, int(timestamp) + _REPLAY_KEEP_MS)
-            return self._authorize(cached, request, requirement, scheme, may_block, once=once)
-        return self._authorize(cached, request, requirement, scheme, may_block)
+            result = self._authorize(cached, request, requirement, scheme, may_block, once=once)
+        else:
+            result = self._authorize(cached, request, requirement, scheme, may_block)
+        if cached.until_s and result is not WOULD_BLOCK:
+            result.secret = _PREVIOUS
+        return result
 
     # WhiteBIT -----------------------------------------------------------------------------------
 
@@ -289,7 +312,15 @@ class Verifier:
         if cached is None or cached.key.scheme is not scheme:
             return VerifyResult(Reason.UNKNOWN_KEY, scheme)
         if not cached.checker.matches(payload.encode(), signature.encode()):
-            return VerifyResult(Reason.BAD_SIGNATURE, scheme)
+            # during a rotation's grace period the replaced secret, until its deadline (checked here, per request)
+            previous = cached.previous
+            if (
+                previous is None
+                or _time() >= previous.until_s
+                or not previous.checker.matches(payload.encode(), signature.encode())
+            ):
+                return VerifyResult(Reason.BAD_SIGNATURE, scheme)
+            cached = previous
         if not whitebit.payload_matches_body(payload, request.body) or whitebit.is_spaced_json(request.body):
             return VerifyResult(Reason.PAYLOAD_MISMATCH, scheme)
         try:
@@ -315,6 +346,8 @@ class Verifier:
         result = self._authorize(cached, request, requirement, scheme, may_block, nonce=(nonce, windowed))
         if result is not WOULD_BLOCK:
             result.payload = body
+            if cached.until_s:
+                result.secret = _PREVIOUS
         return result
 
     # shared -------------------------------------------------------------------------------------
@@ -330,6 +363,9 @@ class Verifier:
         once: tuple[int, int] | None = None,
     ) -> VerifyResult:
         key, account = cached.key, cached.account
+        expires = cached.expires_s
+        if expires is not None and _time() >= expires:  # the clock moves: never part of the memoized verdict
+            return VerifyResult(Reason.KEY_EXPIRED, scheme, key, account)
         # The state, IP, role and permission checks depend only on the cached key (replaced whenever the
         # key or its account changes), the requirement, the client IP and the path: decide once, remember.
         # The entry's last verdict first: a key is mostly used from one address on one endpoint, and this
@@ -369,9 +405,17 @@ class Verifier:
                     return VerifyResult(verdict, scheme)
                 return VerifyResult(verdict, scheme, key, account)
         if rate_key is None:
+            pending = self._usage
+            if pending is not None:  # last use: written in batches (auth/usage.py)
+                pending[key.id] = (_time(), client_ip)
             return VerifyResult(_VALID, scheme, key, account)
         allowed, state = self.rate_limiter.hit_prepared(rate_key)
-        return VerifyResult(_VALID if allowed else Reason.RATE_LIMITED, scheme, key, account, "", state)
+        if allowed:
+            pending = self._usage
+            if pending is not None:
+                pending[key.id] = (_time(), client_ip)
+            return VerifyResult(_VALID, scheme, key, account, "", state)
+        return VerifyResult(Reason.RATE_LIMITED, scheme, key, account, "", state)
 
     def _decide(
         self, cached: CachedKey, request: SignedRequest, requirement: Requirement, scheme: Scheme

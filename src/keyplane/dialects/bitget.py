@@ -72,6 +72,8 @@ REASON_ERRORS: dict[Reason, tuple[str, str]] = {
     Reason.EXPIRED_TIMESTAMP: ("40008", "Request timestamp expired"),
     Reason.MISSING_PASSPHRASE: ("40011", "ACCESS_PASSPHRASE cannot be empty"),
     Reason.UNKNOWN_KEY: ("40037", "Apikey does not exist"),
+    # past its expiry (keyplane's own lifecycle; Bitget has no expiry): the answer for a key that is not valid
+    Reason.KEY_EXPIRED: ("40037", "Apikey does not exist"),
     Reason.BAD_SIGNATURE: ("40009", "sign signature error"),
     Reason.BAD_PASSPHRASE: ("40012", "apikey/password is incorrect"),
     Reason.ACCOUNT_FROZEN: ("40013", "User status is abnormal"),

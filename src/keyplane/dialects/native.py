@@ -36,9 +36,11 @@ Response::
      "identity": {"account_uid": "1000000001", "main_account_uid": "1000000001", "is_main": true,
                   "account_id": "<uuid>", "key_id": "<uuid>", "api_key": "bg_...",
                   "permissions": ["read", "spot_trade"], "key_type": null},
+     "secret": "current",     # or "previous": the secret a rotation replaced signed, in its grace period
      "ratelimit": {"limit": 10, "remaining": 9, "reset": 1700000000000}}
 
-    {"valid": false, "code": "BAD_SIGNATURE", "scheme": "bitget", "identity": null, "ratelimit": null,
+    {"valid": false, "code": "BAD_SIGNATURE", "scheme": "bitget", "identity": null, "secret": null,
+     "ratelimit": null,
      "error": {"status": 400, "content_type": "application/json",
                "body": "{\\"code\\":\\"40009\\",\\"msg\\":\\"sign signature error\\",...}"}}
 
@@ -169,7 +171,9 @@ class NativeDialect:
             return known
         identity = identity_of(result)
         scheme = result.scheme.value if result.scheme else None
-        head = _ENCODER.encode({"valid": True, "code": Reason.VALID.value, "scheme": scheme, "identity": identity})
+        head = _ENCODER.encode(
+            {"valid": True, "code": Reason.VALID.value, "scheme": scheme, "identity": identity, "secret": "current"}
+        )
         if len(self._identities) >= 100_000:
             self._identities.clear()
         known = self._identities[key.id] = (key, account, identity, head[:-1] + b',"ratelimit":')
@@ -182,7 +186,7 @@ class NativeDialect:
     def _valid_answer(self, result: VerifyResult) -> bytes | None:
         """A valid result's answer from its key's encoded head: the hot path encodes only the rate limit."""
         known = self._known(result)
-        if known is None:
+        if known is None or result.secret != "current":  # signed with a rotated secret: the full encoding
             return None
         state = result.rate_limit
         if state is None:
@@ -258,6 +262,7 @@ class NativeDialect:
             "code": result.reason.value,
             "scheme": result.scheme.value if result.scheme else (scheme.value if scheme else None),
             "identity": self._identity(result),
+            "secret": result.secret if result.key is not None else None,
             "ratelimit": None
             if state is None
             else {"limit": state.limit, "remaining": state.remaining, "reset": state.reset_ms},

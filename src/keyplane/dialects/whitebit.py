@@ -68,8 +68,8 @@ Choices where WhiteBIT's own docs disagree or say nothing (``reference/exchanges
 - ``SubAccount`` fields keyplane does not keep: ``status`` is "active" or "blocked" (only "active" is
   documented), ``color`` is derived from the id, ``kyc.kycStatus`` is "shared" with ``shareKyc`` and null
   otherwise (keyplane does no KYC), ``email`` is masked like "e***@g***m" and null when none was given (a
-  sub-account made through Bitget has none). ``lastActivity`` is the key's last change in Unix seconds:
-  keyplane records no usage;
+  sub-account made through Bitget has none). ``lastActivity`` is the key's last valid use in Unix seconds
+  (written in batches, so up to ``KEYPLANE_LAST_USED_FLUSH`` late), or its last change if never used;
 - WhiteBIT documents no cap on sub-accounts; over the operator's policy cap (``WHITEBIT_DEFAULTS``) the
   create answers code 5 "Limit of sub-accounts is reached. Maximum allowed: N", worded like the key one;
 - rate limits (1000 requests/10 s per endpoint, the policy's default) are counted per main account and
@@ -129,6 +129,7 @@ REASON_ERRORS: dict[Reason, tuple[int, int, str]] = {
     Reason.MISSING_KEY: UNAUTHORIZED,
     Reason.MISSING_SIGNATURE: UNAUTHORIZED,
     Reason.UNKNOWN_KEY: UNAUTHORIZED,
+    Reason.KEY_EXPIRED: UNAUTHORIZED,  # past its expiry (keyplane's lifecycle): WhiteBIT's answer for a bad key
     Reason.BAD_SIGNATURE: UNAUTHORIZED,
     Reason.PAYLOAD_MISMATCH: INVALID_PAYLOAD,
     Reason.MALFORMED: INVALID_PAYLOAD,
@@ -403,7 +404,8 @@ def api_key(key: ApiKey, account: Account, secret: str = "", *, listed: bool = F
         "apiKey": key.api_key,
         "apiSecret": secret,
         "type": str(key_type) if listed else key_type,
-        "lastActivity": key.updated_at // 1000,
+        # the key's last valid verification (recorded in batches, auth/usage.py); never used: its last change
+        "lastActivity": (key.last_used_at if key.last_used_at is not None else key.updated_at) // 1000,
         "restrictAccess": key.restricts_endpoints,
         "accessEndpoints": [
             {"name": rule.url, "title": ENDPOINT_TITLES.get(rule.url, rule.url)}

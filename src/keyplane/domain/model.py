@@ -76,10 +76,24 @@ class ApiKey:
     enabled: bool
     created_at: int
     updated_at: int
+    # Unix ms after which the key verifies nothing (None: never)
+    expires_at: int | None = None
+    # Unix ms until which the secret a rotation replaced still verifies (None: there is none)
+    previous_until: int | None = None
+    # when (Unix ms) and from which address the key last verified; recorded in batches (auth/usage.py)
+    last_used_at: int | None = None
+    last_used_ip: str | None = None
 
     @property
     def restricts_endpoints(self) -> bool:
         return any(rule.enabled for rule in self.endpoints)
+
+    def expired(self, at_ms: int) -> bool:
+        return self.expires_at is not None and at_ms >= self.expires_at
+
+    def in_grace(self, at_ms: int) -> bool:
+        """Whether the secret a rotation replaced still verifies at ``at_ms``."""
+        return self.previous_until is not None and at_ms < self.previous_until
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +104,9 @@ class KeyCredentials:
     sealed_secret: bytes | None = field(repr=False)
     public_key_pem: str | None
     passphrase_hash: str | None = field(repr=False)
+    # the secret a rotation replaced and the passphrase hash it was used with (see ``ApiKey.previous_until``)
+    previous_sealed_secret: bytes | None = field(default=None, repr=False)
+    previous_passphrase_hash: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, Row
 
 from keyplane.domain.model import (
@@ -37,6 +38,7 @@ from keyplane.store.tables import (
     audit_events,
     key_changes,
     key_nonces,
+    key_usage,
     seen_nonces,
     store_settings,
 )
@@ -125,12 +127,18 @@ def _api_key(row: Row[Any]) -> ApiKey:
         enabled=bool(row.enabled),
         created_at=row.created_at,
         updated_at=row.updated_at,
+        expires_at=row.expires_at,
+        previous_until=row.previous_until,
+        # only the public reads join key_usage (``_PUBLIC_KEY``); verification does not need it
+        last_used_at=row._mapping.get("last_used_at"),
+        last_used_ip=row._mapping.get("last_used_ip"),
     )
 
 
 def _credentials(row: Row[Any]) -> KeyCredentials:
     return KeyCredentials(
-        sealed_secret=row.sealed_secret, public_key_pem=row.public_key, passphrase_hash=row.passphrase_hash
+        sealed_secret=row.sealed_secret, public_key_pem=row.public_key, passphrase_hash=row.passphrase_hash,
+        previous_sealed_secret=row.previous_sealed_secret, previous_passphrase_hash=row.previous_passphrase_hash,
     )
 
 
@@ -141,7 +149,14 @@ _KEY_FOR_VERIFICATION = (
     .where(api_keys.c.api_key == sa.bindparam("api_key"))
 )
 
-_PUBLIC_KEY_COLUMNS = [c for c in api_keys.c if c.name not in ("sealed_secret", "public_key", "passphrase_hash")]
+_SECRET_COLUMNS = (
+    "sealed_secret", "public_key", "passphrase_hash", "previous_sealed_secret", "previous_passphrase_hash",
+)
+_PUBLIC_KEY_COLUMNS = [c for c in api_keys.c if c.name not in _SECRET_COLUMNS]
+# a key's public record with its last use (NULL until one is recorded)
+_PUBLIC_KEY: sa.Select[Any] = sa.select(
+    *_PUBLIC_KEY_COLUMNS, key_usage.c.last_used_at, key_usage.c.last_used_ip
+).select_from(api_keys.outerjoin(key_usage, key_usage.c.api_key_id == api_keys.c.id))
 
 
 KeyListener = Callable[[Sequence[str]], None]
@@ -330,6 +345,7 @@ class Transaction:
         key_type: int | None,
         ip_list: Sequence[str],
         endpoints: Sequence[EndpointRule] = (),
+        expires_at: int | None = None,
     ) -> ApiKey:
         at = now_ms()
         self.conn.execute(
@@ -350,6 +366,7 @@ class Transaction:
                 enabled=True,
                 created_at=at,
                 updated_at=at,
+                expires_at=expires_at,
             )
         )
         key = self.get_api_key(key_id)
@@ -377,13 +394,15 @@ class Transaction:
 
     def get_api_key(self, key_id: str, *, lock: bool = False) -> ApiKey | None:
         """The key; ``lock`` holds its row until commit (a no-op on SQLite, see the module's doc)."""
-        query = sa.select(*_PUBLIC_KEY_COLUMNS).where(api_keys.c.id == key_id)
-        row = self.conn.execute(query.with_for_update() if lock else query).first()
+        query = _PUBLIC_KEY.where(api_keys.c.id == key_id)
+        # FOR UPDATE OF the key's row only: PostgreSQL locks no nullable side of an outer join
+        row = self.conn.execute(query.with_for_update(of=api_keys) if lock else query).first()
         return _api_key(row) if row else None
 
     def find_api_key(self, api_key: str, *, lock: bool = False) -> ApiKey | None:
-        query = sa.select(*_PUBLIC_KEY_COLUMNS).where(api_keys.c.api_key == api_key)
-        row = self.conn.execute(query.with_for_update() if lock else query).first()
+        query = _PUBLIC_KEY.where(api_keys.c.api_key == api_key)
+        # FOR UPDATE OF the key's row only: PostgreSQL locks no nullable side of an outer join
+        row = self.conn.execute(query.with_for_update(of=api_keys) if lock else query).first()
         return _api_key(row) if row else None
 
     def load_key_for_verification(self, api_key: str) -> tuple[ApiKey, KeyCredentials, Account] | None:
@@ -407,9 +426,11 @@ class Transaction:
         )
         return _api_key(row), _credentials(row), account
 
-    def sealed_secrets(self) -> list[tuple[str, bytes]]:
-        query = sa.select(api_keys.c.id, api_keys.c.sealed_secret).where(api_keys.c.sealed_secret.is_not(None))
-        return [(row.id, row.sealed_secret) for row in self.conn.execute(query)]
+    def sealed_secrets(self, *, previous: bool = False) -> list[tuple[str, bytes]]:
+        """(key id, sealed secret) of every key that has one; ``previous``: the secrets rotations replaced."""
+        column = api_keys.c.previous_sealed_secret if previous else api_keys.c.sealed_secret
+        query = sa.select(api_keys.c.id, column.label("sealed")).where(column.is_not(None))
+        return [(row.id, row.sealed) for row in self.conn.execute(query)]
 
     def recorded_master_key_fingerprint(self) -> str | None:
         query = sa.select(store_settings.c.value).where(store_settings.c.name == MASTER_KEY_FINGERPRINT)
@@ -421,13 +442,13 @@ class Transaction:
         row = self.conn.execute(query.limit(1)).first()
         return (row.id, row.sealed_secret) if row else None
 
-    def reseal(self, key_id: str, old: bytes, sealed_secret: bytes) -> int:
+    def reseal(self, key_id: str, old: bytes, sealed_secret: bytes, *, previous: bool = False) -> int:
         """Replaces a sealed secret by the same secret sealed under another master key, only if the row still
-        holds ``old`` (a secret reset since it was read stays as it is); 1 if replaced, else 0."""
+        holds ``old`` (a secret reset since it was read stays as it is); 1 if replaced, else 0. ``previous``:
+        the secret a rotation replaced."""
+        column = api_keys.c.previous_sealed_secret if previous else api_keys.c.sealed_secret
         replaced = self.conn.execute(
-            sa.update(api_keys)
-            .where(api_keys.c.id == key_id, api_keys.c.sealed_secret == old)
-            .values(sealed_secret=sealed_secret)
+            sa.update(api_keys).where(api_keys.c.id == key_id, column == old).values({column.name: sealed_secret})
         ).rowcount
         if replaced:
             self._key_changed(key_id)
@@ -447,8 +468,7 @@ class Transaction:
     ) -> list[ApiKey]:
         """Newest first."""
         query = (
-            sa.select(*_PUBLIC_KEY_COLUMNS)
-            .where(api_keys.c.account_uid.in_(list(account_uids)))
+            _PUBLIC_KEY.where(api_keys.c.account_uid.in_(list(account_uids)))
             .order_by(api_keys.c.created_at.desc(), api_keys.c.id.desc())
             .offset(offset)
         )
@@ -457,6 +477,41 @@ class Transaction:
         if limit is not None:
             query = query.limit(limit)
         return [_api_key(row) for row in self.conn.execute(query)]
+
+    def keys_expiring(self, before_ms: int, *, after_ms: int | None = None) -> list[ApiKey]:
+        """Keys that expire before ``before_ms`` (and at or after ``after_ms``), soonest first."""
+        query = _PUBLIC_KEY.where(api_keys.c.expires_at < before_ms)
+        if after_ms is not None:
+            query = query.where(api_keys.c.expires_at >= after_ms)
+        return [_api_key(row) for row in self.conn.execute(query.order_by(api_keys.c.expires_at, api_keys.c.id))]
+
+    def count_expiring(self, now_ms: int, before_ms: int) -> tuple[int, int]:
+        """(keys expired at ``now_ms``, keys that expire from then until ``before_ms``): two index range counts."""
+        expires = api_keys.c.expires_at
+        expired = sa.select(sa.func.count()).select_from(api_keys).where(expires < now_ms)
+        soon = sa.select(sa.func.count()).select_from(api_keys).where(expires >= now_ms, expires < before_ms)
+        return int(self.conn.execute(expired).scalar_one()), int(self.conn.execute(soon).scalar_one())
+
+    def record_usage(self, used: Sequence[tuple[str, int, str]]) -> None:
+        """Records (key id, Unix ms, client address) as each key's last use: one statement for the batch. A
+        later use wins (processes flush in any order); a key deleted meanwhile is left out."""
+        if not used:
+            return
+        rows = [{"api_key_id": key_id, "last_used_at": at, "last_used_ip": ip[:64]} for key_id, at, ip in used]
+        insert = (postgresql.insert if self.conn.dialect.name == "postgresql" else sqlite.insert)(key_usage)
+        newer = insert.excluded.last_used_at > key_usage.c.last_used_at
+        statement = insert.values(rows).on_conflict_do_update(
+            index_elements=[key_usage.c.api_key_id],
+            set_={
+                "last_used_at": sa.case((newer, insert.excluded.last_used_at), else_=key_usage.c.last_used_at),
+                "last_used_ip": sa.case((newer, insert.excluded.last_used_ip), else_=key_usage.c.last_used_ip),
+            },
+        )
+        self.conn.execute(statement)
+
+    def existing_key_ids(self, key_ids: Sequence[str]) -> set[str]:
+        query = sa.select(api_keys.c.id).where(api_keys.c.id.in_(list(key_ids)))
+        return {row.id for row in self.conn.execute(query)}
 
     def sub_account_uids(self, main_uid: int) -> list[int]:
         query = sa.select(accounts.c.uid).where(accounts.c.parent_uid == main_uid)

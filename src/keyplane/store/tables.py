@@ -53,6 +53,23 @@ api_keys = sa.Table(
     sa.Column("enabled", sa.Boolean, nullable=False),
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
+    # rotation with an overlap: the secret a rotation replaced (sealed like the current one, under the same
+    # key id), the passphrase it was used with, and the Unix ms at which it stops verifying
+    sa.Column("previous_sealed_secret", sa.LargeBinary, nullable=True),
+    sa.Column("previous_passphrase_hash", sa.String(255), nullable=True),
+    sa.Column("previous_until", sa.BigInteger, nullable=True),
+    # Unix ms after which the key verifies nothing; NULL: it does not expire
+    sa.Column("expires_at", sa.BigInteger, nullable=True, index=True),
+)
+
+# When and from where each key last verified: written in batches by auth/usage.py (one statement per
+# flush), in a table of its own so that the writes never touch a key's row, its version or its change feed.
+key_usage = sa.Table(
+    "key_usage",
+    metadata,
+    sa.Column("api_key_id", sa.String(36), sa.ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("last_used_at", sa.BigInteger, nullable=False),
+    sa.Column("last_used_ip", sa.String(64), nullable=False),
 )
 
 # WhiteBIT nonce state, kept in the store so that a restarted server still refuses a replay.
