@@ -91,7 +91,7 @@ def test_valid_answer_has_the_documented_fields_and_live_rate_limit(server: Serv
         signed = client.sign("v2/spot/account/assets", ["private", "spot"], "GET", {"coin": "ETH"})
         answers.append(verify(server, as_verify_call(signed)))
     first, second = answers
-    assert list(first) == ["valid", "code", "scheme", "identity", "ratelimit"]
+    assert list(first) == ["valid", "code", "scheme", "identity", "secret", "ratelimit"]
     assert list(first["identity"]) == [
         "account_uid", "main_account_uid", "is_main", "account_id", "key_id", "api_key", "permissions", "key_type"
     ]

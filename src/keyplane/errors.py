@@ -21,7 +21,8 @@ Verification failures are *not* exceptions: the verifier returns a ``VerifyResul
     │   ├── DuplicateInRequest       the same name twice in one batch
     │   ├── IpAlreadyListed
     │   ├── IpNotListed
-    │   └── AlreadyInState           block an already blocked sub-account, and so on
+    │   ├── AlreadyInState           block an already blocked sub-account, and so on
+    │   └── KeyNotUsable             rotate an expired key, or a disabled one with a grace period
     ├── LimitReached                 a policy limit (carries ``limit``)
     │   ├── SubAccountLimit
     │   ├── ApiKeyLimit
@@ -108,6 +109,10 @@ class IpAlreadyListed(Conflict):
 
 class IpNotListed(Conflict):
     pass
+
+
+class KeyNotUsable(Conflict):
+    """The key's state forbids the change (an expired key is not rotated, see services/lifecycle.py)."""
 
 
 class AlreadyInState(Conflict):

@@ -454,6 +454,14 @@ class Transaction:
             self._key_changed(key_id)
         return int(replaced)
 
+    def credentials(self, key_id: str) -> KeyCredentials:
+        """The key's sealed secrets and passphrase hashes (a rotation moves the current ones aside)."""
+        query = sa.select(*(api_keys.c[name] for name in _SECRET_COLUMNS)).where(api_keys.c.id == key_id)
+        row = self.conn.execute(query).first()
+        if row is None:
+            return KeyCredentials(sealed_secret=None, public_key_pem=None, passphrase_hash=None)
+        return _credentials(row)
+
     def passphrase_hash(self, key_id: str) -> str | None:
         query = sa.select(api_keys.c.passphrase_hash).where(api_keys.c.id == key_id)
         value = self.conn.execute(query).scalar()
