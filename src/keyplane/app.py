@@ -1,5 +1,6 @@
 """The ASGI application: the dialects under their prefixes, the verify endpoint, ``/health`` (liveness),
-``/ready`` (the store and Redis answer: ``keyplane.readiness``) and ``/metrics`` (``keyplane.metrics``)."""
+``/ready`` (the store and Redis answer: ``keyplane.readiness``), ``/metrics`` (``keyplane.metrics``), and
+the API's description: ``/openapi.json``, built from the route tables (``keyplane.openapi``), and ``/docs``."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import msgspec
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
@@ -33,6 +35,7 @@ from keyplane.http import (
 )
 from keyplane.logs import RefusalLog
 from keyplane.metrics import Metrics, WorkerFiles, registry_for, route_of
+from keyplane.openapi import Body, Documented, Operation, build_document, pages
 from keyplane.readiness import Readiness
 from keyplane.runtime import Runtime, build_runtime
 
@@ -56,6 +59,18 @@ class KeyplaneApp:
         self.settings = settings
         self.runtime = runtime
         self.mounts: list[Mount] = []
+        # every surface the OpenAPI document describes (keyplane.openapi): the app itself and each mount's
+        self.documented: list[Documented] = [self]
+        self._openapi: bytes | None = None
+        # the app's own exact paths (GET or HEAD); /docs/<file> for each of pages.ASSETS
+        self.own: dict[str, Callable[[Scope], Awaitable[Response]]] = {
+            "/health": self._health,
+            "/ready": self._ready,
+            "/metrics": self._metrics,
+            "/openapi.json": self._openapi_json,
+            pages.DOCS: self._docs,
+            **{pages.ASSET_PREFIX + name: self._asset for name in pages.ASSETS},
+        }
         self.ready = False
         self.metrics = Metrics(RefusalLog(settings.refusal_lines_per_second), counting=settings.metrics)
         self._counting = settings.metrics  # read on every request: an attribute, not a property
@@ -86,6 +101,7 @@ class KeyplaneApp:
             self._registry = registry_for(metrics, self._metrics_files)
         self.readiness = Readiness(runtime.store, self.settings.redis_url)
         bitget_dialect = bitget.BitgetDialect(runtime.service, runtime.verifier, metrics)
+        whitebit_dialect = whitebit.WhitebitDialect(runtime.service, runtime.verifier, metrics)
         native_dialect = native.NativeDialect(
             runtime.verifier,
             self.settings.verify_token,
@@ -111,12 +127,14 @@ class KeyplaneApp:
             ),
             (
                 whitebit.PREFIX,
-                whitebit.WhitebitDialect(runtime.service, runtime.verifier, metrics).handle,
+                whitebit_dialect.handle,
                 whitebit.too_large,
                 whitebit.internal_error,
                 whitebit.bad_target,
             ),
         ]
+        self.documented = [self, native_dialect, bitget_dialect, whitebit_dialect]
+        self._openapi = None
         self.ready = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -170,13 +188,13 @@ class KeyplaneApp:
             )
 
     async def _dispatch(self, scope: Scope, receive: Receive, path: str) -> Response:
-        if path == "/health":
-            status = 200 if self.ready else 503
-            return json_response(status, {"status": "ok" if self.ready else "starting"})
-        if path == "/ready":
-            return await self._ready()
-        if path == "/metrics":
-            return self._metrics(scope)
+        own = self.own.get(path)
+        if own is not None:
+            if scope["method"] not in ("GET", "HEAD"):
+                return self._refused(scope, path, "METHOD_NOT_ALLOWED", json_response(
+                    405, {"code": 405, "message": "Method not allowed"}, {"Allow": "GET, HEAD"}
+                ))
+            return await own(scope)
         for prefix, handler, too_large, internal_error, bad_target in self.mounts:
             if path.startswith(prefix):
                 if bad_target is not None and not (clean_path(path) and clean_method(scope["method"])):
@@ -217,13 +235,17 @@ class KeyplaneApp:
         )
         return response
 
-    async def _ready(self) -> Response:
+    async def _health(self, scope: Scope) -> Response:
+        status = 200 if self.ready else 503
+        return json_response(status, {"status": "ok" if self.ready else "starting"})
+
+    async def _ready(self, scope: Scope) -> Response:
         if self.readiness is None:
             return json_response(503, {"status": "starting", "checks": {}})
         ready, checks = await self.readiness.check()
         return json_response(200 if ready else 503, {"status": "ready" if ready else "unavailable", "checks": checks})
 
-    def _metrics(self, scope: Scope) -> Response:
+    async def _metrics(self, scope: Scope) -> Response:
         """Prometheus' text format, for a caller with the verify token (or anyone, with /v1/ explicitly open)."""
         if self._registry is None:
             return json_response(404, {"code": 404, "message": "Not found"})
@@ -235,11 +257,73 @@ class KeyplaneApp:
             return self._unauthorized(scope)
         return Response(200, generate_latest(self._registry), [(b"content-type", CONTENT_TYPE_LATEST.encode())])
 
+    async def _openapi_json(self, scope: Scope) -> Response:
+        if self._openapi is None:  # built once per worker, on the first call: the tables do not change
+            document = build_document(op for surface in self.documented for op in surface.operations())
+            self._openapi = msgspec.json.encode(document)
+        return Response(200, self._openapi, [(b"content-type", b"application/json")])
+
+    async def _docs(self, scope: Scope) -> Response:
+        return pages.page()
+
+    async def _asset(self, scope: Scope) -> Response:
+        raw_path: bytes | None = scope.get("raw_path")
+        path = raw_path.decode("latin-1") if raw_path is not None else scope["path"]
+        return pages.asset(path.removeprefix(pages.ASSET_PREFIX))
+
+    def operations(self) -> list[Operation]:
+        """The app's own paths (``self.own``) for the OpenAPI document."""
+        not_allowed = {405: Body("Not GET or HEAD", AppError, headers={"Allow": "GET, HEAD"})}
+        described: dict[str, tuple[str, str, dict[int, Body], tuple[str, ...]]] = {
+            "/health": ("health", "Liveness: the process answers", {
+                200: Body("Serving", HealthAnswer), 503: Body("Starting", HealthAnswer),
+            }, ()),
+            "/ready": ("ready", "Readiness: the store (and Redis, when configured) answer within 1 s", {
+                200: Body("Ready", ReadyAnswer), 503: Body("A check failed or timed out", ReadyAnswer),
+            }, ()),
+            "/metrics": ("metrics", "Prometheus metrics (text format)", {
+                200: Body("The metrics", {"type": "string"}, content_type="text/plain"),
+                401: Body("No or a wrong verify token", AppError, headers={"WWW-Authenticate": "Bearer"}),
+                404: Body("Metrics are off (KEYPLANE_METRICS=0)", AppError),
+            }, ("VerifyToken",)),
+            "/openapi.json": ("openapi", "This document", {
+                200: Body("The OpenAPI 3.1 document", {"type": "object"}),
+            }, ()),
+            pages.DOCS: ("docs", "This document in Swagger UI (served from the package: works offline)", {
+                200: Body("The page", {"type": "string"}, content_type="text/html"),
+            }, ()),
+        }
+        for name, content_type in pages.ASSETS.items():
+            described[pages.ASSET_PREFIX + name] = (f"docs-{name}", f"A file of /docs: {name}", {
+                200: Body("The file", {"type": "string"}, content_type=content_type.partition(";")[0]),
+            }, ())
+        return [
+            Operation("GET", path, op_id, summary, "Operations", {**responses, **not_allowed}, security=security)
+            for path, (op_id, summary, responses, security) in ((p, described[p]) for p in self.own)
+        ]
+
     def _unauthorized(self, scope: Scope) -> Response:
         return self._refused(scope, "/metrics", "UNAUTHORIZED", json_response(
             401, {"code": "UNAUTHORIZED", "message": "/metrics needs Authorization: Bearer <KEYPLANE_VERIFY_TOKEN>"},
             {"WWW-Authenticate": "Bearer"},
         ))
+
+
+class HealthAnswer(msgspec.Struct):
+    status: Literal["ok", "starting"]
+
+
+class ReadyAnswer(msgspec.Struct):
+    status: Literal["ready", "unavailable", "starting"]
+    checks: Annotated[
+        dict[str, str], msgspec.Meta(description='each check: "ok", "unavailable (<error type>)" or "timed out ..."')
+    ]
+
+
+class AppError(msgspec.Struct):
+    code: int | str
+    message: str
+
 
 
 def tune_garbage_collector() -> None:

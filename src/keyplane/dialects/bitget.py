@@ -42,6 +42,7 @@ from urllib.parse import parse_qsl
 
 from keyplane import errors
 from keyplane.auth import Reason, Requirement, Verifier, VerifyResult
+from keyplane.dialects import bitget_wire
 from keyplane.dialects.common import BadJson, actor_of, decode_json, run_service
 from keyplane.domain.ipnet import normalize_ip_rule
 from keyplane.domain.model import Account, AccountStatus, ApiKey, Scheme
@@ -58,6 +59,7 @@ from keyplane.domain.scopes import bitget_grants
 from keyplane.endpoints import BITGET_ACCOUNT_INFO, management_rules
 from keyplane.http import Request, Response, json_response
 from keyplane.metrics import VIA_MANAGEMENT, Metrics
+from keyplane.openapi import BITGET_SECURITY, Body, Operation, requirement_text
 from keyplane.services import IssuedKey, KeyplaneService, NewKeySpec, NewSubAccountWithKey
 
 PREFIX = "/api/v2/"
@@ -400,6 +402,24 @@ class BitgetDialect:
                 name = rule.path.removeprefix(USER)
                 route = self.account_info if rule.path == BITGET_ACCOUNT_INFO else user_routes[name]
                 self.routes[(rule.method, rule.path)] = (rule.requirement, route)
+
+    def operations(self) -> list[Operation]:
+        """This dialect's routes for the OpenAPI document: the table above, with each route's bodies from
+        ``bitget_wire.DOCS`` (a route without one raises ``KeyError``: it cannot be served undocumented)."""
+        out = []
+        for (method, path), (requirement, _route) in self.routes.items():
+            doc = bitget_wire.DOCS[path.removeprefix(USER) if path.startswith(USER) else path]
+            name = path.removeprefix(PREFIX).replace("/", "-")
+            out.append(Operation(
+                method, path, f"bitget-{name}", doc.summary, "Bitget v2",
+                {200: Body("Done: Bitget's envelope with the answer in `data`", bitget_wire.ok(doc.data)),
+                 **bitget_wire.ERRORS},
+                security=BITGET_SECURITY,
+                request=doc.request,
+                query=doc.query,
+                description=" ".join(filter(None, [doc.description, requirement_text(requirement, "bitget")])),
+            ))
+        return out
 
     async def handle(self, request: Request) -> Response:
         entry = self.routes.get((request.method, request.path))

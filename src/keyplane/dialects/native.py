@@ -63,11 +63,12 @@ import msgspec
 
 from keyplane.auth import Reason, Requirement, SignedRequest, Verifier, VerifyResult
 from keyplane.auth.verifier import detect_scheme
-from keyplane.dialects import bitget
+from keyplane.dialects import bitget, native_wire
 from keyplane.domain.ipnet import TrustedProxies
 from keyplane.domain.model import Scheme
 from keyplane.http import Request, Response, json_response
 from keyplane.metrics import VIA_VERIFY, Metrics
+from keyplane.openapi import Body, Operation
 
 PREFIX = "/v1/"
 VERIFY = "/v1/verify"
@@ -192,6 +193,46 @@ class NativeDialect:
         if state is None:
             return known[3] + b"null}"
         return known[3] + b'{"limit":%d,"remaining":%d,"reset":%d}}' % (state.limit, state.remaining, state.reset_ms)
+
+    def operations(self) -> list[Operation]:
+        """``/v1/verify`` and ``/v1/noop`` for the OpenAPI document (``native_wire`` has their answers)."""
+        errors = {
+            400: Body("A malformed call (never a verdict on the request)", native_wire.NativeError),
+            401: Body(
+                "No or a wrong verify token (or /v1/ is closed: no KEYPLANE_VERIFY_TOKEN)", native_wire.NativeError,
+                headers={"WWW-Authenticate": "Bearer"},
+            ),
+            500: Body("A bug (never client input)", native_wire.NativeError),
+        }
+        return [
+            Operation(
+                "POST", VERIFY, "verify", "Verify a signed request (the gateway's call)", "Verify",
+                {200: Body("The verdict; invalid requests carry the dialect's own error", native_wire.VerifyAnswer),
+                 **errors},
+                security=("VerifyToken",),
+                request=VerifyCall,
+                request_example={
+                    "method": "GET", "uri": "/api/v2/spot/account/assets?coin=BTC",
+                    "headers": {"ACCESS-KEY": "bg_...", "ACCESS-SIGN": "...", "ACCESS-TIMESTAMP": "1700000000000",
+                                "ACCESS-PASSPHRASE": "..."},
+                    "body": "", "client_ip": "203.0.113.7",
+                },
+                description=(
+                    "Judges a request as the venue's API received it, against the endpoint table. Every verdict is "
+                    "HTTP 200: `valid` says which; an invalid one carries the answer to give the client in `error`."
+                ),
+            ),
+            Operation(
+                "POST", NOOP, "noop", "Read the body and answer (a benchmark baseline)", "Verify",
+                {200: Body("`{\"ok\":true,\"p\":\"xxx...\"}` padded to the requested size", native_wire.NoopAnswer),
+                 **errors},
+                security=("VerifyToken",),
+                request={"description": "any bytes"},
+                request_content_type="application/octet-stream",
+                request_required=False,
+                query=native_wire.NoopQuery,
+            ),
+        ]
 
     async def handle(self, request: Request) -> Response:
         if self._closed:

@@ -93,6 +93,7 @@ from typing import Any
 
 from keyplane import errors
 from keyplane.auth import Reason, Requirement, Verifier, VerifyResult
+from keyplane.dialects import whitebit_wire
 from keyplane.dialects.common import BadJson, actor_of, check_json, run_service
 from keyplane.domain.ipnet import normalize_ip_rule
 from keyplane.domain.model import Account, AccountStatus, ApiKey, EndpointRule, Scheme
@@ -100,6 +101,7 @@ from keyplane.domain.scopes import COLLATERAL, SPOT, permissions_from_whitebit, 
 from keyplane.endpoints import management_rules
 from keyplane.http import Request, Response, json_response
 from keyplane.metrics import VIA_MANAGEMENT, Metrics
+from keyplane.openapi import WHITEBIT_SECURITY, Body, Operation, requirement_text
 from keyplane.services import IssuedKey, KeyplaneService, NewKeySpec
 
 WHITEBIT = Scheme.WHITEBIT  # the scheme of every key this dialect may see or change
@@ -461,6 +463,24 @@ class WhitebitDialect:
         for rule in management_rules(service.policy):
             if rule.dialect is Scheme.WHITEBIT:
                 self.routes[rule.path] = (rule.requirement, managed[rule.path.removeprefix(PREFIX)])
+
+    def operations(self) -> list[Operation]:
+        """This dialect's routes for the OpenAPI document: the table above, with each route's bodies from
+        ``whitebit_wire.DOCS`` (a route without one raises ``KeyError``: it cannot be served undocumented)."""
+        out = []
+        for path, (requirement, _route) in self.routes.items():
+            name = path.removeprefix(PREFIX)
+            doc = whitebit_wire.DOCS[name]
+            responses = {**whitebit_wire.ERRORS, 404: whitebit_wire.NOT_FOUND}
+            if doc.answer is not None:
+                responses[doc.status] = Body("Done", doc.answer)
+            out.append(Operation(
+                "POST", path, "whitebit-" + name.replace("/", "-"), doc.summary, "WhiteBIT v4", responses,
+                security=WHITEBIT_SECURITY,
+                request=whitebit_wire.signed(path, doc.request),
+                description=requirement_text(requirement, "whitebit"),
+            ))
+        return out
 
     async def handle(self, request: Request) -> Response:
         entry = self.routes.get(request.path) if request.method == "POST" else None
