@@ -42,6 +42,10 @@ class VerifyAnswer(msgspec.Struct):
     code: Code
     scheme: Literal["bitget", "whitebit"] | None
     identity: VerifyIdentity | None
+    secret: Annotated[
+        Literal["current", "previous"] | None,
+        msgspec.Meta(description='which secret signed: "previous" is one a rotation replaced, in its grace period'),
+    ]
     ratelimit: VerifyRateLimit | None
     error: VerifyDialectError | msgspec.UnsetType = msgspec.UNSET
 
