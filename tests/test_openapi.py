@@ -234,7 +234,7 @@ def _signer(live: Server, security: list[dict[str, Any]]) -> requests.auth.AuthB
 
 def _drive(
     operation: Any, auth: requests.auth.AuthBase | None, examples: int, base_url: str, session: requests.Session,
-    statuses: dict[str, set[int]], failures: list[str],
+    statuses: dict[str, set[int]],
 ) -> None:
     @given(case=operation.as_strategy())
     @settings(
@@ -244,27 +244,22 @@ def _drive(
     def run(case: Any) -> None:
         response = case.call(base_url=base_url, session=session, auth=auth, timeout=30)
         statuses.setdefault(operation.label, set()).add(response.status_code)
-        try:
-            case.validate_response(response, checks=CHECKS)
-        except AssertionError as error:
-            failures.append(f"{operation.label} ({'signed' if auth else 'unsigned'}): {error}")
+        case.validate_response(response, checks=CHECKS)  # raises schemathesis' report of the first mismatch
 
     run()
 
 
 def test_schemathesis_every_answer_matches_the_document(live: Server, document: dict[str, Any]) -> None:
     schema = schemathesis.openapi.from_dict(document)
-    failures: list[str] = []
     statuses: dict[str, set[int]] = {}
     with requests.Session() as session:
         for result in schema.get_all_operations():
             operation = result.ok()
             item = document["paths"][operation.path][operation.method.lower()]
             signer = _signer(live, item["security"])
-            _drive(operation, signer, SIGNED_EXAMPLES, live.base_url, session, statuses, failures)
+            _drive(operation, signer, SIGNED_EXAMPLES, live.base_url, session, statuses)
             if signer is not None:
-                _drive(operation, None, UNSIGNED_EXAMPLES, live.base_url, session, statuses, failures)
-    assert not failures, "\n\n".join(failures[:10])
+                _drive(operation, None, UNSIGNED_EXAMPLES, live.base_url, session, statuses)
     # signed requests got past authentication: the private routes answered success at least once
     done = {label for label, seen in statuses.items() if seen & {200, 201}}
     for label in [
