@@ -15,9 +15,10 @@ import msgspec
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from keyplane import logs
+from keyplane import console, logs
 from keyplane.auth import Reason, VerifyResult
 from keyplane.config import Settings
+from keyplane.console.operators import TokenDirectory
 from keyplane.dialects import bitget, native, whitebit
 from keyplane.domain.target import clean_method, clean_path
 from keyplane.http import (
@@ -77,6 +78,7 @@ class KeyplaneApp:
         self._metrics_files: WorkerFiles | None = None
         self._registry: CollectorRegistry | None = None
         self.readiness: Readiness | None = None
+        self.console: console.Console | None = None
         # /metrics is guarded as /v1/ is (keyplane.dialects.native): the verify token, or explicitly open
         self._metrics_authorization = f"Bearer {settings.verify_token}".encode() if settings.verify_token else None
         if runtime is not None:
@@ -100,6 +102,12 @@ class KeyplaneApp:
                 self._metrics_files.start()
             self._registry = registry_for(metrics, self._metrics_files)
         self.readiness = Readiness(runtime.store, self.settings.redis_url)
+        if self.settings.metrics:
+            metrics.history.start()
+        self.console = console.build_console(
+            runtime.service, TokenDirectory(runtime.service), metrics, self._metrics_files,
+            idle_minutes=self.settings.console_idle_minutes, secure_cookie=self.settings.console_secure_cookie,
+        )
         bitget_dialect = bitget.BitgetDialect(runtime.service, runtime.verifier, metrics)
         whitebit_dialect = whitebit.WhitebitDialect(runtime.service, runtime.verifier, metrics)
         native_dialect = native.NativeDialect(
@@ -159,6 +167,7 @@ class KeyplaneApp:
                 self.metrics.refusals.announce()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                self.metrics.history.close()
                 if self._metrics_files is not None:
                     self._metrics_files.close()
                 if self.readiness is not None:
@@ -195,6 +204,11 @@ class KeyplaneApp:
                     405, {"code": 405, "message": "Method not allowed"}, {"Allow": "GET, HEAD"}
                 ))
             return await own(scope)
+        if self.console is not None and (path == console.PREFIX or path.startswith(console.PREFIX + "/")):
+            headers = decode_headers(scope["headers"])
+            return await self.console.handle(
+                scope, receive, path, client_ip_of(scope, headers, self.settings.trusted_proxies)
+            )
         for prefix, handler, too_large, internal_error, bad_target in self.mounts:
             if path.startswith(prefix):
                 if bad_target is not None and not (clean_path(path) and clean_method(scope["method"])):

@@ -110,6 +110,13 @@ def _duration_from_env(name: str, default: float) -> float:
     return seconds
 
 
+def _console_idle_minutes() -> int:
+    minutes = _count_from_env("KEYPLANE_CONSOLE_IDLE_MINUTES", 15)
+    if not 1 <= minutes <= 24 * 60:
+        raise ValueError("KEYPLANE_CONSOLE_IDLE_MINUTES must be 1 to 1440")
+    return minutes
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -135,6 +142,11 @@ class Settings:
     last_used_flush_s: float = 5.0
     # KEYPLANE_EXPIRING_WITHIN: the horizon of /metrics' keys-expiring gauge (e.g. 7d)
     expiring_within_s: float = 7 * 86_400.0
+    # KEYPLANE_CONSOLE_IDLE_MINUTES: a console session unused this long is signed out (keyplane.console)
+    console_idle_minutes: int = 15
+    # KEYPLANE_CONSOLE_SECURE_COOKIE=1: the session cookie is Secure even on plain http (behind a TLS proxy);
+    # over https it is Secure anyway
+    console_secure_cookie: bool = False
 
     @property
     def verify_mode(self) -> str:
@@ -173,5 +185,7 @@ class Settings:
             refusal_lines_per_second=_count_from_env("KEYPLANE_LOG_REFUSALS_PER_SECOND", 10),
             last_used_flush_s=_duration_from_env("KEYPLANE_LAST_USED_FLUSH", 5.0),
             expiring_within_s=_duration_from_env("KEYPLANE_EXPIRING_WITHIN", 7 * 86_400.0),
+            console_idle_minutes=_console_idle_minutes(),
+            console_secure_cookie=_flag_from_env("KEYPLANE_CONSOLE_SECURE_COOKIE"),
         )
         return replace(settings, database_url=database_url) if database_url else settings

@@ -35,6 +35,8 @@ import logging
 import os
 import re
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -131,6 +133,7 @@ class Metrics:
         self.latency: dict[str, list[int]] = {}
         self.latency_sum: dict[str, float] = {}
         self._gauges = gauges or (lambda: {})
+        self.history = MinuteHistory(self)
 
     # hooks --------------------------------------------------------------------------------------------
 
@@ -216,7 +219,85 @@ class Metrics:
             },
             "suppressed": self.refusals.suppressed_total,
             "gauges": self._gauges(),
+            "history": self.history.recent(),
         }
+
+
+HISTORY_MINUTES = 60
+
+
+class MinuteHistory:
+    """The last hour of requests by reason (``VALID`` or a refusal's code), a count per minute: the console's
+    verification chart.
+
+    Made from the counters above, not on the hot path: ``tick`` (a thread, once a minute) subtracts the
+    totals it read at the last minute's end from the totals now. Counts come from verifications (both
+    routes) and from refusals decided outside the verifier.
+    """
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._minute: int | None = None  # the minute (epoch seconds // 60) the live counts belong to
+        self._totals: dict[str, int] = {}
+        # (minute start, epoch seconds; counts by reason), oldest first
+        self.minutes: deque[tuple[int, dict[str, int]]] = deque(maxlen=HISTORY_MINUTES)
+        self._stop = threading.Event()
+
+    def totals(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for (_via, _dialect, reason), n in list(self._metrics.verifications.items()):
+            out[str(reason)] = out.get(str(reason), 0) + n
+        for (_route, reason), n in list(self._metrics.refused_requests.items()):
+            out[reason] = out.get(reason, 0) + n
+        return out
+
+    def tick(self, now: float | None = None) -> None:
+        """Closes the minute that ended before ``now``: what was counted since the last tick is its share (a
+        tick a second late gives that second to the older minute)."""
+        minute = int((time.time() if now is None else now) // 60)
+        if self._minute is None:
+            self._minute, self._totals = minute, self.totals()
+            return
+        if minute <= self._minute:
+            return
+        totals = self.totals()
+        self.minutes.append((self._minute * 60, _minus(totals, self._totals)))
+        self._minute, self._totals = minute, totals
+
+    def recent(self) -> list[list[Any]]:
+        """``[[minute start, {reason: count}], ...]``, oldest first, the live minute last (JSON-ready)."""
+        out: list[list[Any]] = [[start, counts] for start, counts in list(self.minutes)]
+        if self._minute is not None:
+            out.append([self._minute * 60, _minus(self.totals(), self._totals)])
+        return out
+
+    def start(self) -> None:
+        self.tick()
+        threading.Thread(target=self._run, name="keyplane-history", daemon=True).start()
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(60.05 - time.time() % 60):  # just past each minute's end
+            self.tick()
+
+
+def _minus(totals: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {reason: n - before.get(reason, 0) for reason, n in totals.items() if n != before.get(reason, 0)}
+
+
+def merge_history(snapshots: list[dict[str, Any]], since: int) -> dict[int, dict[str, int]]:
+    """Several workers' histories as one: counts summed by minute start, minutes before ``since`` left out."""
+    out: dict[int, dict[str, int]] = {}
+    for snap in snapshots:
+        for start, counts in snap.get("history", []):
+            if not isinstance(start, int) or start < since or not isinstance(counts, dict):
+                continue
+            minute = out.setdefault(start, {})
+            for reason, n in counts.items():
+                minute[reason] = minute.get(reason, 0) + n
+    return out
 
 
 def merge(snapshots: list[dict[str, Any]], live: set[int]) -> dict[str, Any]:
