@@ -105,7 +105,7 @@ class KeyplaneApp:
         if self.settings.metrics:
             metrics.history.start()
         self.console = console.build_console(
-            runtime.service, TokenDirectory(runtime.service), metrics, self._metrics_files,
+            runtime.service, TokenDirectory(runtime.store), metrics, self._metrics_files,
             idle_minutes=self.settings.console_idle_minutes, secure_cookie=self.settings.console_secure_cookie,
         )
         bitget_dialect = bitget.BitgetDialect(runtime.service, runtime.verifier, metrics)

@@ -55,7 +55,7 @@ class Route:
     method: str
     pattern: re.Pattern[str]
     view: View
-    need: str  # what the operator's token must grant (``operators``)
+    needs: tuple[str, ...]  # the operator's token must grant one of these (``operators``)
 
 
 class Console:
@@ -77,9 +77,9 @@ class Console:
             if entry.name[entry.name.rfind("."):] in _STATIC_TYPES
         }
 
-    def route(self, method: str, pattern: str, need: str) -> Callable[[View], View]:
+    def route(self, method: str, pattern: str, *needs: str) -> Callable[[View], View]:
         def add(view: View) -> View:
-            self.routes.append(Route(method, re.compile(pattern + r"\Z"), view, need))
+            self.routes.append(Route(method, re.compile(pattern + r"\Z"), view, needs))
             return view
         return add
 
@@ -145,10 +145,11 @@ class Console:
         if request.method == "POST" and not self._form_is_ours(request, session):
             return self.page(403, "error.html", title="Refused", message="This form was not sent from this "
                              "console session (its CSRF token is missing or wrong); nothing was changed.")
-        if not operator.may(route.need):
+        if not any(operator.may(need) for need in route.needs):
+            scopes = operators.scopes_granting(route.needs)
             return self.page(403, "error.html", title="Not allowed", operator=operator, csrf=session.csrf,
                              message=f"Your token ({operator.name or operator.token_id}) may not do this: it "
-                                     f"needs the scope {operators.SCOPES_FOR[route.need]}.")
+                                     f"needs the scope {scopes}.")
         context = Context(request, session, operator, flash=None)
         try:
             response = route.view(self, context, **(params or {}))

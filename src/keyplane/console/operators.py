@@ -3,27 +3,34 @@
 The console asks the token service and nothing else: a token is found by its text on sign-in, and by its
 id on every later request, so a revoked token ends its sessions at their next request. What each page and
 action needs is said in the token layer's own words (``keyplane.domain.tokens.Need``): the console grants
-exactly what the native API does.
+exactly what the native API does (``keyplane.domain.tokens``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-READ_ACCOUNTS = "accounts:read"
-WRITE_ACCOUNTS = "accounts:write"
-READ_KEYS = "keys:read"
-WRITE_KEYS = "keys:write"
-READ_AUDIT = "audit:read"
+from keyplane.domain.tokens import Need, OperatorToken, Scope
+from keyplane.services.tokens import TokenService
+from keyplane.store import Store
+from keyplane.store import tokens as token_rows
 
-# the scopes that give a need, for a refusal's message
-SCOPES_FOR = {
-    READ_ACCOUNTS: "read, accounts or all",
-    WRITE_ACCOUNTS: "accounts or all",
-    READ_KEYS: "read, keys or all",
-    WRITE_KEYS: "keys or all",
-    READ_AUDIT: "audit or all",
-}
+READ_ACCOUNTS = Need.READ_ACCOUNTS.value
+WRITE_ACCOUNTS = Need.WRITE_ACCOUNTS.value
+READ_KEYS = Need.READ_KEYS.value
+WRITE_KEYS = Need.WRITE_KEYS.value
+READ_AUDIT = Need.READ_AUDIT.value
+
+
+
+def scopes_granting(needs: tuple[str, ...]) -> str:
+    """The scopes that grant one of ``needs``, for a refusal's message: "read, accounts or all"."""
+    names = [
+        scope.value for scope in Scope
+        if any(OperatorToken(id="", name="", scopes=(scope,), hint="", created_at=0).grants(Need(need))
+               for need in needs)
+    ]
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else "".join(names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,13 +45,25 @@ class Operator:
 
 
 class TokenDirectory:
-    """The token service, as the console asks it (``sign_in`` by the token's text, ``operator`` by its id)."""
+    """The token service, as the console asks it: ``sign_in`` by the token's text, ``operator`` by its id
+    (one indexed read each, no cache: a revoked token is refused at its sessions' next request)."""
 
-    def __init__(self, service: object) -> None:
-        self.service = service
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.tokens = TokenService(store)
 
     def sign_in(self, text: str) -> Operator | None:
-        return None  # the token layer (keyplane.services.tokens) is wired here when it lands
+        token = self.tokens.authenticate(text)
+        return _operator(token) if token is not None else None
 
     def operator(self, token_id: str) -> Operator | None:
-        return None
+        with self.store.reading() as tx:
+            token = token_rows.get_token(tx, token_id)
+        return _operator(token) if token is not None and not token.revoked else None
+
+
+def _operator(token: OperatorToken) -> Operator:
+    return Operator(
+        token_id=token.id, name=token.name, scopes=tuple(scope.value for scope in token.scopes),
+        grants=frozenset(need.value for need in Need if token.grants(need)),
+    )

@@ -27,7 +27,7 @@ def install(console: Console, service: KeyplaneService, history: Callable[[], ch
 
     # accounts --------------------------------------------------------------------------------------
 
-    @route("GET", "/accounts", READ_ACCOUNTS)
+    @route("GET", "/accounts", READ_ACCOUNTS, READ_KEYS)
     def accounts(console: Console, ctx: Context) -> Response:
         search = ctx.request.arg("q")[:64]
         page = _page_number(ctx.request.arg("page"))
@@ -36,7 +36,7 @@ def install(console: Console, service: KeyplaneService, history: Callable[[], ch
         return console.render(ctx, "accounts.html", section="accounts", accounts=found[:PAGE_SIZE], search=search,
                               page=page, more=len(found) > PAGE_SIZE)
 
-    @route("GET", f"/accounts/{UID}", READ_ACCOUNTS)
+    @route("GET", f"/accounts/{UID}", READ_ACCOUNTS, READ_KEYS)
     def account(console: Console, ctx: Context, uid: str) -> Response:
         shown = _account(service, int(uid))
         main = shown if shown.is_main else _account(service, shown.main_uid)
