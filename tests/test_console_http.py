@@ -104,7 +104,7 @@ def test_a_wrong_token_is_refused_and_signs_nobody_in(runtime: Runtime, tokens: 
 def test_a_form_without_its_csrf_token_or_from_another_origin_changes_nothing(
     runtime: Runtime, tokens: dict[str, str]
 ) -> None:
-    main = runtime.service.create_main_account("csrf-target")
+    main = runtime.service.accounts.create_main_account("csrf-target")
 
     async def scenario(client: httpx.AsyncClient) -> None:
         await sign_in(client, tokens["all"])
@@ -118,7 +118,7 @@ def test_a_form_without_its_csrf_token_or_from_another_origin_changes_nothing(
         ):
             refused = await client.post(freeze, data=data, headers=headers)
             assert refused.status_code == 403 and "CSRF" in refused.text, refused.text
-        assert runtime.service.main_account(main.uid).status is AccountStatus.NORMAL
+        assert runtime.service.accounts.main_account(main.uid).status is AccountStatus.NORMAL
         # the sign-in form has its own: a login posted from elsewhere is refused too
         client.cookies.clear()
         refused = await client.post("/console/signin", data={"token": tokens["all"]})
@@ -128,13 +128,13 @@ def test_a_form_without_its_csrf_token_or_from_another_origin_changes_nothing(
         csrf = await csrf_of(client, f"/console/accounts/{main.uid}")
         done = await client.post(freeze, data={"csrf": csrf}, headers={"origin": "http://console.test"})
         assert done.status_code == 303
-        assert runtime.service.main_account(main.uid).status is AccountStatus.FREEZE
+        assert runtime.service.accounts.main_account(main.uid).status is AccountStatus.FREEZE
 
     run(app_of(runtime), scenario)
 
 
 def test_each_page_and_action_needs_its_scope(runtime: Runtime, tokens: dict[str, str]) -> None:
-    main = runtime.service.create_main_account("scoped")
+    main = runtime.service.accounts.create_main_account("scoped")
 
     async def scenario(client: httpx.AsyncClient) -> None:
         await sign_in(client, tokens["read"])
@@ -148,7 +148,7 @@ def test_each_page_and_action_needs_its_scope(runtime: Runtime, tokens: dict[str
         assert refused.status_code == 403 and "keys or all" in refused.text
         assert (await client.get("/console/audit")).status_code == 403
         assert (await client.get("/console/verification")).status_code == 403
-        assert runtime.service.list_account_keys(main.uid) == []
+        assert runtime.service.keys.list_account_keys(main.uid) == []
 
         client.cookies.clear()
         await sign_in(client, tokens["audit"])
@@ -206,7 +206,7 @@ def test_sign_out_clears_the_cookie(runtime: Runtime, tokens: dict[str, str]) ->
 
 
 def test_input_no_browser_sends_is_a_4xx_never_a_5xx(runtime: Runtime, tokens: dict[str, str]) -> None:
-    main = runtime.service.create_main_account("odd-input")
+    main = runtime.service.accounts.create_main_account("odd-input")
 
     async def scenario(client: httpx.AsyncClient) -> None:
         await sign_in(client, tokens["all"])
@@ -243,8 +243,8 @@ def test_input_no_browser_sends_is_a_4xx_never_a_5xx(runtime: Runtime, tokens: d
         for method, path, extra in cases:
             response = await client.request(method, path, **extra)
             assert response.status_code < 500, (method, path, response.status_code, response.text[:300])
-        assert runtime.service.list_account_keys(main.uid) == []
-        assert runtime.service.list_main_accounts(name_contains="odd-input")[0].status is AccountStatus.NORMAL
+        assert runtime.service.keys.list_account_keys(main.uid) == []
+        assert runtime.service.accounts.list_main_accounts(name_contains="odd-input")[0].status is AccountStatus.NORMAL
 
     run(app_of(runtime), scenario)
 

@@ -13,7 +13,7 @@ from keyplane.domain.model import Account, AccountStatus, ApiKey, Scheme
 from keyplane.domain.rules import BITGET_PERMISSIONS, check_label, normalize_bitget_permissions
 from keyplane.errors import AccountNotFound, ApiKeyNotFound, InvalidInput
 from keyplane.http import Response
-from keyplane.service import Actor, KeyplaneService, NewKeySpec
+from keyplane.services import Actor, KeyplaneService, NewKeySpec
 
 PAGE_SIZE = 25
 AUDIT_PAGE = 50
@@ -31,7 +31,7 @@ def install(console: Console, service: KeyplaneService, history: Callable[[], ch
     def accounts(console: Console, ctx: Context) -> Response:
         search = ctx.request.arg("q")[:64]
         page = _page_number(ctx.request.arg("page"))
-        found = service.list_main_accounts(name_contains=search or None, limit=PAGE_SIZE + 1,
+        found = service.accounts.list_main_accounts(name_contains=search or None, limit=PAGE_SIZE + 1,
                                            offset=(page - 1) * PAGE_SIZE)
         return console.render(ctx, "accounts.html", section="accounts", accounts=found[:PAGE_SIZE], search=search,
                               page=page, more=len(found) > PAGE_SIZE)
@@ -44,9 +44,11 @@ def install(console: Console, service: KeyplaneService, history: Callable[[], ch
         subs: list[Account] = []
         more = False
         if shown.is_main:
-            found = service.list_sub_accounts(Actor(main), limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE)
+            found = service.subaccounts.list_sub_accounts(
+                Actor(main), limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE
+            )
             subs, more = found[:PAGE_SIZE], len(found) > PAGE_SIZE
-        keys = service.list_account_keys(shown.uid) if ctx.operator.may(READ_KEYS) else None
+        keys = service.keys.list_account_keys(shown.uid) if ctx.operator.may(READ_KEYS) else None
         return console.render(ctx, "account.html", section="accounts", account=shown, main=main, subs=subs,
                               keys=keys, page=page, more=more, bitget_permissions=BITGET_PERMISSIONS,
                               now_ms=int(time.time() * 1000))
@@ -56,10 +58,10 @@ def install(console: Console, service: KeyplaneService, history: Callable[[], ch
         status = AccountStatus.FREEZE if state == "freeze" else AccountStatus.NORMAL
         account = _account(service, int(uid))
         if account.is_main:
-            service.set_main_account_status(account.uid, status)
+            service.accounts.set_main_account_status(account.uid, status)
         else:
             main = _account(service, account.main_uid)
-            service.set_sub_account_status(_actor(ctx, main), status, uid=account.uid)
+            service.subaccounts.set_sub_account_status(_actor(ctx, main), status, uid=account.uid)
         done = "frozen: its keys stop verifying" if state == "freeze" else "unfrozen"
         return ctx.done(f"{PREFIX}/accounts/{account.uid}", f"{account.name} {done}.")
 
@@ -72,7 +74,9 @@ def install(console: Console, service: KeyplaneService, history: Callable[[], ch
         scheme = _scheme(ctx.request.field("dialect"))
         if not name or len(name) > 64 or not name.isprintable():
             raise InvalidInput("a sub-account's name is 1 to 64 printable characters", field="name")
-        sub = service.create_sub_account(_actor(ctx, main), scheme, name=name, label=ctx.request.field("label")[:64])
+        sub = service.subaccounts.create_sub_account(
+            _actor(ctx, main), scheme, name=name, label=ctx.request.field("label")[:64]
+        )
         return ctx.done(f"{PREFIX}/accounts/{sub.uid}", f"Sub-account {sub.name} created (UID {sub.uid}).")
 
     @route("GET", f"/accounts/{UID}/delete", WRITE_ACCOUNTS)
@@ -88,9 +92,9 @@ def install(console: Console, service: KeyplaneService, history: Callable[[], ch
     def delete_account(console: Console, ctx: Context, uid: str) -> Response:
         account = _account(service, int(uid))
         if account.is_main:
-            service.delete_main_account(account.uid)
+            service.accounts.delete_main_account(account.uid)
             return ctx.done(f"{PREFIX}/accounts", f"Main account {account.name} deleted.")
-        service.delete_sub_account(_actor(ctx, _account(service, account.main_uid)), uid=account.uid)
+        service.subaccounts.delete_sub_account(_actor(ctx, _account(service, account.main_uid)), uid=account.uid)
         return ctx.done(f"{PREFIX}/accounts/{account.main_uid}", f"Sub-account {account.name} deleted.")
 
     # keys ------------------------------------------------------------------------------------------
@@ -106,14 +110,14 @@ def install(console: Console, service: KeyplaneService, history: Callable[[], ch
         # a WhiteBIT key's reach is its type (and its account's flags), not a permission list
         permissions = _bitget_permissions(form.fields("permission")) if scheme is Scheme.BITGET else ()
         if account.is_main:
-            issued = service.issue_main_key(account.uid, scheme, label=label, permissions=permissions, ip_list=ips,
+            issued = service.keys.issue_main_key(account.uid, scheme, label=label, permissions=permissions, ip_list=ips,
                                             key_type=key_type)
         else:
             main = _account(service, account.main_uid)
             passphrase = crypto.new_passphrase() if scheme is Scheme.BITGET else None
             spec = NewKeySpec(label=label, passphrase=passphrase, permissions=permissions, ip_list=tuple(ips),
                               key_type=key_type)
-            issued = service.create_sub_key(_actor(ctx, main), scheme, spec, uid=account.uid)
+            issued = service.keys.create_sub_key(_actor(ctx, main), scheme, spec, uid=account.uid)
         # the secret is in this answer only: not in a redirect, the session, a log line or the audit event
         return console.render(ctx, "secret.html", section="accounts", account=account, issued=issued,
                               heading="Key created")
@@ -121,7 +125,7 @@ def install(console: Console, service: KeyplaneService, history: Callable[[], ch
     @route("POST", f"/keys/{KEY}/(?P<state>enable|disable)", WRITE_KEYS)
     def set_enabled(console: Console, ctx: Context, api_key: str, state: str) -> Response:
         key = _key(service, api_key)
-        service.set_key_enabled(key.api_key, state == "enable")
+        service.keys.set_key_enabled(key.api_key, state == "enable")
         return ctx.done(f"{PREFIX}/accounts/{key.account_uid}", f"Key {key.api_key} {state}d.")
 
     @route("GET", f"/keys/{KEY}/delete", WRITE_KEYS)
@@ -136,7 +140,7 @@ def install(console: Console, service: KeyplaneService, history: Callable[[], ch
 
     @route("POST", f"/keys/{KEY}/delete", WRITE_KEYS)
     def delete_key(console: Console, ctx: Context, api_key: str) -> Response:
-        key = service.revoke_key(api_key)
+        key = service.keys.revoke_key(api_key)
         return ctx.done(f"{PREFIX}/accounts/{key.account_uid}", f"Key {key.api_key} deleted.")
 
     # audit and verification ------------------------------------------------------------------------
@@ -148,7 +152,7 @@ def install(console: Console, service: KeyplaneService, history: Callable[[], ch
         account_uid = int(account_text) if account_text.isdigit() and len(account_text) <= 18 else None
         action, target = args.arg("action")[:64], args.arg("target")[:128]
         events = [
-            event for event in service.audit_events(account_uid=account_uid, limit=5000)
+            event for event in service.audit.audit_events(account_uid=account_uid, limit=5000)
             if (not action or event.action.startswith(action)) and (not target or target in event.target)
         ][:AUDIT_PAGE * 4]
         return console.render(ctx, "audit.html", section="audit", events=events, action=action, target=target,
@@ -168,7 +172,7 @@ def _actor(ctx: Context, main: Account) -> Actor:
 
 
 def _account(service: KeyplaneService, uid: int) -> Account:
-    account = service.account_of(uid)
+    account = service.accounts.account_of(uid)
     if account is None:
         raise AccountNotFound(f"no account {uid}")
     return account
@@ -176,7 +180,7 @@ def _account(service: KeyplaneService, uid: int) -> Account:
 
 def _key(service: KeyplaneService, api_key: str) -> ApiKey:
     try:
-        return service.find_key(api_key)
+        return service.keys.find_key(api_key)
     except ApiKeyNotFound:
         raise ApiKeyNotFound(f"no key {api_key}") from None
 
