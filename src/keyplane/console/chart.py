@@ -64,7 +64,7 @@ def render(series: Series) -> str:
         y = TOP + plot_h * (1 - fraction)
         parts.append(f'<line x1="{LEFT}" x2="{WIDTH - 4}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ccc"/>')
         parts.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11">'
-                     f"{int(top * fraction)}</text>")
+                     f"{top * fraction:g}</text>")
     for index, (start, counts) in enumerate(grouped):
         x = LEFT + index * slot
         y = TOP + plot_h
