@@ -16,12 +16,19 @@ Declaring a new surface's routes (the /v1/ management API, for instance):
 2. Give the surface an ``operations(self) -> list[Operation]`` that builds one ``Operation`` per entry of
    its route table (method and path from the table itself, never retyped), with every status the route can
    answer in ``responses`` (errors too: a response schemathesis meets that the document lacks fails CI).
+   A ``{name}`` in the path is a path parameter (a string unless ``path_parameters`` gives its type);
+   ``query`` is a Struct (its fields) or ``{name: type}``; ``request_headers`` names optional headers
+   (``Idempotency-Key``).
 3. Add the surface to ``KeyplaneApp.documented`` (app.py) and its security scheme, if new, to
-   ``SECURITY_SCHEMES`` below.
+   ``SECURITY_SCHEMES`` below (the management API's operator tokens are ``OperatorToken``).
+
+``/console`` (the operators' web pages: HTML forms behind a session cookie, ``keyplane.console``) is a
+user interface, not part of the HTTP API, and is not described.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -65,7 +72,11 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
     },
     "VerifyToken": {
         "type": "http", "scheme": "bearer",
-        "description": "`KEYPLANE_VERIFY_TOKEN`: the gateway's token for /v1/ and /metrics.",
+        "description": "`KEYPLANE_VERIFY_TOKEN`: the gateway's token for /v1/verify and /metrics.",
+    },
+    "OperatorToken": {
+        "type": "http", "scheme": "bearer",
+        "description": "An operator token (`kpt_...`, `keyplane tokens create --scope ...`): the management API.",
     },
 }
 BITGET_SECURITY = ("BitgetAccessKey", "BitgetAccessSign", "BitgetAccessTimestamp", "BitgetAccessPassphrase")
@@ -103,7 +114,11 @@ class Operation:
     request_content_type: str = "application/json"
     request_required: bool = True
     request_example: Any = None  # shown by /docs, and sent as is by schemathesis (tests/test_openapi.py)
-    query: type[msgspec.Struct] | None = None  # each field is a query parameter
+    # the query parameters: a Struct (each field one parameter) or name -> type (optional parameters)
+    query: type[msgspec.Struct] | Mapping[str, Any] | None = None
+    # a ``{name}`` in ``path``: its type (default: a non-empty string without "/")
+    path_parameters: Mapping[str, Any] = field(default_factory=dict)
+    request_headers: Mapping[str, str] = field(default_factory=dict)  # optional headers: name -> description
     description: str = ""
 
 
@@ -153,8 +168,11 @@ class _Schemas:
                     _collect(schema, types)
                 elif schema is not None:
                     types.append(schema)
-            if op.query is not None:
+            if isinstance(op.query, type):
                 types.append(op.query)
+            elif op.query is not None:
+                types += [t for t in op.query.values() if not isinstance(t, dict)]
+            types += [t for t in op.path_parameters.values() if not isinstance(t, dict)]
         unique = list(dict.fromkeys(types))
         described, self.components = msgspec.json.schema_components(unique, ref_template=REF)
         self._by_type = dict(zip(unique, described, strict=True))
@@ -172,13 +190,29 @@ class _Schemas:
             return [self._resolve(item) for item in value]
         return value
 
-    def query_parameters(self, query: type[msgspec.Struct]) -> list[dict[str, Any]]:
-        described = self.components[query.__name__]
-        required = set(described.get("required", ()))
-        return [
-            {"name": name, "in": "query", "required": name in required, "schema": schema}
-            for name, schema in described["properties"].items()
+    def parameters(self, op: Operation) -> list[dict[str, Any]]:
+        out = [
+            {"name": name, "in": "path", "required": True,
+             "schema": self.of(op.path_parameters.get(name, {"type": "string", "pattern": "^[^/]+$"}))}
+            for name in re.findall(r"\{(\w+)\}", op.path)
         ]
+        if isinstance(op.query, type):
+            described = self.components[op.query.__name__]
+            required = set(described.get("required", ()))
+            out += [
+                {"name": name, "in": "query", "required": name in required, "schema": schema}
+                for name, schema in described["properties"].items()
+            ]
+        elif op.query is not None:
+            out += [
+                {"name": name, "in": "query", "required": False, "schema": self.of(kind)}
+                for name, kind in op.query.items()
+            ]
+        out += [
+            {"name": name, "in": "header", "required": False, "description": text, "schema": {"type": "string"}}
+            for name, text in op.request_headers.items()
+        ]
+        return out
 
 
 def _content(body: Body, schemas: _Schemas) -> dict[str, Any]:
@@ -210,8 +244,9 @@ def build_document(operations: Iterable[Operation], *, title: str = "keyplane") 
         out: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary, "tags": [op.tag]}
         if op.description:
             out["description"] = op.description
-        if op.query is not None:
-            out["parameters"] = schemas.query_parameters(op.query)
+        parameters = schemas.parameters(op)
+        if parameters:
+            out["parameters"] = parameters
         if op.request is not None:
             content = _content(Body("", op.request, op.request_content_type), schemas)
             if op.request_example is not None:
