@@ -203,7 +203,12 @@ class KeyplaneApp:
                 return self._refused(scope, path, "METHOD_NOT_ALLOWED", json_response(
                     405, {"code": 405, "message": "Method not allowed"}, {"Allow": "GET, HEAD"}
                 ))
-            return await own(scope)
+            try:
+                return await own(scope)
+            except Exception:  # a bug (a route without its OpenAPI declaration, say): logged, JSON 500
+                log.exception("unhandled error on %s %s", scope["method"], path)
+                self.metrics.internal_error(route_of(path))
+                return json_response(500, {"code": 500, "message": "internal error"})
         if self.console is not None and (path == console.PREFIX or path.startswith(console.PREFIX + "/")):
             headers = decode_headers(scope["headers"])
             return await self.console.handle(
@@ -287,7 +292,10 @@ class KeyplaneApp:
 
     def operations(self) -> list[Operation]:
         """The app's own paths (``self.own``) for the OpenAPI document."""
-        not_allowed = {405: Body("Not GET or HEAD", AppError, headers={"Allow": "GET, HEAD"})}
+        not_allowed = {
+            405: Body("Not GET or HEAD", AppError, headers={"Allow": "GET, HEAD"}),
+            500: Body("A bug (logged)", AppError),
+        }
         described: dict[str, tuple[str, str, dict[int, Body], tuple[str, ...]]] = {
             "/health": ("health", "Liveness: the process answers", {
                 200: Body("Serving", HealthAnswer), 503: Body("Starting", HealthAnswer),
