@@ -37,6 +37,10 @@ from keyplane.http import (
 from keyplane.logs import RefusalLog
 from keyplane.metrics import Metrics, WorkerFiles, registry_for, route_of
 from keyplane.openapi import Body, Documented, Operation, build_document, pages
+from keyplane.native import errors as management_errors
+from keyplane.native.api import ManagementApi
+from keyplane.native.routes import PREFIXES as MANAGEMENT_PREFIXES
+from keyplane.native.routes import ROUTES as MANAGEMENT_ROUTES
 from keyplane.readiness import Readiness
 from keyplane.runtime import Runtime, build_runtime
 
@@ -118,7 +122,16 @@ class KeyplaneApp:
             metrics=metrics,
         )
         bitget_bad_target = lambda: bitget.verify_error(VerifyResult(Reason.BAD_TARGET))  # noqa: E731
+        # the native management API: operator tokens, not the verify token (keyplane.native)
+        management = ManagementApi(
+            runtime.service, runtime.service.tokens, runtime.service.idempotency, MANAGEMENT_ROUTES, metrics
+        )
+        management_mounts: list[Mount] = [
+            (prefix, management.handle, _management_too_large, _management_bug, _management_bad_target)
+            for prefix in MANAGEMENT_PREFIXES
+        ]
         self.mounts = [
+            *management_mounts,
             (
                 native.PREFIX,
                 native_dialect.handle,
@@ -189,7 +202,11 @@ class KeyplaneApp:
             self.metrics.observe(path, time.perf_counter() - started)
         # /v1/verify is the gateway's per-request call (nginx logs those requests itself): an INFO line
         # each would halve its throughput (bench/README.md), so it logs at DEBUG
-        level = logging.DEBUG if path.startswith(native.PREFIX) else logging.INFO
+        # (the management API's calls are rare and each one matters: INFO)
+        level = (
+            logging.DEBUG if path.startswith(native.PREFIX) and not path.startswith(MANAGEMENT_PREFIXES)
+            else logging.INFO
+        )
         if log.isEnabledFor(level):
             log.log(
                 level, "%s %s %d %.1fms", scope["method"], path, response.status,
@@ -346,6 +363,19 @@ class AppError(msgspec.Struct):
     code: int | str
     message: str
 
+
+def _management_too_large() -> Response:
+    return management_errors.error_response(413, "payload_too_large", "the body is over 64 KiB")
+
+
+def _management_bug() -> Response:
+    return management_errors.error_response(500, "internal_error", "internal error (logged)")
+
+
+def _management_bad_target() -> Response:
+    return management_errors.error_response(
+        400, "invalid_path", "the request target is not in canonical form (no %-escapes, dot segments or //)"
+    )
 
 
 def tune_garbage_collector() -> None:

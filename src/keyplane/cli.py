@@ -37,7 +37,6 @@ from keyplane.domain.scopes import COLLATERAL, SPOT
 from keyplane.domain.tokens import OperatorToken, Scope
 from keyplane.outages import unavailable
 from keyplane.runtime import DatabaseMissing, MasterKeyMismatch, Runtime, build_runtime, require_explicit_master_key
-from keyplane.services.tokens import TokenService
 from keyplane.store.location import BadDatabaseUrl, locate
 
 
@@ -557,7 +556,7 @@ def tokens_create(
 ) -> None:
     """Create an operator token; the token is shown this once."""
     with _opened(database) as runtime:
-        issued = TokenService(runtime.store).create(scope, name=name)
+        issued = runtime.service.tokens.create(scope, name=name)
     row = _token_row(issued.token)
     del row["revokedAt"]
     _emit({"token": issued.secret, **row}, as_json, "operator token created; it is shown only now, keep it:")
@@ -571,7 +570,7 @@ def tokens_list(
 ) -> None:
     """List operator tokens (never a token itself: its first characters as a hint)."""
     with _opened(database) as runtime:
-        tokens = TokenService(runtime.store).list(include_revoked=not active)
+        tokens = runtime.service.tokens.list(include_revoked=not active)
     rows = [_token_row(token) for token in tokens]
     if as_json:
         print(json.dumps(rows))
@@ -588,7 +587,7 @@ def tokens_revoke(
 ) -> None:
     """Revoke a token: every server refuses it from the next call on."""
     with _opened(database) as runtime:
-        revoked = TokenService(runtime.store).revoke(token_id)
+        revoked = runtime.service.tokens.revoke(token_id)
     _emit(_token_row(revoked), as_json, "operator token revoked")
 
 

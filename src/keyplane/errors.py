@@ -22,7 +22,9 @@ Verification failures are *not* exceptions: the verifier returns a ``VerifyResul
     │   ├── IpAlreadyListed
     │   ├── IpNotListed
     │   ├── AlreadyInState           block an already blocked sub-account, and so on
-    │   └── KeyNotUsable             rotate an expired key, or a disabled one with a grace period
+    │   ├── KeyNotUsable             rotate an expired key, or a disabled one with a grace period
+    │   ├── IdempotencyKeyReused     an Idempotency-Key sent again with another request
+    │   └── IdempotencyInProgress    the first request with this Idempotency-Key is still running
     ├── LimitReached                 a policy limit (carries ``limit``)
     │   ├── SubAccountLimit
     │   ├── ApiKeyLimit
@@ -116,6 +118,14 @@ class KeyNotUsable(Conflict):
 
 
 class AlreadyInState(Conflict):
+    pass
+
+
+class IdempotencyKeyReused(Conflict):
+    pass
+
+
+class IdempotencyInProgress(Conflict):
     pass
 
 

@@ -14,7 +14,9 @@ What is counted:
   upstream could read otherwise); ``keyplane_internal_errors_total{route}``: bugs answered with a 500.
 - ``keyplane_request_duration_seconds{route}``: a histogram of every HTTP request's time in the app.
 - ``keyplane_management_operations_total{dialect, operation, outcome}``: every verified management call by
-  its path and outcome (``ok``, ``rejected``: a 4xx wire or domain rule, ``unavailable``: a 503).
+  its path and outcome (``ok``, ``rejected``: a 4xx wire or domain rule, ``unavailable``: a 503); the native
+  management API (``dialect="native"``) counts every call that presented a token, by its operation's name
+  (``keys.create``: a path holds ids, which would make one series per object).
 - ``keyplane_key_cache_entries``, ``keyplane_key_cache_hits_total``, ``keyplane_key_cache_misses_total``,
   ``keyplane_nonce_journal_bytes`` (SQLite's nonce journal; absent on PostgreSQL),
   ``keyplane_refusal_log_suppressed_total`` (refusal lines not written: ``keyplane.logs``).
@@ -190,6 +192,19 @@ class Metrics:
             self.refusals.refused(
                 reason, api_key=api_key_of(request, result), client_ip=request.client_ip, method=request.method,
                 path=request.path, route=VIA_MANAGEMENT, dialect=dialect, status=status,
+            )
+
+    def operated(self, operation: str, request: SignedRequest, status: int, code: str | None) -> None:
+        """A native management call's outcome (``code``: its error's machine code); a rejected one is logged
+        too. Its log line names no key: the caller's operator token is never written anywhere."""
+        outcome = "ok" if status < 400 else ("unavailable" if status == 503 else "rejected")
+        if self.counting:
+            key = ("native", operation, outcome)
+            self.management[key] = self.management.get(key, 0) + 1
+        if status >= 400:
+            self.refusals.refused(
+                (code or "REJECTED").upper(), api_key="", client_ip=request.client_ip, method=request.method,
+                path=request.path, route=VIA_MANAGEMENT, dialect="native", status=status,
             )
 
     def observe(self, path: str, seconds: float) -> None:

@@ -120,3 +120,4 @@ class AuditEvent:
     ip: str | None
     detail: dict[str, object] = field(default_factory=dict)
     actor_token: str | None = None  # the operator token of a native management call (its id)
+    account_uid: int | None = None  # the main account whose plane changed

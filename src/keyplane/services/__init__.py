@@ -18,10 +18,12 @@ from keyplane.services._context import ServiceContext
 from keyplane.services._minting import normalize_ip_list
 from keyplane.services.accounts import AccountService
 from keyplane.services.audit import AuditService
+from keyplane.services.idempotency import IdempotencyService
 from keyplane.services.keys import KeyService
 from keyplane.services.sealing import SealingService
 from keyplane.services.subaccounts import SubAccountService
-from keyplane.services.types import Actor, IssuedKey, NewKeySpec, NewSubAccountWithKey, SubAccountOutcome
+from keyplane.services.tokens import TokenService
+from keyplane.services.types import Actor, IssuedKey, NewKeySpec, NewSubAccountWithKey, Operator, SubAccountOutcome
 from keyplane.store import Store
 
 KeyListener = Callable[[Sequence[str]], None]
@@ -39,6 +41,8 @@ class KeyplaneService:
         self.keys = KeyService(self.context)
         self.sealing = SealingService(self.context)
         self.audit = AuditService(self.context)
+        self.tokens = TokenService(store)
+        self.idempotency = IdempotencyService(store)
 
     @property
     def store(self) -> Store:
@@ -71,6 +75,7 @@ __all__ = [
     "KeyplaneService",
     "NewKeySpec",
     "NewSubAccountWithKey",
+    "Operator",
     "SealingService",
     "SubAccountOutcome",
     "SubAccountService",

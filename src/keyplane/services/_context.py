@@ -14,7 +14,7 @@ from keyplane.domain.model import Account, AccountStatus, ApiKey, EndpointRule, 
 from keyplane.domain.policy import Policy
 from keyplane.errors import AccountNotFound, ApiKeyNotFound, GrantExceeded, NameTaken, NotMainAccount, Unavailable
 from keyplane.services.grants import READ_WRITE, check_grant
-from keyplane.services.types import Actor, NewKeySpec
+from keyplane.services.types import Actor, NewKeySpec, Operator
 from keyplane.store import Store, Transaction
 
 
@@ -129,8 +129,21 @@ class ServiceContext:
         """One audit line for a change made by a signed caller (the operator's own changes write theirs
         with no actor)."""
         tx.add_audit(
-            action=action, target=target, account_uid=actor.account.main_uid, actor_uid=actor.account.uid,
-            actor_key=actor.api_key, ip=actor.ip, detail=detail,
+            action=action, target=target, account_uid=actor.account.main_uid,
+            # through the native API the operator acts for the account: the token is the actor, not the account
+            actor_uid=None if actor.token else actor.account.uid,
+            actor_key=actor.api_key, ip=actor.ip, detail=detail, actor_token=actor.token,
+        )
+
+    def operator_audit(
+        self, tx: Transaction, by: Operator | None, action: str, target: str, *, account_uid: int | None,
+        detail: dict[str, object] | None = None,
+    ) -> None:
+        """One audit line for a change the operator made: from the command line (``by`` None) or through the
+        native management API (its token's id and the caller's IP)."""
+        tx.add_audit(
+            action=action, target=target, account_uid=account_uid, actor_uid=None, actor_key=None,
+            ip=by.ip if by else None, detail=detail, actor_token=by.token if by else None,
         )
 
     def unique_names(self) -> UniqueNames:

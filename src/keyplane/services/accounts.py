@@ -5,13 +5,15 @@ from __future__ import annotations
 from keyplane.domain.model import Account, AccountStatus
 from keyplane.errors import AccountNotFound, AlreadyInState, InvalidName, NameTaken
 from keyplane.services._context import ServiceContext
+from keyplane.services.types import Operator
+from keyplane.store import listing
 
 
 class AccountService:
     def __init__(self, ctx: ServiceContext) -> None:
         self._ctx = ctx
 
-    def create_main_account(self, name: str, *, unique_name: bool = False) -> Account:
+    def create_main_account(self, name: str, *, unique_name: bool = False, by: Operator | None = None) -> Account:
         """With ``unique_name`` (the ``keyplane`` command) the name must be new, whatever its case: checked
         under the write lock on SQLite; on PostgreSQL two simultaneous creations of one name can still both
         pass (no index enforces it yet, and stores made before may hold duplicates)."""
@@ -22,9 +24,8 @@ class AccountService:
             if unique_name and tx.main_account_named(name) is not None:
                 raise NameTaken(f"a main account is already named {name!r}", field="name")
             account = tx.insert_account(name=name, parent_uid=None, permissions=())
-            tx.add_audit(
-                action="account.create", target=str(account.uid), account_uid=account.uid,
-                actor_uid=None, actor_key=None, ip=None, detail={"name": name},
+            self._ctx.operator_audit(
+                tx, by, "account.create", str(account.uid), account_uid=account.uid, detail={"name": name}
             )
         return account
 
@@ -49,7 +50,7 @@ class AccountService:
         with self._ctx.store.reading() as tx:
             return tx.get_account(uid)
 
-    def set_main_account_status(self, uid: int, status: AccountStatus) -> Account:
+    def set_main_account_status(self, uid: int, status: AccountStatus, *, by: Operator | None = None) -> Account:
         """Freeze or unfreeze a main account: a frozen one's own keys stop verifying (its sub-accounts keep their
         own status: the verifier reads the status of the key's account only)."""
         with self._ctx.store.transaction() as tx:
@@ -60,10 +61,10 @@ class AccountService:
                 raise AlreadyInState(f"main account {uid} is already {status.value}")
             updated = tx.update_account(uid, status=status)
             action = "account.freeze" if status is AccountStatus.FREEZE else "account.unfreeze"
-            tx.add_audit(action=action, target=str(uid), account_uid=uid, actor_uid=None, actor_key=None, ip=None)
+            self._ctx.operator_audit(tx, by, action, str(uid), account_uid=uid)
         return updated
 
-    def delete_main_account(self, uid: int) -> Account:
+    def delete_main_account(self, uid: int, *, by: Operator | None = None) -> Account:
         """Deletes an empty main account; one that still holds keys or sub-accounts is refused (revoke and
         delete them first), so that no key disappears with it unseen."""
         with self._ctx.store.transaction() as tx:
@@ -77,8 +78,15 @@ class AccountService:
                     "them first"
                 )
             tx.delete_account(uid)
-            tx.add_audit(
-                action="account.delete", target=str(uid), account_uid=uid, actor_uid=None, actor_key=None, ip=None,
-                detail={"name": account.name},
-            )
+            self._ctx.operator_audit(tx, by, "account.delete", str(uid), account_uid=uid, detail={"name": account.name})
         return account
+
+    def page_main_accounts(
+        self, *, name_contains: str | None = None, status: str | None = None, after_uid: int | None = None,
+        limit: int = 100,
+    ) -> list[Account]:
+        """Main accounts after UID ``after_uid``, oldest first (the native API's keyset pages)."""
+        with self._ctx.store.reading() as tx:
+            return listing.main_accounts(
+                tx, name_contains=name_contains, status=status, after_uid=after_uid, limit=limit
+            )

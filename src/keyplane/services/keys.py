@@ -30,7 +30,8 @@ from keyplane.services._minting import (
     normalize_ip_list,
 )
 from keyplane.services.grants import check_grant, check_manages
-from keyplane.services.types import Actor, IssuedKey, NewKeySpec
+from keyplane.services.types import Actor, IssuedKey, NewKeySpec, Operator
+from keyplane.store import listing
 
 
 class KeyService:
@@ -50,6 +51,7 @@ class KeyService:
         passphrase: str | None = None,
         public_key_pem: str | None = None,
         key_type: int | None = None,
+        by: Operator | None = None,
     ) -> IssuedKey:
         """A main account's key, made by the operator. WhiteBIT keys are type 2 unless ``key_type`` says 1."""
         ctx = self._ctx
@@ -71,9 +73,8 @@ class KeyService:
                 passphrase=passphrase, passphrase_hash=passphrase_hash, public_key_pem=public_key_pem,
                 key_type=(key_type or 2) if scheme is Scheme.WHITEBIT else None,
             )
-            tx.add_audit(
-                action="apikey.create", target=issued.key.api_key, account_uid=account.uid, actor_uid=None,
-                actor_key=None, ip=None, detail=key_detail(issued.key),
+            ctx.operator_audit(
+                tx, by, "apikey.create", issued.key.api_key, account_uid=account.uid, detail=key_detail(issued.key)
             )
         return issued
 
@@ -89,7 +90,7 @@ class KeyService:
         with self._ctx.store.reading() as tx:
             return tx.list_api_keys([account_uid])
 
-    def set_key_enabled(self, api_key: str, enabled: bool) -> ApiKey:
+    def set_key_enabled(self, api_key: str, enabled: bool, *, by: Operator | None = None) -> ApiKey:
         """The operator turns any key off or on again; running servers follow within 0.25 s."""
         with self._ctx.store.transaction() as tx:
             key = tx.find_api_key(api_key, lock=True)
@@ -99,13 +100,13 @@ class KeyService:
                 raise AlreadyInState(f"the key is already {'enabled' if enabled else 'disabled'}")
             updated = tx.update_api_key(key.id, enabled=enabled)
             account = tx.get_account(key.account_uid)
-            tx.add_audit(
-                action="apikey.enable" if enabled else "apikey.disable", target=key.api_key,
-                account_uid=account.main_uid if account else None, actor_uid=None, actor_key=None, ip=None,
+            self._ctx.operator_audit(
+                tx, by, "apikey.enable" if enabled else "apikey.disable", key.api_key,
+                account_uid=account.main_uid if account else None,
             )
         return updated
 
-    def revoke_key(self, api_key: str) -> ApiKey:
+    def revoke_key(self, api_key: str, *, by: Operator | None = None) -> ApiKey:
         """The operator deletes any key; running servers stop accepting it (see auth/changes.py)."""
         with self._ctx.store.transaction() as tx:
             key = tx.find_api_key(api_key, lock=True)
@@ -113,11 +114,62 @@ class KeyService:
                 raise ApiKeyNotFound("API key not found")
             account = tx.get_account(key.account_uid)
             tx.delete_api_key(key.id)
-            tx.add_audit(
-                action="apikey.revoke", target=key.api_key,
-                account_uid=account.main_uid if account else None, actor_uid=None, actor_key=None, ip=None,
+            self._ctx.operator_audit(
+                tx, by, "apikey.revoke", key.api_key, account_uid=account.main_uid if account else None
             )
         return key
+
+    def key_with_main(self, key_id: str) -> tuple[ApiKey, int] | None:
+        """Any key by its id, with its main account's UID; never a secret."""
+        with self._ctx.store.reading() as tx:
+            return listing.key_with_main(tx, key_id)
+
+    def page_keys(
+        self,
+        *,
+        account_uid: int | None = None,
+        main_uid: int | None = None,
+        scheme: Scheme | None = None,
+        enabled: bool | None = None,
+        after: tuple[int, str] | None = None,
+        limit: int = 100,
+    ) -> list[tuple[ApiKey, int]]:
+        """Keys after ``after`` (created_at, id), newest first, each with its main account's UID."""
+        with self._ctx.store.reading() as tx:
+            return listing.keys(
+                tx, account_uid=account_uid, main_uid=main_uid, scheme=scheme, enabled=enabled, after=after,
+                limit=limit,
+            )
+
+    def modify_key(
+        self,
+        key_id: str,
+        *,
+        label: str | None = None,
+        permissions: Sequence[str] | None = None,
+        ip_list: Sequence[object] | None = None,
+        by: Operator | None = None,
+    ) -> ApiKey:
+        """The operator changes any key's label, permissions or IP allowlist (no caller ceiling)."""
+        ctx = self._ctx
+        with ctx.store.transaction() as tx:
+            key = tx.get_api_key(key_id, lock=True)
+            if key is None:
+                raise ApiKeyNotFound("API key not found")
+            changes: dict[str, object] = {}
+            if label is not None:
+                changes["label"] = label
+            if permissions is not None:
+                changes["permissions"] = tuple(permissions)
+            if ip_list is not None:
+                changes["ip_list"] = normalize_ip_list(ip_list, ctx.policy.for_scheme(key.scheme).ips_per_key)
+            updated = tx.update_api_key(key.id, **changes)
+            account = tx.get_account(key.account_uid)
+            ctx.operator_audit(
+                tx, by, "apikey.modify", key.api_key, account_uid=account.main_uid if account else None,
+                detail=changes_detail(changes),
+            )
+        return updated
 
     # a main account's signed key, on its sub-accounts' keys ------------------------------------
 

@@ -10,6 +10,7 @@ from keyplane.services._context import ServiceContext, changes_detail
 from keyplane.services._minting import hash_passphrase, insert_sub_key, key_detail
 from keyplane.services.grants import check_grant
 from keyplane.services.types import Actor, IssuedKey, NewSubAccountWithKey, SubAccountOutcome
+from keyplane.store import listing
 
 
 class SubAccountService:
@@ -178,3 +179,13 @@ class SubAccountService:
             account = ctx.owned_sub(tx, actor, uid=uid, public_id=public_id, lock=True)
             tx.delete_account(account.uid)
             ctx.audit(tx, actor, "subaccount.delete", str(account.uid), {"name": account.name})
+
+    def page_sub_accounts(
+        self, *, main_uid: int | None = None, name_contains: str | None = None, status: str | None = None,
+        after_uid: int | None = None, limit: int = 100,
+    ) -> list[Account]:
+        """The operator's view: sub-accounts (of one main account, or all) after UID ``after_uid``, oldest first."""
+        with self._ctx.store.reading() as tx:
+            return listing.sub_accounts(
+                tx, main_uid=main_uid, name_contains=name_contains, status=status, after_uid=after_uid, limit=limit
+            )

@@ -14,6 +14,16 @@ class Actor:
     account: Account
     api_key: str | None = None
     ip: str | None = None
+    token: str | None = None  # the operator token's id, for a native management call made for the account
+
+
+@dataclass(frozen=True, slots=True)
+class Operator:
+    """The operator through the native management API: the id of the token it presented and its IP. The
+    command line is the operator with neither (``by=None``)."""
+
+    token: str | None = None
+    ip: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -631,6 +631,7 @@ class Transaction:
                 ip=row.ip,
                 detail=dict(row.detail),
                 actor_token=row.actor_token,
+                account_uid=row.account_uid,
             )
             for row in self.conn.execute(query)
         ]
