@@ -36,11 +36,11 @@ from keyplane.http import (
 )
 from keyplane.logs import RefusalLog
 from keyplane.metrics import Metrics, WorkerFiles, registry_for, route_of
-from keyplane.openapi import Body, Documented, Operation, build_document, pages
 from keyplane.native import errors as management_errors
 from keyplane.native.api import ManagementApi
 from keyplane.native.routes import PREFIXES as MANAGEMENT_PREFIXES
 from keyplane.native.routes import ROUTES as MANAGEMENT_ROUTES
+from keyplane.openapi import Body, Documented, Operation, build_document, pages
 from keyplane.readiness import Readiness
 from keyplane.runtime import Runtime, build_runtime
 
