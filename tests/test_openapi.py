@@ -293,6 +293,7 @@ def test_schemathesis_every_answer_matches_the_document(live: Server, document: 
         "POST /api/v2/user/create-virtual-subaccount", "GET /api/v2/user/virtual-subaccount-list",
         "GET /api/v2/spot/account/info", "POST /api/v4/sub-account/create", "POST /api/v4/sub-account/list",
         "POST /api/v4/sub-account/api-key/list", "POST /v1/verify", "GET /health",
+        "GET /v1/accounts", "GET /v1/keys", "GET /v1/audit-events", "POST /v1/accounts",
     ]:
         assert label in done, (label, statuses.get(label))
 

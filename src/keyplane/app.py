@@ -154,7 +154,7 @@ class KeyplaneApp:
                 whitebit.bad_target,
             ),
         ]
-        self.documented = [self, native_dialect, bitget_dialect, whitebit_dialect]
+        self.documented = [self, native_dialect, bitget_dialect, whitebit_dialect, management]
         self._openapi = None
         self.ready = True
 

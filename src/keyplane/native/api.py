@@ -26,8 +26,9 @@ from keyplane.dialects.common import BadJson, decode_json, run_service
 from keyplane.domain.tokens import SCOPE_FOR, Need, OperatorToken
 from keyplane.http import Request, Response
 from keyplane.metrics import Metrics
-from keyplane.native.errors import ApiError, domain_error
+from keyplane.native.errors import ApiError, ManagementError, domain_error
 from keyplane.native.paging import parse_query
+from keyplane.openapi import Body, Operation
 from keyplane.services import KeyplaneService
 from keyplane.services.idempotency import Claim, IdempotencyService, Replay, check_key, request_digest
 from keyplane.services.tokens import TokenService
@@ -72,13 +73,16 @@ class Route:
     answer: type[msgspec.Struct]
     status: int = 200
     body: type[msgspec.Struct] | None = None
-    query: tuple[str, ...] = ()
+    query: type[msgspec.Struct] | None = None  # its fields are the query parameters (read as text, checked)
     idempotent: bool = False  # a create: honours Idempotency-Key
     pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    parameters: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", re.escape(self.path).replace(r"\{", "{").replace(r"\}", "}"))
         object.__setattr__(self, "pattern", re.compile(regex + r"\Z"))
+        names = () if self.query is None else tuple(f.name for f in msgspec.structs.fields(self.query))
+        object.__setattr__(self, "parameters", frozenset(names))
 
 
 class ManagementApi:
@@ -98,6 +102,10 @@ class ManagementApi:
         self.routes = routes
         self.metrics = metrics or Metrics(counting=False)
 
+    def operations(self) -> list[Operation]:
+        """Every route for the OpenAPI document (``keyplane.openapi``), from the table ``handle`` routes by."""
+        return [_operation(route) for route in self.routes]
+
     async def handle(self, request: Request) -> Response:
         operation = "unrouted"
         code: str | None = None
@@ -109,7 +117,7 @@ class ManagementApi:
                 raise ApiError(
                     403, "insufficient_scope", f"{route.name} needs a token with the scope {SCOPE_FOR[route.need]}"
                 )
-            call = Call(request, token, params, parse_query(request.query, frozenset(route.query)))
+            call = Call(request, token, params, parse_query(request.query, route.parameters))
             response = await self._run(route, call)
         except ApiError as error:
             code, response = error.code, error.response()
@@ -204,6 +212,49 @@ class ManagementApi:
             # finds the claim unanswered and, after idempotency.STALE_MS, runs again (the module says so)
             log.warning("the answer to an idempotent create could not be recorded (outage)")
         return _answer(route.status, answer)
+
+
+_TAGS = {"accounts": "Main accounts", "sub_accounts": "Sub-accounts", "keys": "Keys", "audit": "Audit events"}
+
+
+def _operation(route: Route) -> Operation:
+    def refusal(text: str, **headers: str) -> Body:
+        return Body(text, ManagementError, headers=headers)
+
+    responses: dict[int, Body] = {
+        route.status: Body("Done", route.answer),
+        401: refusal("missing_token, or invalid_token (unknown, malformed or revoked)",
+                     **{"WWW-Authenticate": "Bearer"}),
+        403: refusal("insufficient_scope: the token lacks the scope this route needs"),
+        404: refusal("not_found (no route), account_not_found or key_not_found"),
+        405: refusal("method_not_allowed", Allow="the methods the path takes"),
+        400: refusal("invalid_request, invalid_parameter, invalid_cursor, invalid_json, invalid_path, or a rule "
+                     "(invalid_name, invalid_ip, invalid_permission, invalid_passphrase, invalid_label)"),
+        413: refusal("payload_too_large: over 64 KiB"),
+        500: refusal("internal_error: a bug, logged"),
+        503: refusal("unavailable: the store cannot be reached; nothing was changed", **{"Retry-After": "seconds"}),
+    }
+    if route.body is not None:
+        responses[415] = refusal("unsupported_media_type: send application/json")
+    if route.method != "GET":
+        responses[409] = refusal(
+            "A conflict: name_taken, already_in_state, a limit (sub_account_limit, key_limit, ip_limit), "
+            "idempotency_key_in_use"
+        )
+    headers: dict[str, str] = {}
+    description = f"Needs a token with the scope {SCOPE_FOR[route.need]}."
+    if route.idempotent:
+        responses[422] = refusal("idempotency_key_reused: the key was sent with another request in the last 24 h")
+        headers["Idempotency-Key"] = (
+            "1-255 visible ASCII characters. The same key and request within 24 h answer the first answer "
+            f"(header `{REPLAY_HEADER}: true`) and create nothing; a one-time secret is not shown again."
+        )
+        description += " Safe to retry with an Idempotency-Key."
+    return Operation(
+        route.method, route.path, route.name.replace(".", "_"), route.summary, _TAGS[route.name.split(".")[0]],
+        responses, security=("OperatorToken",), request=route.body, query=route.query, description=description,
+        request_headers=headers,
+    )
 
 
 async def _quietly(awaitable: Awaitable[Any]) -> None:

@@ -15,14 +15,16 @@ from keyplane import errors
 from keyplane.http import Response
 
 
-class ErrorDetail(msgspec.Struct, omit_defaults=True):
+class ManagementErrorDetail(msgspec.Struct, omit_defaults=True):
     code: str
     message: str
     field: str | None = None
 
 
-class ErrorBody(msgspec.Struct):
-    error: ErrorDetail
+class ManagementError(msgspec.Struct):
+    """Every refusal of the native management API."""
+
+    error: ManagementErrorDetail
 
 
 class ApiError(Exception):
@@ -49,7 +51,7 @@ _ENCODER = msgspec.json.Encoder()
 def error_response(
     status: int, code: str, message: str, *, field: str | None = None, headers: Mapping[str, str] | None = None
 ) -> Response:
-    body = _ENCODER.encode(ErrorBody(ErrorDetail(code=code, message=message, field=field)))
+    body = _ENCODER.encode(ManagementError(ManagementErrorDetail(code=code, message=message, field=field)))
     extra = [(name.lower().encode(), value.encode()) for name, value in (headers or {}).items()]
     return Response(status, body, [(b"content-type", b"application/json"), *extra])
 

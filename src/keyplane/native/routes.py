@@ -7,16 +7,20 @@ from keyplane.domain.tokens import Need
 from keyplane.native import accounts, audit, keys
 from keyplane.native.api import Route
 from keyplane.native.schemas import (
+    AccountListQuery,
     AccountPage,
     AccountView,
+    AuditListQuery,
     AuditPage,
     CreateAccount,
     CreateKey,
     CreateSubAccount,
     Deleted,
     KeyCreated,
+    KeyListQuery,
     KeyPage,
     KeyView,
+    SubAccountListQuery,
     SubAccountPage,
     SubAccountView,
     UpdateKey,
@@ -24,14 +28,13 @@ from keyplane.native.schemas import (
 )
 
 PREFIXES = ("/v1/accounts", "/v1/sub-accounts", "/v1/keys", "/v1/audit-events")
-PAGE = ("limit", "cursor")
 R_ACC, W_ACC, R_KEYS, W_KEYS = Need.READ_ACCOUNTS, Need.WRITE_ACCOUNTS, Need.READ_KEYS, Need.WRITE_KEYS
 
 ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/accounts", "accounts.create", W_ACC, accounts.create_account, "Create a main account",
           AccountView, status=201, body=CreateAccount, idempotent=True),
     Route("GET", "/v1/accounts", "accounts.list", R_ACC, accounts.list_accounts, "List main accounts, oldest first",
-          AccountPage, query=("name_contains", "status", *PAGE)),
+          AccountPage, query=AccountListQuery),
     Route("GET", "/v1/accounts/{uid}", "accounts.get", R_ACC, accounts.get_account, "Show a main account",
           AccountView),
     Route("POST", "/v1/accounts/{uid}/freeze", "accounts.freeze", W_ACC, accounts.freeze_account,
@@ -44,7 +47,7 @@ ROUTES: tuple[Route, ...] = (
           "Create a sub-account of a main account", SubAccountView, status=201, body=CreateSubAccount,
           idempotent=True),
     Route("GET", "/v1/sub-accounts", "sub_accounts.list", R_ACC, accounts.list_sub_accounts,
-          "List sub-accounts, oldest first", SubAccountPage, query=("main_uid", "name_contains", "status", *PAGE)),
+          "List sub-accounts, oldest first", SubAccountPage, query=SubAccountListQuery),
     Route("GET", "/v1/sub-accounts/{uid}", "sub_accounts.get", R_ACC, accounts.get_sub_account,
           "Show a sub-account", SubAccountView),
     Route("PATCH", "/v1/sub-accounts/{uid}", "sub_accounts.update", W_ACC, accounts.update_sub_account,
@@ -59,7 +62,7 @@ ROUTES: tuple[Route, ...] = (
           "Create a key of a main account or a sub-account; its secret is in this answer only", KeyCreated,
           status=201, body=CreateKey, idempotent=True),
     Route("GET", "/v1/keys", "keys.list", R_KEYS, keys.list_keys, "List keys, newest first", KeyPage,
-          query=("account_uid", "main_uid", "dialect", "enabled", *PAGE)),
+          query=KeyListQuery),
     Route("GET", "/v1/keys/{id}", "keys.get", R_KEYS, keys.get_key, "Show a key (never its secret)", KeyView),
     Route("PATCH", "/v1/keys/{id}", "keys.update", W_KEYS, keys.update_key,
           "Change a key's label, permissions or IP allowlist", KeyView, body=UpdateKey),
@@ -69,5 +72,5 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/v1/keys/{id}", "keys.delete", W_KEYS, keys.delete_key, "Delete a key", Deleted),
     Route("GET", "/v1/audit-events", "audit.list", Need.READ_AUDIT, audit.list_events,
           "List audit events, newest first", AuditPage,
-          query=("account_uid", "api_key", "action", "actor_token", "since", "until", *PAGE)),
+          query=AuditListQuery),
 )

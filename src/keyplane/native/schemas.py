@@ -8,7 +8,7 @@ UTC; UIDs are strings of digits (the same UIDs the Bitget dialect shows); ids ar
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
@@ -55,6 +55,17 @@ class AccountView(Struct, kw_only=True):
         )
 
 
+Limit = Annotated[int, Meta(ge=1, le=200, description="items per page (default 50)")]
+Cursor = Annotated[str, Meta(description="the previous page's next_cursor")]
+
+
+class AccountListQuery(Struct, kw_only=True):
+    name_contains: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    status: Status | None = None
+    limit: Limit = 50
+    cursor: Cursor | None = None
+
+
 class AccountPage(Struct, kw_only=True):
     data: list[AccountView]
     next_cursor: str | None
@@ -97,6 +108,14 @@ class SubAccountView(Struct, kw_only=True):
             label=account.label, email=account.email, permissions=list(account.permissions),
             status=account.status.value, created_at=when(account.created_at), updated_at=when(account.updated_at),
         )
+
+
+class SubAccountListQuery(Struct, kw_only=True):
+    main_uid: Uid | None = None
+    name_contains: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    status: Status | None = None
+    limit: Limit = 50
+    cursor: Cursor | None = None
 
 
 class SubAccountPage(Struct, kw_only=True):
@@ -162,6 +181,15 @@ class KeyCreated(Struct, kw_only=True):
         return msgspec.structs.replace(self, secret=None, passphrase=None, secret_shown=False)
 
 
+class KeyListQuery(Struct, kw_only=True):
+    account_uid: Uid | None = None
+    main_uid: Uid | None = None
+    dialect: Dialect | None = None
+    enabled: bool | None = None
+    limit: Limit = 50
+    cursor: Cursor | None = None
+
+
 class KeyPage(Struct, kw_only=True):
     data: list[KeyView]
     next_cursor: str | None
@@ -180,7 +208,7 @@ class AuditEventView(Struct, kw_only=True):
     actor_key: str | None
     actor_token: str | None
     ip: str | None
-    detail: dict[str, object]
+    detail: dict[str, Any]
 
     @classmethod
     def of(cls, event: AuditEvent) -> AuditEventView:
@@ -190,6 +218,20 @@ class AuditEventView(Struct, kw_only=True):
             actor_uid=None if event.actor_uid is None else str(event.actor_uid), actor_key=event.actor_key,
             actor_token=event.actor_token, ip=event.ip, detail=dict(event.detail),
         )
+
+
+Actions = Annotated[str, Meta(min_length=1, max_length=640, description="one action, or several comma-separated")]
+
+
+class AuditListQuery(Struct, kw_only=True):
+    account_uid: Uid | None = None
+    api_key: Annotated[str, Meta(min_length=1, max_length=128)] | None = None
+    action: Actions | None = None
+    actor_token: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    since: Annotated[datetime, Meta(description="inclusive, RFC 3339 with an offset")] | None = None
+    until: Annotated[datetime, Meta(description="exclusive, RFC 3339 with an offset")] | None = None
+    limit: Limit = 50
+    cursor: Cursor | None = None
 
 
 class AuditPage(Struct, kw_only=True):
