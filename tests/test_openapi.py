@@ -44,7 +44,6 @@ from schemathesis.specs.openapi.checks import (
 
 from conftest import Server, make_server
 from keyplane.openapi import pages
-from native_api_helpers import make_token
 
 TOKEN = "openapi-test-verify-token-0123456789"
 LIFTED = "100000/second"
