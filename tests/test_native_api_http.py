@@ -25,7 +25,9 @@ VERIFY_TOKEN = "metrics-and-verify-token-0123456789"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = make_server(tmp_path_factory.mktemp("native-api"), {"KEYPLANE_VERIFY_TOKEN": VERIFY_TOKEN})
+    srv = make_server(tmp_path_factory.mktemp("native-api"), {
+        "KEYPLANE_VERIFY_TOKEN": VERIFY_TOKEN, "KEYPLANE_LAST_USED_FLUSH": "0.2",
+    })
     srv.start()
     yield srv
     srv.stop()
@@ -159,10 +161,17 @@ def test_key_lifecycle_over_real_signatures(server: Server, admin: Api) -> None:
     key = created["key"]
     assert created["secret_shown"] is True and re.fullmatch(r"[0-9a-f]{64}", created["secret"])
     assert key["permissions"] == ["read", "spot_trade"] and key["main_uid"] == main["uid"] and key["enabled"]
+    assert key["last_used_at"] is None and key["expires_at"] is None and key["previous_secret_until"] is None
     secret, passphrase = created["secret"], created["passphrase"]
     assert _bitget_ok(server, key["api_key"], secret, passphrase)
-    shown = admin.ok("GET", f"/v1/keys/{key['id']}")
-    assert shown == key and secret not in json.dumps(shown)
+    deadline = time.monotonic() + 10
+    while (shown := admin.ok("GET", f"/v1/keys/{key['id']}"))["last_used_at"] is None:  # written in batches
+        assert time.monotonic() < deadline, shown
+        time.sleep(0.1)
+    assert shown["last_used_ip"] == "127.0.0.1" and shown["last_used_at"] >= key["created_at"]
+    assert secret not in json.dumps(shown)
+    listed = admin.pages("/v1/keys", main_uid=main["uid"])
+    assert listed == [shown]
 
     updated = admin.ok("PATCH", f"/v1/keys/{key['id']}", {"label": "bot2", "ip_list": ["10.1.0.0/16"]})
     assert updated["label"] == "bot2" and updated["ip_list"] == ["10.1.0.0/16"]

@@ -28,6 +28,10 @@ def when(at_ms: int) -> datetime:
     return datetime.fromtimestamp(at_ms / 1000, UTC)
 
 
+def _when_or_none(at_ms: int | None) -> datetime | None:
+    return None if at_ms is None else when(at_ms)
+
+
 class Request(Struct, kw_only=True, forbid_unknown_fields=True):
     """A request body: no field it does not name."""
 
@@ -157,6 +161,12 @@ class KeyView(Struct, kw_only=True):
     enabled: bool
     created_at: datetime
     updated_at: datetime
+    expires_at: datetime | None  # after it the key verifies nothing
+    # a rotation's grace period: until then the secret it replaced still verifies too
+    previous_secret_until: datetime | None
+    # the last verification (recorded in batches: up to a few seconds behind)
+    last_used_at: datetime | None
+    last_used_ip: str | None
 
     @classmethod
     def of(cls, key: ApiKey, main_uid: int) -> KeyView:
@@ -165,6 +175,8 @@ class KeyView(Struct, kw_only=True):
             dialect=key.scheme.value, sign_type=key.sign_type.value, label=key.label,
             permissions=list(key.permissions), key_type=key.key_type, ip_list=list(key.ip_list),
             enabled=key.enabled, created_at=when(key.created_at), updated_at=when(key.updated_at),
+            expires_at=_when_or_none(key.expires_at), previous_secret_until=_when_or_none(key.previous_until),
+            last_used_at=_when_or_none(key.last_used_at), last_used_ip=key.last_used_ip,
         )
 
 

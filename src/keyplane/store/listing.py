@@ -10,7 +10,17 @@ import sqlalchemy as sa
 
 from keyplane.domain.model import Account, ApiKey, AuditEvent, Scheme
 from keyplane.store.store import _PUBLIC_KEY_COLUMNS, Transaction, _account, _api_key
-from keyplane.store.tables import accounts, api_keys, audit_events
+from keyplane.store.tables import accounts, api_keys, audit_events, key_usage
+
+# a key's public record, its last use and its main account's UID
+_KEYS_WITH_MAIN: sa.Select[Any] = sa.select(
+    *_PUBLIC_KEY_COLUMNS, key_usage.c.last_used_at, key_usage.c.last_used_ip,
+    sa.func.coalesce(accounts.c.parent_uid, accounts.c.uid).label("main_uid"),
+).select_from(
+    api_keys.outerjoin(key_usage, key_usage.c.api_key_id == api_keys.c.id).join(
+        accounts, accounts.c.uid == api_keys.c.account_uid
+    )
+)
 
 
 def _contains(column: Any, text: str) -> Any:
@@ -59,10 +69,7 @@ def keys(
     limit: int,
 ) -> list[tuple[ApiKey, int]]:
     """Newest first ((created_at, id) descending), each with its main account's UID."""
-    main = sa.func.coalesce(accounts.c.parent_uid, accounts.c.uid).label("main_uid")
-    query: sa.Select[Any] = sa.select(*_PUBLIC_KEY_COLUMNS, main).join(
-        accounts, accounts.c.uid == api_keys.c.account_uid
-    )
+    query = _KEYS_WITH_MAIN
     if account_uid is not None:
         query = query.where(api_keys.c.account_uid == account_uid)
     if main_uid is not None:
@@ -81,13 +88,7 @@ def keys(
 
 
 def key_with_main(tx: Transaction, key_id: str) -> tuple[ApiKey, int] | None:
-    main = sa.func.coalesce(accounts.c.parent_uid, accounts.c.uid).label("main_uid")
-    query: sa.Select[Any] = (
-        sa.select(*_PUBLIC_KEY_COLUMNS, main)
-        .join(accounts, accounts.c.uid == api_keys.c.account_uid)
-        .where(api_keys.c.id == key_id)
-    )
-    row = tx.conn.execute(query).first()
+    row = tx.conn.execute(_KEYS_WITH_MAIN.where(api_keys.c.id == key_id)).first()
     return (_api_key(row), int(row.main_uid)) if row else None
 
 
