@@ -190,6 +190,10 @@ def test_an_operator_manages_a_key_end_to_end_and_finds_each_step_in_the_audit(c
     assert page.url.endswith("/console/signin")
     tab.shot("signin")
     tab.close()
+    log = console.server.log_path.read_text()
+    assert f"GET /console/accounts/{sub_uid}" in log  # the server's log is the one read
+    for shown_once in (secret, new_secret, passphrase, console.tokens["all"]):
+        assert shown_once not in log
 
 
 def test_every_page_at_a_phone_width_and_by_keyboard(console: Operator) -> None:

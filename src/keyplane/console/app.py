@@ -188,6 +188,8 @@ class Console:
 
     def _signin(self, request: WebRequest, session: Session | None, now: int) -> Response:
         if request.method == "GET":
+            if session is not None and session.signed_in and self.tokens.operator(session.token_id) is not None:
+                return redirect(PREFIX + "/accounts")
             session = session if session is not None and not session.signed_in else self.sessions.new(now)
             return self.page(200, "signin.html", csrf=session.csrf, error=None,
                              cookie=self.sessions.cookie(session, secure=request.secure))

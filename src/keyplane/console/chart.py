@@ -63,7 +63,7 @@ def render(series: Series) -> str:
     for fraction in (0, 0.5, 1) if top > 1 else (0, 1):
         y = TOP + plot_h * (1 - fraction)
         parts.append(f'<line x1="{LEFT}" x2="{WIDTH - 4}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ccc"/>')
-        parts.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11">'
+        parts.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="13">'
                      f"{top * fraction:g}</text>")
     for index, (start, counts) in enumerate(grouped):
         x = LEFT + index * slot
@@ -80,7 +80,7 @@ def render(series: Series) -> str:
     for index, (start, _counts) in enumerate(grouped):
         if index % 10 == 0 or index == len(grouped) - 1:
             x = LEFT + index * slot + slot / 2
-            parts.append(f'<text x="{x:.1f}" y="{HEIGHT - 6}" text-anchor="middle" font-size="11">'
+            parts.append(f'<text x="{x:.1f}" y="{HEIGHT - 6}" text-anchor="middle" font-size="13">'
                          f"{_clock(start)}</text>")
     parts.append("</svg>")
     return "".join(parts)
