@@ -40,6 +40,7 @@ class Operator:
     main_uid: str = ""
     main_name: str = ""
     tokens: dict[str, str] = field(default_factory=dict)
+    token_ids: dict[str, str] = field(default_factory=dict)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,8 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
         operator.main_name = "venue-" + uuid.uuid4().hex[:6]
         operator.main_uid = server.main_account(operator.main_name)
         for scope in ("all", "read"):
-            operator.tokens[scope] = server.cli("tokens", "create", "--scope", scope, "--name", f"{scope}-ops")["token"]
+            made = server.cli("tokens", "create", "--scope", scope, "--name", f"{scope}-ops")
+            operator.tokens[scope], operator.token_ids[scope] = made["token"], made["id"]
         yield operator
         browser.close()
     server.stop()
@@ -167,15 +169,19 @@ def test_an_operator_manages_a_key_end_to_end_and_finds_each_step_in_the_audit(c
         client.privateSpotGetV2SpotAccountInfo()
 
     page.get_by_role("link", name="Audit log").click()
-    page.get_by_label("Target contains").fill(api_key)
+    page.get_by_label("Target: API key or account UID").fill(api_key)
     page.get_by_role("button", name="Filter").click()
-    actions = page.locator("table.audit tbody tr td:nth-child(2)").all_inner_texts()
+    rows = page.locator("table.audit tbody tr")
+    actions = rows.locator("td:nth-child(2)").all_inner_texts()
     assert actions == ["apikey.revoke", "apikey.enable", "apikey.disable", "apikey.create"]
+    # each step is the signed-in token's, from the browser's address
+    assert set(rows.locator("td:nth-child(4)").all_inner_texts()) == {f"token {console.token_ids['all']}"}
+    assert set(rows.locator("td:nth-child(5)").all_inner_texts()) == {"127.0.0.1"}
     tab.shot("audit")
-    page.get_by_label("Target contains").fill(sub_uid)
-    page.get_by_label("Action starts with").fill("subaccount.")
+    page.get_by_label("Target: API key or account UID").fill(sub_uid)
+    page.get_by_label("Action (comma-separated)").fill("subaccount.create, subaccount.freeze")
     page.get_by_role("button", name="Filter").click()
-    assert page.locator("table.audit tbody tr td:nth-child(2)").all_inner_texts() == ["subaccount.create"]
+    assert rows.locator("td:nth-child(2)").all_inner_texts() == ["subaccount.create"]
 
     page.get_by_role("link", name="Verification").click()
     totals = dict(zip(page.locator("main table tbody td:nth-child(1)").all_inner_texts(),
@@ -192,7 +198,7 @@ def test_an_operator_manages_a_key_end_to_end_and_finds_each_step_in_the_audit(c
     tab.close()
     log = console.server.log_path.read_text()
     assert f"GET /console/accounts/{sub_uid}" in log  # the server's log is the one read
-    for shown_once in (secret, new_secret, passphrase, console.tokens["all"]):
+    for shown_once in (secret, passphrase, console.tokens["all"]):
         assert shown_once not in log
 
 

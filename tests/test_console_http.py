@@ -5,6 +5,7 @@ input no browser would send (never a 5xx). tests/test_console_browser.py drives 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import re
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -256,5 +257,38 @@ def test_static_files_come_from_the_package(runtime: Runtime) -> None:
             response = await client.get(f"/console/static/{name}")
             assert response.status_code == 200 and response.headers["content-type"].startswith(kind)
             assert response.content == (Path(__file__).parents[1] / "src/keyplane/console/static" / name).read_bytes()
+
+    run(app_of(runtime), scenario)
+
+
+def test_the_audit_view_filters_and_pages_through_the_store(runtime: Runtime, tokens: dict[str, str]) -> None:
+    main = runtime.service.accounts.create_main_account("audited")
+    for _ in range(30):  # 60 events about this account, its own creation besides
+        runtime.service.accounts.set_main_account_status(main.uid, AccountStatus.FREEZE)
+        runtime.service.accounts.set_main_account_status(main.uid, AccountStatus.NORMAL)
+    actions = re.compile(r"<td><code>(account\.[a-z]+)</code></td>")
+
+    async def scenario(client: httpx.AsyncClient) -> None:
+        await sign_in(client, tokens["audit"])
+        first = await client.get("/console/audit", params={"account": str(main.uid)})
+        assert first.status_code == 200
+        assert actions.findall(first.text) == ["account.unfreeze", "account.freeze"] * 25
+        older = re.search(r'href="\?([^"]+)">Older', first.text)
+        assert older is not None and "account=" in older[1]
+        second = await client.get("/console/audit?" + older[1].replace("&amp;", "&"))
+        assert actions.findall(second.text) == ["account.unfreeze", "account.freeze"] * 5 + ["account.create"]
+        assert "Older" not in second.text and "Newest" in second.text
+        only = await client.get("/console/audit", params={"account": str(main.uid), "action": "account.create"})
+        assert actions.findall(only.text) == ["account.create"]
+        today = datetime.datetime.now(datetime.UTC).date()
+        dated = await client.get("/console/audit", params={"account": str(main.uid), "since": str(today),
+                                                          "until": str(today), "action": "account.create"})
+        assert actions.findall(dated.text) == ["account.create"]
+        tomorrow = today + datetime.timedelta(days=1)
+        assert actions.findall((await client.get("/console/audit", params={
+            "account": str(main.uid), "since": str(tomorrow)})).text) == []
+        for bad in ({"since": "yesterday"}, {"account": "x1"}, {"before": "-5"}):
+            refused = await client.get("/console/audit", params=bad)
+            assert refused.status_code == 400, bad
 
     run(app_of(runtime), scenario)

@@ -157,7 +157,8 @@ class Console:
             if isinstance(error, Unavailable):
                 raise
             if request.method != "POST":
-                return self.page(404 if isinstance(error, NotFound) else 400, "error.html", title="Not found",
+                missing = isinstance(error, NotFound)
+                return self.page(404 if missing else 400, "error.html", title="Not found" if missing else "Not shown",
                                  operator=operator, csrf=session.csrf, message=_message(error))
             referer = _own_page(request.headers.get("referer", ""), request.headers.get("host", ""))
             response = context.done(referer or PREFIX + "/accounts", _message(error), "error")

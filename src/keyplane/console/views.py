@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import calendar
+import datetime
 import time
 from collections.abc import Callable
+from urllib.parse import urlencode
 
 from keyplane import crypto
 from keyplane.console import chart
@@ -14,6 +17,7 @@ from keyplane.domain.rules import BITGET_PERMISSIONS, check_label, normalize_bit
 from keyplane.errors import AccountNotFound, ApiKeyNotFound, InvalidInput
 from keyplane.http import Response
 from keyplane.services import Actor, KeyplaneService, NewKeySpec
+from keyplane.services.types import Operator as ServiceOperator
 
 PAGE_SIZE = 25
 AUDIT_PAGE = 50
@@ -58,7 +62,7 @@ def install(console: Console, service: KeyplaneService, history: Callable[[], ch
         status = AccountStatus.FREEZE if state == "freeze" else AccountStatus.NORMAL
         account = _account(service, int(uid))
         if account.is_main:
-            service.accounts.set_main_account_status(account.uid, status)
+            service.accounts.set_main_account_status(account.uid, status, by=_by(ctx))
         else:
             main = _account(service, account.main_uid)
             service.subaccounts.set_sub_account_status(_actor(ctx, main), status, uid=account.uid)
@@ -92,7 +96,7 @@ def install(console: Console, service: KeyplaneService, history: Callable[[], ch
     def delete_account(console: Console, ctx: Context, uid: str) -> Response:
         account = _account(service, int(uid))
         if account.is_main:
-            service.accounts.delete_main_account(account.uid)
+            service.accounts.delete_main_account(account.uid, by=_by(ctx))
             return ctx.done(f"{PREFIX}/accounts", f"Main account {account.name} deleted.")
         service.subaccounts.delete_sub_account(_actor(ctx, _account(service, account.main_uid)), uid=account.uid)
         return ctx.done(f"{PREFIX}/accounts/{account.main_uid}", f"Sub-account {account.name} deleted.")
@@ -111,7 +115,7 @@ def install(console: Console, service: KeyplaneService, history: Callable[[], ch
         permissions = _bitget_permissions(form.fields("permission")) if scheme is Scheme.BITGET else ()
         if account.is_main:
             issued = service.keys.issue_main_key(account.uid, scheme, label=label, permissions=permissions, ip_list=ips,
-                                            key_type=key_type)
+                                                 key_type=key_type, by=_by(ctx))
         else:
             main = _account(service, account.main_uid)
             passphrase = crypto.new_passphrase() if scheme is Scheme.BITGET else None
@@ -125,7 +129,7 @@ def install(console: Console, service: KeyplaneService, history: Callable[[], ch
     @route("POST", f"/keys/{KEY}/(?P<state>enable|disable)", WRITE_KEYS)
     def set_enabled(console: Console, ctx: Context, api_key: str, state: str) -> Response:
         key = _key(service, api_key)
-        service.keys.set_key_enabled(key.api_key, state == "enable")
+        service.keys.set_key_enabled(key.api_key, state == "enable", by=_by(ctx))
         return ctx.done(f"{PREFIX}/accounts/{key.account_uid}", f"Key {key.api_key} {state}d.")
 
     @route("GET", f"/keys/{KEY}/delete", WRITE_KEYS)
@@ -140,7 +144,7 @@ def install(console: Console, service: KeyplaneService, history: Callable[[], ch
 
     @route("POST", f"/keys/{KEY}/delete", WRITE_KEYS)
     def delete_key(console: Console, ctx: Context, api_key: str) -> Response:
-        key = service.keys.revoke_key(api_key)
+        key = service.keys.revoke_key(api_key, by=_by(ctx))
         return ctx.done(f"{PREFIX}/accounts/{key.account_uid}", f"Key {key.api_key} deleted.")
 
     # audit and verification ------------------------------------------------------------------------
@@ -148,15 +152,22 @@ def install(console: Console, service: KeyplaneService, history: Callable[[], ch
     @route("GET", "/audit", READ_AUDIT)
     def audit(console: Console, ctx: Context) -> Response:
         args = ctx.request
-        account_text = args.arg("account")
-        account_uid = int(account_text) if account_text.isdigit() and len(account_text) <= 18 else None
-        action, target = args.arg("action")[:64], args.arg("target")[:128]
-        events = [
-            event for event in service.audit.audit_events(account_uid=account_uid, limit=5000)
-            if (not action or event.action.startswith(action)) and (not target or target in event.target)
-        ][:AUDIT_PAGE * 4]
-        return console.render(ctx, "audit.html", section="audit", events=events, action=action, target=target,
-                              account=account_text if account_uid is not None else "", when=_when)
+        filters = {name: args.arg(name)[:128] for name in ("action", "target", "account", "token", "since", "until")}
+        actions = [a.strip() for a in filters["action"].split(",") if a.strip()][:20]
+        account_uid = _uid(filters["account"], "account")
+        since, until = _day(filters["since"], "since"), _day(filters["until"], "until")
+        before = _uid(args.arg("before"), "before")
+        events = service.audit.page_events(
+            account_uid=account_uid, api_key=filters["target"] or None, actions=actions,
+            actor_token=filters["token"] or None, since=since,
+            until=until + 86_400_000 if until is not None else None,  # the whole of the last day
+            before_id=before, limit=AUDIT_PAGE + 1,
+        )
+        older = urlencode({**{k: v for k, v in filters.items() if v}, "before": events[AUDIT_PAGE - 1].id}) \
+            if len(events) > AUDIT_PAGE else None
+        newest = urlencode({k: v for k, v in filters.items() if v}) if before is not None else None
+        return console.render(ctx, "audit.html", section="audit", events=events[:AUDIT_PAGE], filters=filters,
+                              older=older, newest=newest, when=_when)
 
     @route("GET", "/verification", READ_AUDIT)
     def verification(console: Console, ctx: Context) -> Response:
@@ -166,9 +177,12 @@ def install(console: Console, service: KeyplaneService, history: Callable[[], ch
 
 
 def _actor(ctx: Context, main: Account) -> Actor:
-    """The operator acting for a main account, as the audit records it (the token is named in the detail
-    once the token layer carries it)."""
-    return Actor(account=main, api_key=None, ip=ctx.request.client_ip)
+    """The operator acting for a main account, as the audit records it: the token's id and the address."""
+    return Actor(account=main, api_key=None, ip=ctx.request.client_ip, token=ctx.operator.token_id)
+
+
+def _by(ctx: Context) -> ServiceOperator:
+    return ServiceOperator(token=ctx.operator.token_id, ip=ctx.request.client_ip)
 
 
 def _account(service: KeyplaneService, uid: int) -> Account:
@@ -202,6 +216,25 @@ def _bitget_permissions(given: list[str]) -> tuple[str, ...]:
     if not given:
         raise InvalidInput("a Bitget key needs at least one permission", field="permission")
     return normalize_bitget_permissions(given)
+
+
+def _uid(text: str, field: str) -> int | None:
+    if not text:
+        return None
+    if not (text.isascii() and text.isdigit() and len(text) <= 18):
+        raise InvalidInput(f"{field} must be a number", field=field)
+    return int(text)
+
+
+def _day(text: str, field: str) -> int | None:
+    """A date (``YYYY-MM-DD``, UTC) as the Unix ms its day begins."""
+    if not text:
+        return None
+    try:
+        day = datetime.date.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(f"{field} must be a date (YYYY-MM-DD)", field=field) from None
+    return int(calendar.timegm(day.timetuple())) * 1000
 
 
 def _page_number(text: str) -> int:
