@@ -50,6 +50,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
             "BITGET_RSA_API_KEY": rsa_key.key.api_key, "BITGET_RSA_PASSPHRASE": rsa_key.passphrase,
             "BITGET_RSA_PRIVATE_KEY_FILE": str(pem),
             "WHITEBIT_API_KEY": whitebit.key.api_key, "WHITEBIT_SECRET": whitebit.secret,
+            "KEYPLANE_URL": server.base_url,
+            "KEYPLANE_TOKEN": server.cli("tokens", "create", "--scope", "all", "--name", "readme")["token"],
             "UID": bitget.uid,
         }
     finally:
@@ -58,11 +60,12 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
 
 def test_the_section_has_an_example_for_each_dialect_and_signing_kind() -> None:
     examples = sdk_examples()
-    assert len(examples) == 3
+    assert len(examples) == 4
     assert "BitgetAuth(" in examples[0] and "BitgetAuth.rsa(" in examples[1] and "WhiteBITAuth(" in examples[2]
+    assert "Client(" in examples[3]
 
 
-@pytest.mark.parametrize("index", range(3), ids=["bitget-hmac", "bitget-rsa-async", "whitebit"])
+@pytest.mark.parametrize("index", range(4), ids=["bitget-hmac", "bitget-rsa-async", "whitebit", "native-api"])
 def test_readme_sdk_example_runs(env: dict[str, str], index: int) -> None:
     code = sdk_examples()[index]
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
@@ -72,7 +75,8 @@ def test_readme_sdk_example_runs(env: dict[str, str], index: int) -> None:
         0: [f"00000 {env['UID']}", "0"],
         1: ["['00000', '00000', '00000']"],
         2: ["200 10"],
+        3: ["bg_ True", "bot True", "name_taken", "apikey.disable"],
     }[index]
     assert lines == expected
-    for name in ("BITGET_SECRET", "BITGET_PASSPHRASE", "WHITEBIT_SECRET", "BITGET_RSA_PASSPHRASE"):
+    for name in ("BITGET_SECRET", "BITGET_PASSPHRASE", "WHITEBIT_SECRET", "BITGET_RSA_PASSPHRASE", "KEYPLANE_TOKEN"):
         assert env[name] not in done.stdout + done.stderr
