@@ -126,6 +126,9 @@ class BitgetAuth(httpx.Auth):
     more than 30 s from its own time, so pass one that adds your offset to it if your clock is off.
     Timestamps strictly increase per instance (thread-safe), so two identical requests never carry one
     signature. One instance serves any number of clients, sync or async.
+
+    Leave httpx's ``follow_redirects`` off (its default): httpx re-sends a redirected request with its
+    headers, and drops only ``Authorization`` on the way to another host, so the passphrase would go along.
     """
 
     requires_request_body = True

@@ -42,7 +42,8 @@ class WhiteBITAuth(httpx.Auth):
     instance and thread-safe. WhiteBIT refuses a nonce not above the key's last one, so requests that may
     arrive out of order (several threads or tasks on one key) want ``nonce_window=True``: then any unique
     nonce within 5 s of the server's time is taken. A request's own ``"nonceWindow"`` field overrides the
-    instance's setting, as it does in ccxt.
+    instance's setting, as it does in ccxt. Leave httpx's ``follow_redirects`` off (its default): a
+    redirected request would carry the signed headers to wherever it points.
     """
 
     requires_request_body = True
