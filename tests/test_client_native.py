@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -31,6 +33,7 @@ from keyplane.client import (
 )
 
 INFO = "/api/v2/spot/account/info"
+T = TypeVar("T")
 
 
 @dataclass
@@ -57,6 +60,16 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
 def client(live: Live) -> Iterator[Client]:
     with Client(live.server.base_url, live.token) as kp:
         yield kp
+
+
+def _eventually(read: Callable[[], T], done: Callable[[T], bool], timeout: float = 10.0) -> T:
+    """``read()`` again until ``done`` holds: last use is written in batches, a few seconds behind."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if done(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.2)
 
 
 def _name(prefix: str) -> str:
@@ -127,6 +140,7 @@ def test_keys_through_their_life_and_they_sign_with_the_sdk(client: Client, live
     h.RECORD.secret(created.secret, created.passphrase)
     key = created.key
     assert key.dialect == "bitget" and key.sign_type == "hmac" and key.account_uid == main.uid and key.enabled
+    assert key.expires_at is None and key.previous_secret_until is None and key.last_used_at is None
     assert created.secret not in repr(created) and created.passphrase not in repr(created)
 
     replay = client.keys.create(main.uid, "bitget", label="desk", permissions=["read"], ip_list=["127.0.0.1"],
@@ -144,6 +158,9 @@ def test_keys_through_their_life_and_they_sign_with_the_sdk(client: Client, live
         assert refused.status_code == 400 and refused.json()["code"] != "00000"
         assert client.keys.enable(key.id).enabled is True
         assert signed.get(INFO).json()["code"] == "00000"
+    used = _eventually(lambda: client.keys.get(key.id), lambda k: k.last_used_at is not None)
+    assert used.last_used_ip == "127.0.0.1" and used.last_used_at is not None
+    assert used.last_used_at > key.created_at
 
     sub = client.sub_accounts.create(main.uid, _name("wb"), dialect="whitebit")
     wb = client.keys.create(sub.uid, "whitebit", key_type=1)

@@ -55,6 +55,10 @@ class Key(msgspec.Struct, frozen=True, kw_only=True):
     enabled: bool
     created_at: datetime
     updated_at: datetime
+    expires_at: datetime | None = None  # after it the key verifies nothing
+    previous_secret_until: datetime | None = None  # a rotation's grace: the replaced secret verifies until then
+    last_used_at: datetime | None = None  # the last verification (recorded in batches: seconds behind)
+    last_used_ip: str | None = None
 
 
 class CreatedKey(msgspec.Struct, frozen=True, kw_only=True):
