@@ -175,7 +175,7 @@ def test_an_operator_manages_a_key_end_to_end_and_finds_each_step_in_the_audit(c
     actions = rows.locator("td:nth-child(2)").all_inner_texts()
     assert actions == ["apikey.revoke", "apikey.enable", "apikey.disable", "apikey.create"]
     # each step is the signed-in token's, from the browser's address
-    assert set(rows.locator("td:nth-child(4)").all_inner_texts()) == {f"token {console.token_ids['all']}"}
+    assert set(rows.locator("td:nth-child(4)").all_inner_texts()) == {f"token {console.token_ids['all']} (all-ops)"}
     assert set(rows.locator("td:nth-child(5)").all_inner_texts()) == {"127.0.0.1"}
     tab.shot("audit")
     page.get_by_label("Target: API key or account UID").fill(sub_uid)

@@ -176,17 +176,22 @@ def test_a_revoked_token_ends_its_sessions_and_an_idle_one_times_out(
     async def scenario(client: httpx.AsyncClient) -> None:
         await sign_in(client, issued.secret)
         assert (await client.get("/console/accounts")).status_code == 200
+        cookie = client.cookies["keyplane_console"]
         import keyplane.console.app as console_app
 
         real = console_app.time.time
         monkeypatch.setattr(console_app.time, "time", lambda: real() + 61)
         idle = await client.get("/console/accounts")
+        # the cookie's Max-Age is the idle timeout, so the client has dropped it too; the server refuses it anyway
         assert idle.status_code == 303 and idle.headers["location"] == "/console/signin"
+        stale = await client.get("/console/accounts", headers={"cookie": f"keyplane_console={cookie}"})
+        assert stale.headers["location"] == "/console/signin?ended=1"
+        assert "Your session ended" in (await client.get(stale.headers["location"])).text
         monkeypatch.setattr(console_app.time, "time", real)
         client.cookies.clear()
         await sign_in(client, issued.secret)
         service.revoke(issued.token.id)
-        assert (await client.get("/console/accounts")).headers["location"] == "/console/signin"
+        assert (await client.get("/console/accounts")).headers["location"] == "/console/signin?ended=1"
         refused = await sign_in(client, issued.secret)
         assert refused.status_code == 401
 

@@ -138,7 +138,9 @@ class Console:
         operator = self.tokens.operator(session.token_id) if session and session.signed_in else None
         if session is None or operator is None:
             if request.method == "GET":
-                return redirect(PREFIX + "/signin", cookie=self.sessions.cleared(secure=request.secure))
+                # a cookie that no longer opens a session: idle too long, too old, or its token revoked
+                ended = "?ended=1" if (session.signed_in if session else request.cookies.get(COOKIE)) else ""
+                return redirect(PREFIX + "/signin" + ended, cookie=self.sessions.cleared(secure=request.secure))
             return self.page(401, "error.html", title="Signed out",
                              message="Your session has ended: sign in again.",
                              cookie=self.sessions.cleared(secure=request.secure))
@@ -192,20 +194,21 @@ class Console:
             if session is not None and session.signed_in and self.tokens.operator(session.token_id) is not None:
                 return redirect(PREFIX + "/accounts")
             session = session if session is not None and not session.signed_in else self.sessions.new(now)
-            return self.page(200, "signin.html", csrf=session.csrf, error=None,
+            ended = request.arg("ended") == "1"
+            return self.page(200, "signin.html", csrf=session.csrf, error=None, ended=ended,
                              cookie=self.sessions.cookie(session, secure=request.secure))
         if request.method != "POST":
             return self.page(405, "error.html", title="Not found", message="There is no such page.")
         if session is None or not self._form_is_ours(request, session):
             fresh = self.sessions.new(now)
             return self.page(403, "signin.html", csrf=fresh.csrf,
-                             error="The sign-in form had expired or was not this console's: try again.",
+                             error="The sign-in form had expired or was not this console's: try again.", ended=False,
                              cookie=self.sessions.cookie(fresh, secure=request.secure))
         operator = self.tokens.sign_in(request.field("token"))
         if operator is None:
             fresh = self.sessions.new(now)
             log.info("console: sign-in refused from %s", request.client_ip)
-            return self.page(401, "signin.html", csrf=fresh.csrf, error="That token is not valid.",
+            return self.page(401, "signin.html", csrf=fresh.csrf, error="That token is not valid.", ended=False,
                              cookie=self.sessions.cookie(fresh, secure=request.secure))
         signed_in = self.sessions.new(now, operator.token_id)  # a new CSRF token: nothing from before sign-in
         log.info("console: %s signed in from %s", operator.name, request.client_ip)

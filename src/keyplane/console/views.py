@@ -17,6 +17,7 @@ from keyplane.domain.rules import BITGET_PERMISSIONS, check_label, normalize_bit
 from keyplane.errors import AccountNotFound, ApiKeyNotFound, InvalidInput
 from keyplane.http import Response
 from keyplane.services import Actor, KeyplaneService, NewKeySpec
+from keyplane.services.tokens import TokenService
 from keyplane.services.types import Operator as ServiceOperator
 
 PAGE_SIZE = 25
@@ -28,6 +29,7 @@ KEY = r"(?P<api_key>[A-Za-z0-9_-]{1,128})"
 def install(console: Console, service: KeyplaneService, history: Callable[[], chart.Series]) -> None:
     """Adds every page and action to ``console``."""
     route = console.route
+    tokens = TokenService(service.store)
 
     # accounts --------------------------------------------------------------------------------------
 
@@ -166,8 +168,9 @@ def install(console: Console, service: KeyplaneService, history: Callable[[], ch
         older = urlencode({**{k: v for k, v in filters.items() if v}, "before": events[AUDIT_PAGE - 1].id}) \
             if len(events) > AUDIT_PAGE else None
         newest = urlencode({k: v for k, v in filters.items() if v}) if before is not None else None
+        names = {token.id: token.name for token in tokens.list()}  # a few operator tokens, not thousands
         return console.render(ctx, "audit.html", section="audit", events=events[:AUDIT_PAGE], filters=filters,
-                              older=older, newest=newest, when=_when)
+                              older=older, newest=newest, when=_when, token_names=names)
 
     @route("GET", "/verification", READ_AUDIT)
     def verification(console: Console, ctx: Context) -> Response:
