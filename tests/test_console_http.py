@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import logging
 import re
+import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -297,3 +299,38 @@ def test_the_audit_view_filters_and_pages_through_the_store(runtime: Runtime, to
             assert refused.status_code == 400, bad
 
     run(app_of(runtime), scenario)
+
+
+def test_a_store_outage_is_a_503_page_and_a_bug_a_logged_500(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    runtime = build_runtime(Settings(database_url=f"sqlite:///{tmp_path / 'keyplane.db'}"))
+    token = TokenService(runtime.store).create(["all"], name="outage").secret
+    main = runtime.service.accounts.create_main_account("outage")
+
+    async def scenario(client: httpx.AsyncClient) -> None:
+        await sign_in(client, token)
+        csrf = await csrf_of(client, f"/console/accounts/{main.uid}")
+        with sqlite3.connect(tmp_path / "keyplane.db") as conn:  # the store loses a table under the server
+            conn.execute("ALTER TABLE accounts RENAME TO accounts_gone")
+        page = await client.get("/console/accounts")
+        assert page.status_code == 503 and "nothing was changed" in page.text
+        assert (await client.post(f"/console/accounts/{main.uid}/freeze", data={"csrf": csrf})).status_code == 503
+        with sqlite3.connect(tmp_path / "keyplane.db") as conn:
+            conn.execute("ALTER TABLE accounts_gone RENAME TO accounts")
+        assert (await client.get("/console/accounts")).status_code == 200
+        assert runtime.service.accounts.main_account(main.uid).status is AccountStatus.NORMAL
+
+        def broken(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(runtime.service.accounts, "list_main_accounts", broken)
+        with caplog.at_level(logging.ERROR, logger="keyplane.console"):
+            page = await client.get("/console/accounts")
+        assert page.status_code == 500 and "it is logged" in page.text and "a bug" not in page.text
+        assert "RuntimeError: a bug" in caplog.text
+
+    try:
+        run(app_of(runtime), scenario)
+    finally:
+        runtime.close()

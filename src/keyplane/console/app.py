@@ -107,7 +107,10 @@ class Console:
             return await asyncio.to_thread(self._respond, request)
         except Exception as error:
             if unavailable(error) is None and not isinstance(error, Unavailable):
-                raise
+                # a bug: logged (tracebacks carry no local variables, so no secret a frame held), and a page
+                log.exception("console: unhandled error on %s %s", request.method, path)
+                return self.page(500, "error.html", title="Error",
+                                 message="Something went wrong on keyplane's side; it is logged.")
             log.warning("console: the store is unavailable (%s)", type(error).__name__)
             return self.page(503, "error.html", title="Unavailable",
                              message="The store cannot be reached now; nothing was changed. Try again shortly.")
