@@ -417,6 +417,7 @@ class BitgetDialect:
                 security=BITGET_SECURITY,
                 request=doc.request,
                 query=doc.query,
+                request_example=doc.example,
                 description=" ".join(filter(None, [doc.description, requirement_text(requirement, "bitget")])),
             ))
         return out

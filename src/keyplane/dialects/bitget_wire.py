@@ -215,6 +215,7 @@ class Doc:
     request: Any = None
     query: type[msgspec.Struct] | None = None
     description: str = ""
+    example: Any = None  # a request body, shown by /docs and sent by tests/test_openapi.py
 
 
 # by the route's name under /api/v2/user/ (``endpoints.BITGET_USER_ROUTES``), or its full path
@@ -222,14 +223,18 @@ DOCS: dict[str, Doc] = {
     "create-virtual-subaccount": Doc(
         "Create virtual sub-accounts", BitgetCreatedSubaccounts, BitgetCreateSubaccounts,
         description="A taken name goes to failureList; the others are made.",
+        example={"subAccountList": ["docsdemo"]},
     ),
     "modify-virtual-subaccount": Doc(
         "Modify a virtual sub-account (permissions, freeze)", BitgetResult, BitgetModifySubaccount,
+        example={"subAccountUid": "1000000002", "permList": ["spot_trade", "read"], "status": "normal"},
     ),
     "batch-create-subaccount-and-apikey": Doc(
         "Create sub-accounts, each with an API key", list[BitgetBatchCreated],
         list[BitgetBatchEntry] | BitgetBatchEntry,
         description="All or nothing. A single object is taken as a batch of one; the answer is a list either way.",
+        example=[{"subAccountName": "docsdemb", "passphrase": "passphrase1", "label": "market maker",
+                  "permList": ["spot_trade", "read"], "ipList": ["203.0.113.7"]}],
     ),
     "virtual-subaccount-list": Doc(
         "List virtual sub-accounts", BitgetSubaccountPage, query=BitgetSubaccountListQuery,
@@ -238,6 +243,8 @@ DOCS: dict[str, Doc] = {
     "create-virtual-subaccount-apikey": Doc(
         "Create a sub-account API key", BitgetApiKey, BitgetCreateApiKey,
         description="The answer's secretKey is shown once.",
+        example={"subAccountUid": "1000000002", "passphrase": "passphrase1", "label": "trading bot",
+                 "permList": ["spot_trade", "read"], "ipList": ["203.0.113.7"]},
     ),
     "modify-virtual-subaccount-apikey": Doc(
         "Modify a sub-account API key", BitgetApiKey, BitgetModifyApiKey,

@@ -478,6 +478,7 @@ class WhitebitDialect:
                 "POST", path, "whitebit-" + name.replace("/", "-"), doc.summary, "WhiteBIT v4", responses,
                 security=WHITEBIT_SECURITY,
                 request=whitebit_wire.signed(path, doc.request),
+                request_example=whitebit_wire.example(path, doc.example),
                 description=requirement_text(requirement, "whitebit"),
             ))
         return out

@@ -219,23 +219,38 @@ def signed(path: str, fields: Any) -> dict[str, Any]:
     }
 
 
+def example(path: str, fields: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A route's example body as a client sends it: ``request`` and ``nonce`` first."""
+    return None if fields is None else {"request": path, "nonce": 1700000000000, **fields}
+
+
 @dataclass(frozen=True, slots=True)
 class Doc:
     summary: str
     request: Any
     answer: Any  # None: the route answers only its 404 (keyplane holds no funds)
     status: int = 200
+    example: dict[str, Any] | None = None  # the route's own fields: ``example()`` adds request and nonce
 
 
 # by the route's path under /api/v4/ (``endpoints.WHITEBIT_MANAGED_ROUTES``)
 DOCS: dict[str, Doc] = {
-    "sub-account/create": Doc("Create a sub-account", WhitebitCreateSubAccount, WhitebitSubAccount, 201),
+    "sub-account/create": Doc(
+        "Create a sub-account", WhitebitCreateSubAccount, WhitebitSubAccount, 201,
+        {"alias": "docs-demo", "email": "demo@example.com",
+         "permissions": {"spotEnabled": True, "collateralEnabled": False}},
+    ),
     "sub-account/delete": Doc("Delete a sub-account", WhitebitSubAccountId, WhitebitNothing),
     "sub-account/edit": Doc("Edit a sub-account", WhitebitEditSubAccount, WhitebitNothing),
-    "sub-account/list": Doc("List sub-accounts", WhitebitListSubAccounts, WhitebitSubAccountPage),
+    "sub-account/list": Doc(
+        "List sub-accounts", WhitebitListSubAccounts, WhitebitSubAccountPage, example={"limit": 30, "offset": 0}
+    ),
     "sub-account/block": Doc("Block a sub-account", WhitebitSubAccountId, WhitebitNothing),
     "sub-account/unblock": Doc("Unblock a sub-account", WhitebitSubAccountId, WhitebitNothing),
-    "sub-account/api-key/create": Doc("Create a sub-account API key", WhitebitCreateApiKey, WhitebitApiKey, 201),
+    "sub-account/api-key/create": Doc(
+        "Create a sub-account API key", WhitebitCreateApiKey, WhitebitApiKey, 201,
+        {"subAccountId": "0f8a1b9e-2c3d-4e5f-8a9b-0c1d2e3f4a5b", "title": "trading bot", "type": 1},
+    ),
     "sub-account/api-key/edit": Doc("Edit a sub-account API key", WhitebitEditApiKey, WhitebitNothing),
     "sub-account/api-key/delete": Doc("Delete a sub-account API key", WhitebitApiKeyId, WhitebitNothing),
     "sub-account/api-key/list": Doc("List sub-account API keys", WhitebitListApiKeys, WhitebitApiKeyPage),
