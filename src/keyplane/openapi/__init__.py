@@ -200,7 +200,7 @@ class _Schemas:
             described = self.components[op.query.__name__]
             required = set(described.get("required", ()))
             out += [
-                {"name": name, "in": "query", "required": name in required, "schema": schema}
+                {"name": name, "in": "query", "required": name in required, "schema": _absent_not_null(schema)}
                 for name, schema in described["properties"].items()
             ]
         elif op.query is not None:
@@ -213,6 +213,22 @@ class _Schemas:
             for name, text in op.request_headers.items()
         ]
         return out
+
+
+def _absent_not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter's schema from a Struct field ``X | None = None``: a URL has no null, the parameter
+    is left out instead, so the null branch and the null default go."""
+    schema = dict(schema)
+    if schema.get("default", ...) is None:
+        del schema["default"]
+    branches = [b for b in schema.get("anyOf", ()) if b != {"type": "null"}]
+    if "anyOf" in schema and len(branches) != len(schema["anyOf"]):
+        del schema["anyOf"]
+        if len(branches) == 1:
+            schema = {**branches[0], **schema}
+        else:
+            schema["anyOf"] = branches
+    return schema
 
 
 def _content(body: Body, schemas: _Schemas) -> dict[str, Any]:
