@@ -444,3 +444,55 @@ def test_vendored_files_are_the_published_ones() -> None:
     assert {name for _, name in listed} >= {"swagger-ui-bundle.js", "swagger-ui.css", "LICENSE", "NOTICE"}
     for digest, name in listed:
         assert hashlib.sha256(static.joinpath(name).read_bytes()).hexdigest() == digest, name
+
+
+# the generator ----------------------------------------------------------------------------------------
+
+
+def test_a_route_without_its_declaration_is_a_logged_500_not_a_document(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A route served undocumented cannot slip into a document: the build fails, /openapi.json answers a
+    JSON 500 (logged), and the rest of the server goes on."""
+    import asyncio
+
+    from keyplane.app import create_app
+    from keyplane.config import Settings
+    from keyplane.dialects import bitget_wire
+    from keyplane.runtime import build_runtime
+
+    monkeypatch.setenv("KEYPLANE_DATABASE_URL", f"sqlite:///{tmp_path / 'k.db'}")
+    settings_ = Settings.from_env()
+    runtime = build_runtime(settings_)
+    try:
+        app = create_app(settings_, runtime)
+        monkeypatch.delitem(bitget_wire.DOCS, "virtual-subaccount-list")
+        with pytest.raises(KeyError, match="virtual-subaccount-list"):
+            app.documented[2].operations()
+
+        async def get(path: str) -> tuple[int, bytes]:
+            sent: list[dict[str, Any]] = []
+
+            async def receive() -> dict[str, Any]:
+                return {"type": "http.request", "body": b""}
+
+            async def send(message: dict[str, Any]) -> None:
+                sent.append(message)
+
+            scope = {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(), "headers": [],
+                     "query_string": b"", "client": ("127.0.0.1", 1)}
+            await app(scope, receive, send)
+            return sent[0]["status"], sent[1]["body"]
+
+        assert asyncio.run(get("/openapi.json")) == (500, b'{"code":500,"message":"internal error"}')
+        assert asyncio.run(get("/health"))[0] == 200
+    finally:
+        runtime.close()
+
+
+def test_one_route_declared_twice_is_refused() -> None:
+    from keyplane.openapi import Body, Operation, build_document
+
+    op = Operation("GET", "/x", "x", "X", "T", {200: Body("ok")})
+    with pytest.raises(ValueError, match="declared twice"):
+        build_document([op, op])
