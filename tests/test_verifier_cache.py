@@ -218,3 +218,30 @@ def test_remembered_verdicts_follow_the_address_and_the_endpoint(plane: Plane) -
         ]:
             request.client_ip = client_ip
             assert verify(verifier, request) is expected, (request.path, client_ip)
+
+
+def test_a_replay_record_holds_the_first_64_bits_of_the_signature(plane: Plane, tmp_path: Path) -> None:
+    """The verifier takes a replay record's token from the signature's first 12 base64 characters; it is the
+    first 8 bytes of the whole signature decoded, the token records written before held. So a record another
+    process (or an earlier version) wrote refuses the request, and the verifier's own record reads the same."""
+    import base64
+
+    from keyplane.store.replay_ledger import ReplayLedger, ledger_directory, read_ledger
+
+    verifier = plane.runtime.verifier
+    directory = ledger_directory(str(tmp_path / "keyplane.db"))
+    other = ReplayLedger(directory)  # another process's view of the same ledger
+    first, second = plane.bitget(), plane.bitget(params={**ORDER, "size": "2"})
+    tokens = []
+    for request in (first, second):
+        signature, sent = request.headers["access-sign"], int(request.headers["access-timestamp"])
+        tokens.append((int.from_bytes(base64.b64decode(signature)[:8], "big", signed=True), sent + 60_000))
+    assert other.record("k", *tokens[0], int(time.time() * 1000)) is True
+    assert verify(verifier, first) is Reason.REQUEST_REPLAYED
+    assert verify(verifier, second) is Reason.VALID
+    assert verify(verifier, second) is Reason.REQUEST_REPLAYED
+    assert other.record("k", *tokens[1], int(time.time() * 1000)) is False
+    other.close()
+    # in file order: the other process's record, the verifier's, the other's later copy (refused, harmless)
+    ledger = read_ledger(directory)
+    assert [record for bucket in sorted(ledger) for record in ledger[bucket]] == [*tokens, tokens[1]]
