@@ -246,8 +246,12 @@ def _measure(keys_total: int, sample: int, seconds: float, workdir: Path) -> dic
         get_rate = warm
         # POST is the slower path, but its slices may meet a lighter load than the GET phase did
         count = min(int(max(get_rate, 50_000) * seconds * 1.5) + len(keys) + ROUNDS * 1024, 2_000_000)
-        now = int(time.time() * 1000)
+        # Signed 20 s ahead (inside the 30 s window): on a loaded machine signing them all takes tens of seconds,
+        # and they must not expire before the last slice; the GETs are signed again after them for the same reason
+        now = int(time.time() * 1000) + 20_000
         posts = [SignedRequest(**bitget_post(keys[i % len(keys)], now, i)) for i in range(count)]
+        now = int(time.time() * 1000)
+        signed[:] = [SignedRequest(**bitget_request(key, now)) for key in keys]
         position = 0
         results = {}
 
