@@ -275,20 +275,37 @@ def _known_objects(srv: Server, main_uid: str) -> dict[str, str]:
         wb_key = call("POST", "/api/v4/sub-account/api-key/create", whitebit, {
             "subAccountId": sub["id"], "title": "openapi", "type": 1,
         })
+        # what the deleting routes may delete
+        victims = call("POST", "/api/v2/user/create-virtual-subaccount", bitget, {"subAccountList": ["openapiv"]})
+        victim_sub = call("POST", "/api/v4/sub-account/create", whitebit, {
+            "alias": "openapi-victim", "shareKyc": True,
+            "permissions": {"spotEnabled": True, "collateralEnabled": False},
+        })
+        victim_key = call("POST", "/api/v4/sub-account/api-key/create", whitebit, {
+            "subAccountId": sub["id"], "title": "victim", "type": 1,
+        })
     return {
         "main_uid": main_uid, "spare_main_uid": srv.main_account("openapi-spare"),
         "bitget_sub_uid": sub_uid, "bitget_sub_key": key["subAccountApiKey"], "bitget_passphrase": "openapi123",
         "whitebit_sub_id": sub["id"], "whitebit_key_id": wb_key["id"],
+        "victim_main_uid": srv.main_account("openapi-victim"),
+        "victim_bitget_sub_uid": victims["data"]["successList"][0]["subaAccountUid"],
+        "victim_whitebit_sub_id": victim_sub["id"], "victim_whitebit_key_id": victim_key["id"],
     }
 
 
-# requests that would delete a known object: generated ids only, so the later routes still find theirs
+# requests that delete what they name: aimed at objects made for them, so later routes still find theirs
 _DESTROYS = re.compile(r"^DELETE |/sub-account/delete$|/api-key/delete$")
 
 
 def _aim(case: Any, known: dict[str, str]) -> None:
-    """Points a generated request at objects that exist: ids, UIDs and the key's passphrase."""
+    """Points a generated request at objects that exist: ids, UIDs, the key's passphrase, an IP address."""
     path = case.operation.path
+    if _DESTROYS.search(f"{case.operation.method.upper()} {path}"):
+        known = {
+            **known, "spare_main_uid": known["victim_main_uid"], "bitget_sub_uid": known["victim_bitget_sub_uid"],
+            "whitebit_sub_id": known["victim_whitebit_sub_id"], "whitebit_key_id": known["victim_whitebit_key_id"],
+        }
     fields = {
         "subAccountUid": known["bitget_sub_uid"], "subAccountApiKey": known["bitget_sub_key"],
         "subAccountId": known["whitebit_sub_id"], "apiKeyId": known["whitebit_key_id"],
@@ -296,6 +313,8 @@ def _aim(case: Any, known: dict[str, str]) -> None:
     }
     if path.endswith("modify-virtual-subaccount-apikey"):
         fields["passphrase"] = known["bitget_passphrase"]
+    if "/ip-address/" in path:
+        fields["ip"] = "203.0.113.9"
     if path.startswith("/api/v4/sub-account/") and "/api-key/" not in path:
         fields["id"] = known["whitebit_sub_id"]
     bodies = case.body if isinstance(case.body, list) else [case.body]
@@ -324,7 +343,7 @@ def _drive(
         phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck),
     )
     def run(case: Any) -> None:
-        if known is not None and next(aimed) % 2 and not _DESTROYS.search(operation.label):
+        if known is not None and next(aimed) % 2:
             _aim(case, known)
         response = case.call(base_url=base_url, session=session, auth=auth, timeout=30)
         statuses.setdefault(operation.label, set()).add(response.status_code)
