@@ -79,6 +79,19 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
         "description": "An operator token (`kpt_...`, `keyplane tokens create --scope ...`): the management API.",
     },
 }
+# what /docs says under each group of operations (an operation's ``tag``); a tag not here is shown bare
+TAGS: dict[str, str] = {
+    "Bitget v2": "Bitget's API v2 routes keyplane serves, in Bitget's wire form and envelope, signed with the "
+                 "ACCESS-* headers; the sub-account routes need a main account's key bound to an IP allowlist.",
+    "WhiteBIT v4": "WhiteBIT's API v4 sub-account routes in WhiteBIT's wire form; every one a POST whose body "
+                   "carries `request` and `nonce`, signed with the X-TXC-* headers by a main account's key.",
+    "Verify": "The gateway's call: is this request to the venue's API validly signed, and by whom?",
+    "Main accounts": "The native management API (operator tokens).",
+    "Sub-accounts": "The native management API (operator tokens).",
+    "Keys": "The native management API (operator tokens): keys of either dialect.",
+    "Audit events": "The native management API (operator tokens).",
+    "Operations": "Liveness, readiness, metrics, and this description.",
+}
 BITGET_SECURITY = ("BitgetAccessKey", "BitgetAccessSign", "BitgetAccessTimestamp", "BitgetAccessPassphrase")
 WHITEBIT_SECURITY = ("WhitebitApiKey", "WhitebitPayload", "WhitebitSignature")
 
@@ -248,6 +261,7 @@ def _version() -> str:
 def build_document(operations: Iterable[Operation], *, title: str = "keyplane") -> dict[str, Any]:
     """The OpenAPI 3.1 document of ``operations``; raises ``ValueError`` on two operations for one route."""
     ops = list(operations)
+    order = {tag: index for index, tag in enumerate(TAGS)}
     schemas = _Schemas(ops)
     paths: dict[str, dict[str, Any]] = {}
     seen_ids: set[str] = set()
@@ -293,6 +307,10 @@ def build_document(operations: Iterable[Operation], *, title: str = "keyplane") 
             ),
         },
         "jsonSchemaDialect": "https://spec.openapis.org/oas/3.1/dialect/base",
+        "tags": [
+            {"name": tag, "description": TAGS[tag]} if tag in TAGS else {"name": tag}
+            for tag in sorted({op.tag for op in ops}, key=lambda t: (order.get(t, len(order)), t))
+        ],
         "paths": dict(sorted(paths.items())),
         "components": {
             "schemas": dict(sorted(schemas.components.items())),
