@@ -71,6 +71,23 @@ class NonceGuard:
         except KeyGone:
             return _KEY_GONE
 
+    async def accept_async(self, key_id: str, nonce: int, windowed: bool, now_ms: int) -> Reason:
+        """``accept`` for an event loop, where ``blocking`` (PostgreSQL): the claim joins the next batch
+        (``store/nonce_batch.py``) and the loop goes on meanwhile. An outage raises, as ``accept`` does."""
+        batcher = self._ledger.batcher
+        assert batcher is not None, "accept_async is for the PostgreSQL ledger (blocking)"
+        refused = self._precheck(key_id, nonce, windowed, now_ms)
+        if refused is not None:
+            return refused
+        try:
+            if windowed:
+                accepted = await batcher.record_async(key_id, nonce, nonce + 2 * NONCE_WINDOW_MS, now_ms)
+            else:
+                accepted = await batcher.advance_async(key_id, nonce, now_ms)
+        except KeyGone:
+            return _KEY_GONE
+        return self._accepted_or(key_id, nonce, windowed, now_ms, accepted)
+
     def accept_once(self, key_id: str, token: int, expires_at: int, now_ms: int) -> Reason:
         """Records a request (``token``: 64 bits of its signature) until ``expires_at``; VALID the first time,
         REQUEST_REPLAYED after (UNKNOWN_KEY: the key was deleted meanwhile)."""
@@ -83,33 +100,63 @@ class NonceGuard:
             self._count_for_purge(now_ms)
         return _VALID
 
+    async def accept_once_async(self, key_id: str, token: int, expires_at: int, now_ms: int) -> Reason:
+        """``accept_once`` for an event loop, where ``blocking`` (as ``accept_async``)."""
+        batcher = self._ledger.batcher
+        assert batcher is not None, "accept_once_async is for the PostgreSQL ledger (blocking)"
+        try:
+            if not await batcher.record_async(key_id, token, expires_at, now_ms):
+                return _REQUEST_REPLAYED
+        except KeyGone:
+            return _KEY_GONE
+        self._count_for_purge(now_ms)
+        return _VALID
+
     def _count_for_purge(self, now_ms: int) -> None:
         self._accepted += 1
         if self._accepted % PURGE_EVERY == 0:
-            # rows past their expiry, with a few seconds' slack for the clocks of other nodes
-            self._ledger.purge(before=now_ms - NONCE_WINDOW_MS)
+            # rows past their expiry, with a few seconds' slack for the clocks of other nodes; on the
+            # batch thread (PostgreSQL), never on the caller's event loop
+            self._ledger.request_purge(before=now_ms - NONCE_WINDOW_MS)
 
-    def _accept(self, key_id: str, nonce: int, windowed: bool, now_ms: int) -> Reason:
+    def _precheck(self, key_id: str, nonce: int, windowed: bool, now_ms: int) -> Reason | None:
+        """Why the nonce is refused without asking the store (PostgreSQL), or None: the store decides."""
         if windowed:
-            if abs(nonce - now_ms) > NONCE_WINDOW_MS:
-                return _OUT_OF_WINDOW
-            # kept twice the window: a nonce that old is refused by the window check already
-            if not self._record(key_id, nonce, nonce + 2 * NONCE_WINDOW_MS, now_ms):
-                return _REPLAYED
-            if self._transactional:
-                self._count_for_purge(now_ms)
-            return _VALID
+            return _OUT_OF_WINDOW if abs(nonce - now_ms) > NONCE_WINDOW_MS else None
         if nonce > NONCE_MAX:  # for callers that did not parse it with whitebit.parse_nonce: no store holds it
             return _UNSTORABLE
-        if not self._transactional:  # SQLite: the journal keeps every key's last nonce in memory and decides alone
-            return _VALID if self._advance(key_id, nonce, now_ms)[0] else _TOO_LOW
         last = self._last.get(key_id)
         if last is not None and nonce <= last:
             return _TOO_LOW
-        advanced, stored = self._advance(key_id, nonce, now_ms)
-        if not advanced:
-            if stored is not None:
-                self._last[key_id] = stored
+        return None
+
+    def _accepted_or(self, key_id: str, nonce: int, windowed: bool, now_ms: int, accepted: bool) -> Reason:
+        if windowed:
+            if not accepted:
+                return _REPLAYED
+            self._count_for_purge(now_ms)
+            return _VALID
+        if not accepted:
             return _TOO_LOW
-        self._last[key_id] = nonce
+        if nonce > self._last.get(key_id, -1):  # concurrent accepts finish in any order: keep the highest
+            self._last[key_id] = nonce
         return _VALID
+
+    def _accept(self, key_id: str, nonce: int, windowed: bool, now_ms: int) -> Reason:
+        if not self._transactional:  # SQLite: the journal decides alone, from its own in-memory state
+            if windowed:
+                if abs(nonce - now_ms) > NONCE_WINDOW_MS:
+                    return _OUT_OF_WINDOW
+                # kept twice the window: a nonce that old is refused by the window check already
+                return _VALID if self._record(key_id, nonce, nonce + 2 * NONCE_WINDOW_MS, now_ms) else _REPLAYED
+            if nonce > NONCE_MAX:
+                return _UNSTORABLE
+            return _VALID if self._advance(key_id, nonce, now_ms)[0] else _TOO_LOW
+        refused = self._precheck(key_id, nonce, windowed, now_ms)
+        if refused is not None:
+            return refused
+        if windowed:
+            accepted = self._record(key_id, nonce, nonce + 2 * NONCE_WINDOW_MS, now_ms)
+        else:
+            accepted = self._advance(key_id, nonce, now_ms)[0]
+        return self._accepted_or(key_id, nonce, windowed, now_ms, accepted)

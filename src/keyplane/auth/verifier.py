@@ -15,7 +15,10 @@ is the same record, and a repeat is refused as ``REQUEST_REPLAYED``.
 Never blocking the event loop: ``verify(..., may_block=False)`` answers ``WOULD_BLOCK`` instead of taking
 a step that waits (a cache miss's store lookup, the argon2id passphrase check, a component that says
 ``blocking``, such as the nonce ledger on PostgreSQL), always before any state changes;
-``verify_async`` then runs the whole verification again in a small thread pool of its own.
+``verify_async`` then runs the whole verification again in a small thread pool of its own. One step
+is awaited on the loop instead: a nonce or replay record on PostgreSQL, the last step before the rate
+limit, joins the next batch of claims decided by one statement (``store/nonce_batch.py``), so requests in
+flight share a round trip and a commit instead of each holding one of the pool's threads.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from itertools import islice
 from typing import Any
@@ -40,7 +44,7 @@ from keyplane.auth.cache import CachedKey, KeyCache
 from keyplane.auth.nonces import NonceGuard
 from keyplane.auth.request import WOULD_BLOCK, Reason, Requirement, SignedRequest, VerifyResult
 from keyplane.auth.usage import FLUSH_INTERVAL_S, UsageRecorder
-from keyplane.domain.model import AccountStatus, Scheme
+from keyplane.domain.model import Account, AccountStatus, ApiKey, Scheme
 from keyplane.domain.scopes import bitget_grants, whitebit_grants
 from keyplane.domain.target import clean_query
 from keyplane.endpoints import EndpointTable, Refusal
@@ -90,6 +94,15 @@ def _refused(refusal: Refusal, scheme: Scheme | None) -> VerifyResult:
         return VerifyResult(Reason.BAD_TARGET, scheme)
     # no rule: of the key's dialect, or, unsigned, of any (then the missing key is what to say)
     return VerifyResult(Reason.UNKNOWN_ENDPOINT if scheme is not None else Reason.MISSING_KEY, scheme)
+
+
+@dataclass(slots=True)
+class _Deferred(VerifyResult):
+    """What ``verify(may_block=False)`` answers when all that is left is a claim the store decides (a nonce
+    or replay record on PostgreSQL) and the rate limit: ``verify_async`` awaits the claim on the loop.
+    ``claim``: (nonce, once, rate-limit key) as ``_authorize`` got them. Never handed to a client."""
+
+    claim: tuple[Any, Any, Any] = (None, None, None)
 
 
 class Verifier:
@@ -183,10 +196,33 @@ class Verifier:
         """``verify`` for the event loop: inline when nothing would block (a cached key, its passphrase
         already checked here), otherwise the whole verification again in the verifier's thread pool."""
         result = self.verify(request, requirement, scheme, may_block=False)
+        if type(result) is _Deferred:
+            return await self._claim_async(request, result)
         if result is WOULD_BLOCK:
             loop = asyncio.get_running_loop()
             blocking = partial(self.verify, request, requirement, scheme)
             result = await loop.run_in_executor(self._blocking_executor(), blocking)
+        return result
+
+    async def _claim_async(self, request: SignedRequest, deferred: _Deferred) -> VerifyResult:
+        """The rest of a verification whose nonce or replay record waits for the store (PostgreSQL)."""
+        nonce, once, rate_key = deferred.claim
+        key, account, scheme = deferred.key, deferred.account, deferred.scheme
+        assert key is not None and account is not None and scheme is not None
+        try:
+            if nonce is not None:
+                verdict = await self.nonces.accept_async(key.id, nonce[0], nonce[1], self._clock_ms())
+            else:
+                assert once is not None
+                verdict = await self.nonces.accept_once_async(key.id, once[0], once[1], self._clock_ms())
+            if verdict is not _VALID:
+                result = self._claim_refused(verdict, scheme, key, account)
+            else:
+                result = self._rate_limited(scheme, key, account, rate_key)
+        except Exception as error:
+            return self._failed(request, scheme, error)
+        if result.key is not None:
+            result.payload = deferred.payload
         return result
 
     def _blocking_executor(self) -> ThreadPoolExecutor:
@@ -395,11 +431,12 @@ class Verifier:
         # limiter blocks only when this hit needs Redis (ratelimit_redis: a limit under 40, or a slice and
         # its credit both spent); a worker thread may take the last leased unit between this check and the
         # hit, and then that one hit waits for its lease on the loop (rare, bounded by the 0.5 s timeout).
-        if not may_block and (
-            ((nonce is not None or once is not None) and self.nonces.blocking)
-            or (rate_key is not None and self.rate_limiter.would_block(rate_key))
-        ):
-            return WOULD_BLOCK
+        if not may_block:
+            if rate_key is not None and self.rate_limiter.would_block(rate_key):
+                return WOULD_BLOCK
+            if (nonce is not None or once is not None) and self.nonces.blocking:
+                # PostgreSQL: the claim joins the next batch, awaited by verify_async (nonce_batch.py)
+                return _Deferred(Reason.WOULD_BLOCK, scheme, key, account, claim=(nonce, once, rate_key))
         if nonce is not None or once is not None:
             if nonce is not None:
                 verdict = self.nonces.accept(key.id, nonce[0], nonce[1], self._clock_ms())
@@ -407,9 +444,17 @@ class Verifier:
                 assert once is not None
                 verdict = self.nonces.accept_once(key.id, once[0], once[1], once[2])
             if verdict is not _VALID:
-                if verdict is _UNKNOWN_KEY:  # deleted meanwhile (another node): as if never found
-                    return VerifyResult(verdict, scheme)
-                return VerifyResult(verdict, scheme, key, account)
+                return self._claim_refused(verdict, scheme, key, account)
+        return self._rate_limited(scheme, key, account, rate_key)
+
+    def _claim_refused(self, verdict: Reason, scheme: Scheme, key: ApiKey, account: Account) -> VerifyResult:
+        if verdict is _UNKNOWN_KEY:  # deleted meanwhile (another node): as if never found
+            return VerifyResult(verdict, scheme)
+        return VerifyResult(verdict, scheme, key, account)
+
+    def _rate_limited(
+        self, scheme: Scheme, key: ApiKey, account: Account, rate_key: tuple[tuple[str, ...], int, float] | None
+    ) -> VerifyResult:
         if rate_key is None:
             pending = self._usage
             if pending is not None:  # last use: written in batches (auth/usage.py)

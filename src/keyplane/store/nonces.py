@@ -14,12 +14,14 @@ PostgreSQL they are the key's "windowed nonces": ``seen_nonces`` rows holding a 
 accepted signature (a key signs in one scheme only, so its rows are all nonces or all tokens).
 
 On PostgreSQL one conditional statement decides each check-and-set, in its own autocommit transaction
-(``_ADVANCE_PG``, ``_RECORD_PG``): under READ COMMITTED an ``INSERT … ON CONFLICT DO UPDATE … WHERE``
-locks the conflicting row and evaluates its ``WHERE`` against the newest committed version, so of two
-nodes sending the same nonce (a key's first included: the second insert waits for the first and then
-takes the conflict path) exactly one gets its row back. A key deleted meanwhile is a foreign-key
-violation: ``KeyGone``, which the caller answers as an unknown key. These statements block on the
-network: ``blocking`` says so before anything is called (``Verifier.verify_async`` runs them in a thread).
+(``_ADVANCE_PG``, ``_RECORD_PG``; concurrent requests' claims are decided together, one statement of the
+same kind and one commit per batch: ``store/nonce_batch.py``): under READ COMMITTED an
+``INSERT … ON CONFLICT DO UPDATE … WHERE`` locks the conflicting row and evaluates its ``WHERE`` against
+the newest committed version, so of two nodes sending the same nonce (a key's first included: the second
+insert waits for the first and then takes the conflict path) exactly one gets its row back. A key deleted
+meanwhile is a foreign-key violation: ``KeyGone``, which the caller answers as an unknown key. These
+statements block on the network: ``blocking`` says so before anything is called (``Verifier.verify_async``
+awaits the batch on the event loop; ``advance`` and the others wait in the calling thread).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 import sqlalchemy as sa
 import sqlalchemy.exc
 
+from keyplane.store.nonce_batch import NonceBatcher
 from keyplane.store.nonce_journal import COMPACT_BYTES, NonceJournal, journal_path, read_journal
 from keyplane.store.replay_ledger import ReplayLedger, ledger_directory
 from keyplane.store.store import Store
@@ -92,6 +95,9 @@ class NonceLedger:
 
     ``record_once(key_id, token, expires_at, now_ms)`` -> False for a request already recorded (a replay);
     on SQLite the replay ledger decides it (``key_id`` unused: tokens share one namespace).
+
+    ``batcher``: on PostgreSQL, where every claim goes (``advance`` and the others wait for its batch;
+    an event loop awaits ``batcher.advance_async`` and ``batcher.record_async`` instead).
     """
 
     advance: Callable[[str, int, int], tuple[bool, int | None]]
@@ -104,6 +110,8 @@ class NonceLedger:
         self._raw_lock = threading.Lock()
         self.journal: NonceJournal | None = None
         self.replays: ReplayLedger | None = None
+        self.batcher: NonceBatcher | None = None
+        self._purge_before: int | None = None
         self.transactional = not store.is_sqlite
         self.blocking = self.transactional
         self._autocommit = store.engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -119,11 +127,16 @@ class NonceLedger:
             self.record = self.journal.record
             self.record_once = self.replays.record
         else:
-            self.advance = self._advance_in_transaction
-            self.record = self._record_in_transaction
-            self.record_once = self._record_in_transaction
+            self.batcher = batcher = NonceBatcher(
+                store.engine, self._advance_alone, self._record_in_transaction, self._purge_if_asked
+            )
+            self.advance = self._advance_batched
+            self.record = batcher.record
+            self.record_once = batcher.record
 
     def close(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()
         if self.journal is not None:
             self.journal.close()
         if self.replays is not None:
@@ -178,6 +191,13 @@ class NonceLedger:
             last = conn.execute(_LAST_PG, {"key_id": key_id}).scalar()  # for the caller's in-memory copy
         return False, (int(last) if last is not None else None)
 
+    def _advance_alone(self, key_id: str, nonce: int, expires_at: int, now_ms: int) -> bool:
+        return self._advance_in_transaction(key_id, nonce, now_ms)[0]
+
+    def _advance_batched(self, key_id: str, nonce: int, now_ms: int) -> tuple[bool, int | None]:
+        assert self.batcher is not None
+        return self.batcher.advance(key_id, nonce, now_ms), None
+
     def _record_in_transaction(self, key_id: str, nonce: int, expires_at: int, now_ms: int) -> bool:
         params = {"key_id": key_id, "nonce": nonce, "expires_at": expires_at, "now": now_ms}
         with self._autocommit.connect() as conn:
@@ -189,6 +209,15 @@ class NonceLedger:
     def purge(self, before: int) -> None:
         with self._autocommit.connect() as conn:
             conn.execute(_PURGE_PG, {"before": before})
+
+    def request_purge(self, before: int) -> None:
+        """``purge`` later, on the batch thread after its next batch (never on the caller's event loop)."""
+        self._purge_before = before
+
+    def _purge_if_asked(self) -> None:
+        before, self._purge_before = self._purge_before, None
+        if before is not None:
+            self.purge(before)
 
 
 def recorded_nonces(store: Store, key_id: str) -> tuple[int | None, set[int]]:
