@@ -1,11 +1,12 @@
 """Group commit of once-only claims on PostgreSQL: the nonces and replay records of concurrent requests,
 decided by one conditional statement per batch.
 
-Each request's claim (a WhiteBIT monotonic nonce, a windowed nonce, a Bitget replay token) is queued; one
-thread per process takes everything queued, decides it with ONE statement in its own autocommit
-transaction (one round trip, one commit for the whole batch), and hands each claim its answer. While a
-batch is on the wire the next one gathers, so under load a batch holds about as many claims as there are
-requests in flight, and when idle a claim waits for nothing but its own statement.
+Each request's claim (a WhiteBIT monotonic nonce, a windowed nonce, a Bitget replay token) is queued; a
+batch thread takes everything queued, decides it with ONE statement in its own autocommit transaction
+(one round trip, one commit for the whole batch), and hands each claim its answer. While batches are on
+the wire (up to ``BATCH_THREADS``, each thread with a connection of its own) the next one gathers, so
+under load a batch holds many of the requests in flight, and when idle a claim waits for nothing but its
+own statement. Concurrent batches of one process are two nodes' batches to each other: the store decides.
 
 The statement (``_BATCH``): two ``INSERT … ON CONFLICT DO UPDATE … WHERE … RETURNING`` in data-modifying
 CTEs, one per table, the rows given as arrays. Exactness is the single-claim statement's
@@ -44,6 +45,11 @@ import sqlalchemy.exc
 
 ADVANCE = 0
 RECORD = 1
+
+# Batches on the wire at once per process. A batch waits mostly for its commit's WAL flush (0.5-6 ms on
+# this machine, the longer when other work writes to the disk): while one waits, others go out, and
+# PostgreSQL flushes their commits together (bench/README.md has what 1 and 4 measured).
+BATCH_THREADS = 4
 
 _BATCH = sa.text(
     "WITH adv_in AS ("
@@ -89,7 +95,7 @@ SingleClaim = Callable[[str, int, int, int], bool]
 
 
 class NonceBatcher:
-    """Queues claims and decides them in batches on a thread of its own (module docstring).
+    """Queues claims and decides them in batches on threads of its own (module docstring).
 
     ``advance`` and ``record`` wait in the calling thread; ``advance_async`` and ``record_async`` on the
     event loop. ``single_advance`` and ``single_record``: the one-claim statements (``store/nonces.py``),
@@ -112,8 +118,10 @@ class NonceBatcher:
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
         self._closed = False
-        self._conn: sa.Connection | None = None
-        self._thread: threading.Thread | None = None
+        self._local = threading.local()  # each thread's kept connection
+        self._conns: list[sa.Connection] = []
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
         self.batches = 0  # statements sent, for tests and the curious
         self.claims = 0
 
@@ -150,21 +158,26 @@ class NonceBatcher:
             if self._closed:
                 raise RuntimeError("the nonce batcher is closed")
             self._queue.append(claim)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="keyplane-nonces", daemon=True)
-                self._thread.start()
-            self._ready.notify()
+            if self._idle:
+                self._ready.notify()
+            elif len(self._threads) < BATCH_THREADS:  # every thread has a batch on the wire: one more
+                thread = threading.Thread(target=self._run, name="keyplane-nonces", daemon=True)
+                self._threads.append(thread)
+                thread.start()
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            self._ready.notify()
-            thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5)
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+            self._ready.notify_all()
+            threads = list(self._threads)
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=5)
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            with contextlib.suppress(Exception):
+                conn.close()
 
     # the batch thread -------------------------------------------------------------------------------
 
@@ -172,7 +185,9 @@ class NonceBatcher:
         while True:
             with self._lock:
                 while not self._queue and not self._closed:
+                    self._idle += 1
                     self._ready.wait()
+                    self._idle -= 1
                 batch, self._queue = self._queue, []
                 closed = self._closed
             if batch:
@@ -249,7 +264,7 @@ class NonceBatcher:
         self.claims += len(batch)
 
     def _execute(self, params: dict[str, Any]) -> list[Any]:
-        conn = self._conn
+        conn: sa.Connection | None = getattr(self._local, "conn", None)
         if conn is not None:
             try:
                 return list(conn.execute(_BATCH, params).all())
@@ -258,7 +273,9 @@ class NonceBatcher:
                 if not error.connection_invalidated:
                     raise
                 # a kept connection that died (a server restart): once more on a new one, below
-        self._conn = conn = self._engine.connect()
+        self._local.conn = conn = self._engine.connect()
+        with self._lock:
+            self._conns.append(conn)
         try:
             return list(conn.execute(_BATCH, params).all())
         except BaseException:
@@ -266,8 +283,11 @@ class NonceBatcher:
             raise
 
     def _drop_connection(self) -> None:
-        conn, self._conn = self._conn, None
+        conn, self._local.conn = getattr(self._local, "conn", None), None
         if conn is not None:
+            with self._lock:
+                if conn in self._conns:
+                    self._conns.remove(conn)
             with contextlib.suppress(Exception):  # it is broken already
                 conn.close()
 
