@@ -164,7 +164,9 @@ class Verifier:
         say which scheme it is. With or without, a target an upstream could read otherwise than verified
         (``domain/target.py``) is ``BAD_TARGET``, and a path the table gives to another dialect is
         ``UNKNOWN_ENDPOINT``. With ``may_block=False`` a step that would wait answers ``WOULD_BLOCK``
-        (the very object), before anything changed; ``verify_async`` is how the event loop calls this.
+        (the very object), before anything changed, or, where only a claim the PostgreSQL store decides
+        and the rate limit are left, a ``_Deferred`` (reason ``WOULD_BLOCK`` too) that ``verify_async``
+        completes on the loop; ``verify_async`` is how the event loop calls this.
         """
         try:
             scheme = scheme or detect_scheme(request.headers)
@@ -194,7 +196,8 @@ class Verifier:
         self, request: SignedRequest, requirement: Requirement | None = None, scheme: Scheme | None = None
     ) -> VerifyResult:
         """``verify`` for the event loop: inline when nothing would block (a cached key, its passphrase
-        already checked here), otherwise the whole verification again in the verifier's thread pool."""
+        already checked here); a nonce or replay record on PostgreSQL awaited in its batch (the loop goes
+        on meanwhile); otherwise the whole verification again in the verifier's thread pool."""
         result = self.verify(request, requirement, scheme, may_block=False)
         if type(result) is _Deferred:
             return await self._claim_async(request, result)
