@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 import sqlalchemy.exc
+from keyplane.service import KeyplaneService
 
 from keyplane import crypto
 from keyplane.auth.nonces import NonceGuard
@@ -23,7 +24,6 @@ from keyplane.auth.request import Reason, SignedRequest
 from keyplane.auth.verifier import Verifier
 from keyplane.domain.model import Scheme
 from keyplane.domain.requirements import Requirement
-from keyplane.service import KeyplaneService
 from keyplane.store import Store
 from keyplane.store.nonce_batch import ADVANCE, RECORD, Claim
 from keyplane.store.nonces import KeyGone, NonceLedger

@@ -221,7 +221,7 @@ class Verifier:
             if verdict is not _VALID:
                 result = self._claim_refused(verdict, scheme, key, account)
             else:
-                result = self._rate_limited(scheme, key, account, rate_key)
+                result = self._rate_limited(scheme, key, account, rate_key, request.client_ip)
         except Exception as error:
             return self._failed(request, scheme, error)
         if result.key is not None:
@@ -448,7 +448,7 @@ class Verifier:
                 verdict = self.nonces.accept_once(key.id, once[0], once[1], once[2])
             if verdict is not _VALID:
                 return self._claim_refused(verdict, scheme, key, account)
-        return self._rate_limited(scheme, key, account, rate_key)
+        return self._rate_limited(scheme, key, account, rate_key, client_ip)
 
     def _claim_refused(self, verdict: Reason, scheme: Scheme, key: ApiKey, account: Account) -> VerifyResult:
         if verdict is _UNKNOWN_KEY:  # deleted meanwhile (another node): as if never found
@@ -456,7 +456,12 @@ class Verifier:
         return VerifyResult(verdict, scheme, key, account)
 
     def _rate_limited(
-        self, scheme: Scheme, key: ApiKey, account: Account, rate_key: tuple[tuple[str, ...], int, float] | None
+        self,
+        scheme: Scheme,
+        key: ApiKey,
+        account: Account,
+        rate_key: tuple[tuple[str, ...], int, float] | None,
+        client_ip: str,
     ) -> VerifyResult:
         if rate_key is None:
             pending = self._usage
