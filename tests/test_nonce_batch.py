@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 import sqlalchemy.exc
-from keyplane.service import KeyplaneService
 
 from keyplane import crypto
 from keyplane.auth.nonces import NonceGuard
@@ -24,6 +23,7 @@ from keyplane.auth.request import Reason, SignedRequest
 from keyplane.auth.verifier import Verifier
 from keyplane.domain.model import Scheme
 from keyplane.domain.requirements import Requirement
+from keyplane.services import KeyplaneService
 from keyplane.store import Store
 from keyplane.store.nonce_batch import ADVANCE, RECORD, Claim
 from keyplane.store.nonces import KeyGone, NonceLedger
@@ -42,8 +42,8 @@ def _service(url: str) -> KeyplaneService:
 
 
 def _keys(service: KeyplaneService, n: int, scheme: Scheme = Scheme.WHITEBIT) -> list[Any]:
-    main = service.create_main_account("venue")
-    return [service.issue_main_key(main.uid, scheme) for _ in range(n)]
+    main = service.accounts.create_main_account("venue")
+    return [service.keys.issue_main_key(main.uid, scheme) for _ in range(n)]
 
 
 def _last(service: KeyplaneService, key_id: str) -> int | None:
