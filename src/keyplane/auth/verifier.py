@@ -224,8 +224,7 @@ class Verifier:
                 result = self._rate_limited(scheme, key, account, rate_key, request.client_ip)
         except Exception as error:
             return self._failed(request, scheme, error)
-        if result.key is not None:
-            result.payload = deferred.payload
+        result.payload, result.secret = deferred.payload, deferred.secret  # as the dialect paths set them
         return result
 
     def _blocking_executor(self) -> ThreadPoolExecutor:
