@@ -57,6 +57,11 @@ def _seen(service: KeyplaneService, key_id: str) -> set[int]:
     return {int(row[0]) for row in rows}
 
 
+def _backend_pids(batcher: Any) -> list[int]:
+    """The PostgreSQL backends of ``batcher``'s kept connections (not those of other tests on the server)."""
+    return [conn.connection.dbapi_connection.info.backend_pid for conn in list(batcher._conns)]
+
+
 def _advance(key_id: str, nonce: int) -> Claim:
     return Claim(ADVANCE, key_id, nonce, 0, NOW)
 
@@ -148,11 +153,11 @@ def test_a_batch_whose_statement_fails_midway_accepts_none_of_its_claims(ledger:
     with service.store.engine.connect() as admin:
         deadline = time.monotonic() + 20
         pid = None
-        while pid is None and time.monotonic() < deadline:
-            pid = admin.execute(sa.text(
-                "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'WITH adv_in%'"
-                " AND pid <> pg_backend_pid()"
-            )).scalar()  # fmt: skip
+        while pid is None and time.monotonic() < deadline:  # this batcher's connection only (others run tests)
+            pid = admin.execute(
+                sa.text("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid = ANY(:pids)"),
+                {"pids": _backend_pids(batcher)},
+            ).scalar()
         assert pid is not None, "the batch never waited for the locked row"
         assert admin.execute(sa.text("SELECT pg_cancel_backend(:p)"), {"p": pid}).scalar()
     worker.join(timeout=20)
@@ -171,12 +176,10 @@ def test_a_kept_connection_that_died_is_replaced_without_failing_the_batch(ledge
     service, _, batcher = ledger
     (key,) = (issued.key.id for issued in _keys(service, 1))
     assert batcher.advance(key, 1, NOW) is True
+    pids = _backend_pids(batcher)
+    assert len(pids) == 1
     with service.store.engine.connect() as admin:  # as a PostgreSQL restart would: the backend is gone
-        killed = admin.execute(sa.text(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'WITH adv_in%'"
-            " AND pid <> pg_backend_pid()"
-        )).all()  # fmt: skip
-    assert killed and all(row[0] for row in killed)
+        assert admin.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pids[0]}).scalar()
     assert batcher.advance(key, 2, NOW) is True
     assert batcher.advance(key, 2, NOW) is False
 
