@@ -245,3 +245,78 @@ def test_a_replay_record_holds_the_first_64_bits_of_the_signature(plane: Plane, 
     # in file order: the other process's record, the verifier's, the other's later copy (refused, harmless)
     ledger = read_ledger(directory)
     assert [record for bucket in sorted(ledger) for record in ledger[bucket]] == [*tokens, tokens[1]]
+
+
+
+_RACE_RULES = {
+    "rules": [
+        {"path": "/api/v2/spot/trade/place-order", "method": "POST", "permission": "spot_trade",
+         "rate_limit": "1000000000/minute", "rate_name": "race"}
+    ]
+}
+
+
+def _race_verifier(url: str) -> Verifier:
+    endpoints = keyplane.EndpointTable.from_overrides(_RACE_RULES)
+    return keyplane.open_verifier(url, master_key=MASTER_KEY, endpoints=endpoints, follow_changes=False)
+
+
+def _race_verify(url: str, numbered: list[tuple[int, dict[str, Any]]], start: Any, out: Any) -> None:
+    verifier = _race_verifier(url)
+    start.wait()
+    answers = [(i, verifier.verify(SignedRequest(**request)).reason.value) for i, request in numbered]
+    verifier.close()
+    out.put(answers)
+
+
+def test_processes_racing_the_same_signed_orders_accept_each_once(plane: Plane, tmp_path: Path) -> None:
+    """Three spawned processes, each with its own verifier on the one SQLite store (as the workers of
+    ``keyplane serve``), verify the same signed Bitget orders at once, two in one order and one backwards:
+    each order is accepted by exactly one of them, every other answer is REQUEST_REPLAYED, and a verifier
+    opened afterwards (a restart) refuses them all."""
+    import multiprocessing
+
+    from keyplane.auth import bitget as bitget_auth
+
+    path, count = "/api/v2/spot/trade/place-order", 300
+    timestamp = str(int(time.time() * 1000))
+    requests = []
+    for i in range(count):
+        body = f'{{"symbol":"BTCUSDT","side":"buy","orderType":"market","size":"1","clientOid":"race-{i}"}}'.encode()
+        message = bitget_auth.prehash(timestamp, "POST", path, "", body)
+        headers = {
+            "access-key": plane.bitget_key.api_key,
+            "access-sign": bitget_auth.sign_hmac(plane.bitget_secret.encode(), message),
+            "access-timestamp": timestamp,
+            "access-passphrase": PASSPHRASE,
+            "content-type": "application/json",
+        }
+        requests.append(
+            {"method": "POST", "path": path, "query": "", "headers": headers, "body": body, "client_ip": "127.0.0.1"}
+        )
+    url = f"sqlite:///{tmp_path / 'keyplane.db'}"
+    numbered = list(enumerate(requests))
+    context = multiprocessing.get_context("spawn")
+    start, out = context.Barrier(3), context.Queue()
+    workers = [
+        context.Process(target=_race_verify, args=(url, order, start, out))
+        for order in (numbered, numbered[::-1], numbered)
+    ]
+    for worker in workers:
+        worker.start()
+    results = [out.get(timeout=180) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    valid = [0] * count
+    for answers in results:
+        assert len(answers) == count
+        for i, reason in answers:
+            assert reason in ("VALID", "REQUEST_REPLAYED"), reason
+            valid[i] += reason == "VALID"
+    assert valid == [1] * count
+    restarted = _race_verifier(url)
+    try:
+        assert {restarted.verify(SignedRequest(**r)).reason for r in requests} == {Reason.REQUEST_REPLAYED}
+    finally:
+        restarted.close()

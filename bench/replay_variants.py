@@ -1,0 +1,51 @@
+"""``inprocess.py`` with the Bitget replay record swapped out, to see what each part of it costs:
+
+    python bench/replay_variants.py MODE --keys 1000 --seconds 3
+
+MODE: ``file`` (as in service), ``mem`` (the replay ledger's in-memory mode: the same lock and ``set``, no
+file), ``none`` (the token computed, nothing recorded: every POST is new), ``off`` (the POST rule's
+``replay_protect`` off: no token, no record). Run the modes alternately: on a shared machine the load
+swings between runs. A diagnostic, not a target; the figures are in bench/README.md ("Replay records").
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+MODES = ("file", "mem", "none", "off")
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] not in MODES:
+        sys.exit(f"usage: {sys.argv[0]} {{{','.join(MODES)}}} [inprocess.py options]")
+    mode = sys.argv.pop(1)
+    sys.path.insert(0, str(HERE))
+    source = (HERE / "inprocess.py").read_text()
+    if mode in ("none", "off"):  # a repeat is accepted there: the bench's last check does not apply
+        source = source.replace('assert replayed == "REQUEST_REPLAYED", replayed', "pass")
+    inprocess = types.ModuleType("inprocess")
+    inprocess.__file__ = str(HERE / "inprocess.py")
+    sys.modules["inprocess"] = inprocess
+    exec(compile(source, inprocess.__file__, "exec"), inprocess.__dict__)
+
+    import keyplane.store.nonces as store_nonces
+    from keyplane.auth.nonces import NonceGuard
+    from keyplane.auth.request import Reason
+
+    if mode == "mem":
+        ledger = store_nonces.ReplayLedger
+        store_nonces.ReplayLedger = lambda directory: ledger(None)
+    elif mode == "none":
+        NonceGuard.accept_once = lambda self, key_id, token, expires_at, now_ms: Reason.VALID
+    elif mode == "off":
+        for rule in inprocess.BENCH_ENDPOINTS["rules"]:
+            if rule["method"] == "POST" and rule["path"] == inprocess.BITGET_POST_PATH:
+                rule["replay_protect"] = False
+    inprocess.main()
+
+
+if __name__ == "__main__":
+    main()
