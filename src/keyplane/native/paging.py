@@ -19,6 +19,8 @@ from keyplane.native.errors import ApiError
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 _MAX_QUERY = 4096
+# a cursor's numbers go into SQL as 64-bit integers: a forged one outside that range is refused, not a 500
+_INT64 = range(-(2**63), 2**63)
 
 
 def encode_cursor(kind: str, position: list[int | str]) -> str:
@@ -36,6 +38,7 @@ def decode_cursor(text: str, kind: str, shape: tuple[type, ...]) -> list[int | s
     if (
         not isinstance(value, list) or len(value) != len(shape) + 1 or value[0] != kind
         or not all(type(item) is expected for item, expected in zip(value[1:], shape, strict=True))
+        or any(type(item) is int and item not in _INT64 for item in value[1:])
     ):
         raise ApiError(400, "invalid_cursor", "the cursor is not one this list gave", field="cursor")
     return list(value[1:])
