@@ -121,8 +121,16 @@ def test_main_account_lifecycle(admin: Api) -> None:
     admin.ok("DELETE", f"/v1/keys/{key['id']}")
     assert admin.ok("DELETE", f"/v1/accounts/{made['uid']}") == {"id": made["uid"], "deleted": True}
     admin.error("GET", f"/v1/accounts/{made['uid']}", status=404, code="account_not_found")
-    for bad in ("abc", "1" * 25, "0"):
+    for bad in ("abc", "1" * 25, "0", "9" * 19):
         admin.error("GET", f"/v1/accounts/{bad}", status=404, code="account_not_found")
+        admin.error("POST", f"/v1/sub-accounts/{bad}/freeze", status=404, code="account_not_found")
+    big = "9" * 19  # past 64 bits: refused at the edge, never an overflow in SQL
+    for path in ("/v1/keys", "/v1/sub-accounts", "/v1/audit-events"):
+        admin.error("GET", path, params={"main_uid" if "audit" not in path else "account_uid": big}, status=400,
+                    code="invalid_parameter")
+    admin.error("POST", "/v1/keys", {"account_uid": big, "dialect": "bitget"}, status=400, code="invalid_request")
+    admin.error("POST", "/v1/sub-accounts", {"main_uid": big, "name": "bigparent"}, status=400,
+                code="invalid_request")
 
 
 def test_sub_account_lifecycle(admin: Api) -> None:

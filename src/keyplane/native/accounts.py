@@ -13,7 +13,15 @@ from keyplane.domain.rules import normalize_bitget_permissions
 from keyplane.errors import AccountNotFound, InvalidInput
 from keyplane.native.api import Call
 from keyplane.native.errors import ApiError
-from keyplane.native.paging import choice_param, decode_cursor, encode_cursor, limit_of, text_param, uid_param
+from keyplane.native.paging import (
+    choice_param,
+    decode_cursor,
+    encode_cursor,
+    limit_of,
+    parse_uid,
+    text_param,
+    uid_param,
+)
 from keyplane.native.schemas import (
     AccountPage,
     AccountView,
@@ -36,9 +44,10 @@ def operator(call: Call) -> Operator:
 
 def uid_of(call: Call, what: str = "account") -> int:
     text = call.params["uid"]
-    if not text.isascii() or not text.isdigit() or len(text) > 19:
-        raise AccountNotFound(f"no {what} {text}")
-    return int(text)
+    uid = parse_uid(text)
+    if uid is None:
+        raise AccountNotFound(f"no {what} {text[:32]}")
+    return uid
 
 
 def _after(call: Call, kind: str) -> int | None:

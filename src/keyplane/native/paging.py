@@ -19,8 +19,17 @@ from keyplane.native.errors import ApiError
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 _MAX_QUERY = 4096
+UID_DIGITS = 18
 # a cursor's numbers go into SQL as 64-bit integers: a forged one outside that range is refused, not a 500
 _INT64 = range(-(2**63), 2**63)
+
+
+def parse_uid(text: str) -> int | None:
+    """A UID written as ASCII digits, or None. At most 18 digits: it goes into SQL as a 64-bit integer (a UID
+    has 10), and a longer one is refused before it could overflow there (a 500)."""
+    if not text.isascii() or not text.isdigit() or len(text) > UID_DIGITS:
+        return None
+    return int(text)
 
 
 def encode_cursor(kind: str, position: list[int | str]) -> str:
@@ -78,9 +87,10 @@ def uid_param(params: Mapping[str, str], name: str) -> int | None:
     text = params.get(name)
     if text is None:
         return None
-    if not text.isascii() or not text.isdigit() or len(text) > 19:
-        raise ApiError(400, "invalid_parameter", f"{name} must be a UID (digits)", field=name)
-    return int(text)
+    uid = parse_uid(text)
+    if uid is None:
+        raise ApiError(400, "invalid_parameter", f"{name} must be a UID (up to {UID_DIGITS} digits)", field=name)
+    return uid
 
 
 def bool_param(params: Mapping[str, str], name: str) -> bool | None:

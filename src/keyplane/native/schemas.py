@@ -15,7 +15,7 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 
 from keyplane.domain.model import Account, ApiKey, AuditEvent
 
-Uid = Annotated[str, Meta(pattern=r"^[0-9]{1,19}$", description="an account's UID: digits, as a string")]
+Uid = Annotated[str, Meta(pattern=r"^[0-9]{1,18}$", description="an account's UID: digits, as a string")]
 Dialect = Literal["bitget", "whitebit"]
 Status = Literal["normal", "freeze"]
 _PRINTABLE = r"^[^\x00-\x20\x7f]([^\x00-\x1f\x7f]*[^\x00-\x20\x7f])?$"  # no control character, no space at the ends
