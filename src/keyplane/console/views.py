@@ -241,7 +241,8 @@ def _day(text: str, field: str) -> int | None:
 
 
 def _page_number(text: str) -> int:
-    return int(text) if text.isdigit() and 0 < len(text) <= 6 and int(text) > 0 else 1
+    # isascii: "²" is a digit to str.isdigit and not a number to int
+    return int(text) if text.isascii() and text.isdigit() and 0 < len(text) <= 6 and int(text) > 0 else 1
 
 
 def _when(ms: int) -> str:
