@@ -85,6 +85,10 @@ def test_racing_duplicates_across_two_server_processes_create_one_object(nodes: 
                      for api in [nodes.a, nodes.b] * 3])
     assert {a.status_code for a in answers} == {201} and len({a.json()["uid"] for a in answers}) == 1
     assert len(nodes.a.pages("/v1/sub-accounts", main_uid=main["uid"])) == 1
+    # one audit event per object made, read back on PostgreSQL with the list's filters
+    events = nodes.b.pages("/v1/audit-events", account_uid=main["uid"], action="apikey.create,subaccount.create",
+                           limit=2)
+    assert sorted(e["action"] for e in events) == ["apikey.create"] * 3 + ["subaccount.create"]
 
     # the same key with two bodies at once: one creates, the other body is refused (whichever came second)
     answers = _race([
