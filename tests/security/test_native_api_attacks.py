@@ -8,7 +8,9 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -18,14 +20,17 @@ from conftest import Server, make_server
 from keyplane.domain.tokens import Scope
 from keyplane.native.api import Route
 from keyplane.native.routes import ROUTES
+from keyplane.services.tokens import TokenService
+from keyplane.store import Store
 from native_api_helpers import Api, assert_error, make_token, revoke_token
 
+VERIFY_TOKEN = "native-attacks-verify-token-0123456789"
 TABLES = ("accounts", "api_keys", "audit_events", "operator_tokens", "idempotency_keys")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = make_server(tmp_path_factory.mktemp("native-attacks"))
+    srv = make_server(tmp_path_factory.mktemp("native-attacks"), {"KEYPLANE_VERIFY_TOKEN": VERIFY_TOKEN})
     srv.start()
     yield srv
     srv.stop()
@@ -166,6 +171,10 @@ def test_no_token_text_in_the_log_the_audit_or_an_answer(server: Server, tokens:
         assert token not in dump and token[4:] not in dump
         assert token not in log
     assert world["a"]["secret"] not in log and world["a"]["secret"] not in dump
+    store = Store(server.database_url)
+    issued = TokenService(store).create(["read"], name="repr")
+    store.close()
+    assert issued.secret not in repr(issued) and issued.secret not in repr(issued.token)
 
 
 # IDOR: an id of one kind where another is expected -------------------------------------------------------
@@ -366,8 +375,57 @@ def test_idempotency_keys_out_of_bounds_are_400(server: Server, admin: Api, key:
     assert snapshot(server) == before
 
 
+def test_racing_duplicates_make_one_key_and_show_its_secret_once(server: Server, admin: Api, tokens: dict[str, str],
+                                                                world: dict[str, Any]) -> None:
+    body = {"account_uid": world["b"]["sub"]["uid"], "dialect": "whitebit"}
+    barrier = threading.Barrier(8)
+
+    def one(_: int) -> httpx.Response:
+        with httpx.Client(base_url=server.base_url, timeout=30,
+                          headers={"Authorization": f"Bearer {tokens['all']}"}) as http:
+            barrier.wait()
+            return http.post("/v1/keys", json=body, headers={"Idempotency-Key": "idem-race"})
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(one, range(8)))
+    assert [a.status_code for a in answers] == [201] * 8, [a.text for a in answers]
+    assert len({a.json()["key"]["id"] for a in answers}) == 1
+    shown = [a for a in answers if a.json()["secret_shown"]]
+    assert len(shown) == 1 and all(a.headers.get("idempotent-replayed") == "true" for a in answers if a not in shown)
+    secret = shown[0].json()["secret"]
+    assert all(secret not in a.text for a in answers if a is not shown[0])
+    keys = admin.ok("GET", "/v1/keys", params={"account_uid": world["b"]["sub"]["uid"], "dialect": "whitebit"})
+    assert len(keys["data"]) == 1
+
+
 def test_the_longest_idempotency_key_works(admin: Api) -> None:
     key = "".join(chr(33 + i % 94) for i in range(255))
     first = admin.ok("POST", "/v1/accounts", {"name": "idem-longest"}, status=201, idempotency_key=key)
     again = admin.call("POST", "/v1/accounts", {"name": "idem-longest"}, idempotency_key=key)
     assert again.json()["uid"] == first["uid"]
+
+
+# /openapi.json and /docs ----------------------------------------------------------------------------------
+
+
+def test_the_document_and_docs_hold_no_secret_token_or_address(server: Server, admin: Api, tokens: dict[str, str],
+                                                               world: dict[str, Any]) -> None:
+    """Served without a token, so it must say nothing a caller could not learn from the code: no key,
+    secret, passphrase, operator or verify token, master key, store path or the server's own address."""
+    master = (server.workdir / "keyplane.db.master-key").read_text().strip()
+    secrets_ = [*tokens.values(), VERIFY_TOKEN, master, world["a"]["secret"], world["b"]["secret"],
+                world["a"]["key"]["api_key"], server.database_url, str(server.workdir)]
+    port = server.base_url.rsplit(":", 1)[1]
+    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+        for path in ("/openapi.json", "/docs"):
+            response = http.get(path, follow_redirects=True)
+            assert response.status_code == 200, (path, response.status_code)
+            for secret in secrets_:
+                assert secret not in response.text, (path, secret[:12])
+            assert f":{port}" not in response.text and "127.0.0.1" not in response.text, path
+        document = http.get("/openapi.json").json()
+        # every management route names the operator-token scheme: none is documented as open
+        for path, item in document["paths"].items():
+            for method, operation in item.items():
+                if path.startswith(("/v1/accounts", "/v1/sub-accounts", "/v1/keys", "/v1/audit-events")):
+                    assert operation.get("security") == [{"OperatorToken": []}], (method, path)
