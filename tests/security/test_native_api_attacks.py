@@ -429,3 +429,37 @@ def test_the_document_and_docs_hold_no_secret_token_or_address(server: Server, a
             for method, operation in item.items():
                 if path.startswith(("/v1/accounts", "/v1/sub-accounts", "/v1/keys", "/v1/audit-events")):
                     assert operation.get("security") == [{"OperatorToken": []}], (method, path)
+
+
+@pytest.mark.parametrize("extra", [
+    {"public_key_pem": "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"},
+    {"public_key_pem": "-----BEGIN PUBLIC KEY-----\n" + "A" * 60_000 + "\n-----END PUBLIC KEY-----\n"},
+    {"public_key_pem": "\ud800"},
+    {"public_key_pem": ""},
+    {"passphrase": "\ud800" * 4},
+    {"passphrase": "p" * 10_000},
+    {"passphrase": ""},
+    {"ip_list": ["1.2.3.4/999"]},
+    {"ip_list": ["::ffff:1.2.3.4/129"]},
+    {"ip_list": ["0.0.0.0/0"] * 500},
+    {"ip_list": ["1.2.3.4%eth0"]},
+    {"ip_list": "1.2.3.4"},
+    {"permissions": ["admin"]},
+    {"permissions": ["read", "read,admin"]},
+    {"permissions": "read"},
+    {"key_type": 3},
+    {"key_type": 2**70},
+    {"label": "\u0000"},
+    {"account_uid": "1" * 19},
+    {"account_uid": "-1"},
+    {"account_uid": 1},
+    {"dialect": "BITGET"},
+])
+def test_hostile_key_creates_are_4xx_and_change_nothing(server: Server, admin: Api, world: dict[str, Any],
+                                                        extra: dict[str, Any]) -> None:
+    body = {"account_uid": world["a"]["main"]["uid"], "dialect": "bitget", **extra}
+    before = snapshot(server)
+    response = admin.http.post("/v1/keys", content=json.dumps(body).encode(),
+                               headers={"content-type": "application/json"})
+    assert 400 <= response.status_code < 500, (extra, response.status_code, response.text[:300])
+    assert snapshot(server) == before
