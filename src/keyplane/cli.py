@@ -36,8 +36,16 @@ from keyplane.domain.rules import normalize_bitget_permissions
 from keyplane.domain.scopes import COLLATERAL, SPOT
 from keyplane.domain.tokens import OperatorToken, Scope
 from keyplane.outages import unavailable
-from keyplane.runtime import DatabaseMissing, MasterKeyMismatch, Runtime, build_runtime, require_explicit_master_key
-from keyplane.store.location import BadDatabaseUrl, locate
+from keyplane.runtime import (
+    DatabaseMissing,
+    MasterKeyMismatch,
+    Runtime,
+    SchemaOutOfDate,
+    build_runtime,
+    require_explicit_master_key,
+)
+from keyplane.store import MigrationRefused, Store, head_revision
+from keyplane.store.location import BadDatabaseUrl, DatabaseLocation, locate
 
 
 class ExitCode(IntEnum):
@@ -50,13 +58,15 @@ class ExitCode(IntEnum):
     NO_DATABASE = 4  # no database (or no keyplane tables) at the given place: `keyplane init` makes one
     WRONG_MASTER_KEY = 5  # the master key is not the one the database's secrets are sealed under
     CANNOT_LISTEN = 6  # serve: the address is taken (or not ours to use)
+    NEEDS_MIGRATION = 7  # the database's schema is older than this keyplane's: `keyplane migrate`
 
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 done; 1 unexpected error (a bug: report it); 2 refused: bad argument, setting, file or key "
     "material, or a rule the change breaks (nothing changed); 3 the database or Redis is unavailable (nothing "
     "changed, try again); 4 no database at the given place (run `keyplane init`); 5 the master key is not the "
-    "database's; 6 serve cannot listen (port taken)."
+    "database's; 6 serve cannot listen (port taken); 7 the database needs `keyplane migrate` (also what `keyplane "
+    "migrate --check` answers then)."
 )
 
 
@@ -77,6 +87,10 @@ def failure(error: BaseException) -> tuple[ExitCode, str] | None:
         return ExitCode.NO_DATABASE, str(error)
     if isinstance(error, MasterKeyMismatch):
         return ExitCode.WRONG_MASTER_KEY, str(error)
+    if isinstance(error, SchemaOutOfDate):
+        return ExitCode.NEEDS_MIGRATION, str(error)
+    if isinstance(error, MigrationRefused):
+        return ExitCode.REFUSED, str(error)
     if isinstance(error, crypto.MasterKeyError | BadDatabaseUrl):
         return ExitCode.REFUSED, str(error)
     outage = unavailable(error)  # keyplane.outages: what counts as an outage, for the HTTP edge too
@@ -257,6 +271,56 @@ def init(database: DatabaseOption = None, as_json: JsonOption = False) -> None:
         {"database": location.shown, "masterKey": key, "masterKeyFingerprint": fingerprint},
         as_json, "database created",
     )
+
+
+@app.command("migrate")
+def migrate(
+    check: Annotated[
+        bool, typer.Option("--check", help="Only tell whether the schema is current (exit 7 if not); change nothing.")
+    ] = False,
+    database: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Bring the database's schema up to this keyplane's (back it up first) and say what was applied.
+
+    `serve` does the same as it starts; other commands refuse an older schema (exit 7). Needs no master key.
+    """
+    _one_line_warnings()
+    location = locate(_settings(database).database_url)
+    with _existing_store(location) as store:
+        current = store.schema_revision()
+        pending = store.pending_revisions() if check else store.migrate()
+    head = head_revision()
+    applied = [{"revision": r.id, "title": r.title} for r in pending]
+    if as_json:
+        key = "pending" if check else "applied"
+        print(json.dumps({"database": location.shown, "revision": current, "head": head, key: applied}))
+    elif check and pending:
+        print(f"{location.shown} is at schema revision {current}, this keyplane needs {head}: run `keyplane migrate`")
+    elif check or not pending:
+        print(f"{location.shown}: schema revision {head}, current; nothing to do")
+    else:
+        print(f"{location.shown}: schema migrated from revision {current} to {head}")
+        for revision in pending:
+            print(f"  {revision.id}  {revision.title}")
+    if check and pending:
+        raise typer.Exit(ExitCode.NEEDS_MIGRATION)
+
+
+@contextmanager
+def _existing_store(location: DatabaseLocation) -> Iterator[Store]:
+    """The store at ``location``, which must hold keyplane's tables (``DatabaseMissing`` otherwise)."""
+    if location.in_memory:
+        raise Refused("an in-memory database is new in every process: there is nothing to migrate")
+    if location.file_missing():
+        raise DatabaseMissing(f"no database at {location.shown} (SQLite file missing): run `keyplane init` first")
+    store = Store(location.url)
+    try:
+        if not store.has_schema():
+            raise DatabaseMissing(f"no keyplane tables in {location.shown}: run `keyplane init` first")
+        yield store
+    finally:
+        store.close()
 
 
 @accounts_app.command("create")
@@ -752,6 +816,9 @@ def serve(
     runtime.close()
     if runtime.created_database:
         print(logs.line(f"keyplane: created a new database at {locate(settings.database_url).shown}"), file=sys.stderr)
+    elif runtime.migrated:
+        applied = ", ".join(revision.id for revision in runtime.migrated)
+        print(logs.line(f"keyplane: migrated the database's schema (applied revision {applied})"), file=sys.stderr)
     # how /v1/ is guarded (closed, token, or explicitly open), so no operator runs an open one unawares
     print(logs.line(f"keyplane: {settings.verify_mode}"), file=sys.stderr, flush=True)
     metrics_dir = _metrics_dir(settings, workers)

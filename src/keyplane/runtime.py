@@ -16,7 +16,7 @@ from keyplane.crypto import MasterKey, MasterKeyError, MasterKeyRing
 from keyplane.endpoints import EndpointTable
 from keyplane.ratelimit import RateLimiter
 from keyplane.services import KeyplaneService
-from keyplane.store import Store
+from keyplane.store import Revision, Store
 from keyplane.store.location import DatabaseLocation, locate
 
 
@@ -29,6 +29,7 @@ class Runtime:
     bus: RedisInvalidationBus | None = None
     feed: KeyChangeFeed | None = None
     created_database: bool = False  # this process made the database (``serve`` or ``init`` on a fresh one)
+    migrated: tuple[Revision, ...] = ()  # the schema revisions this process applied (none: it was current)
 
     def close(self) -> None:
         if self.feed is not None:
@@ -43,6 +44,10 @@ class Runtime:
 
 class DatabaseMissing(Exception):
     """There is no database at the location, and this process may not make one (``create=False``)."""
+
+
+class SchemaOutOfDate(Exception):
+    """The database's schema is older than this keyplane's, and this process may not migrate it."""
 
 
 class MasterKeyMismatch(MasterKeyError):
@@ -101,9 +106,10 @@ def build_runtime(settings: Settings, *, follow_changes: bool = False, create: b
     """The parts, wired. ``follow_changes`` (servers) also follows key changes made by other processes.
 
     ``create`` (``keyplane serve``/``init``, the app, tests): a database that is not there yet is made, with
-    a master key file beside it. Without it a missing database is ``DatabaseMissing`` and a missing key file a
-    ``MasterKeyError``: every other command refuses to make state as a side effect. Either way a master key
-    that is not the one the store records is refused (``MasterKeyMismatch``)."""
+    a master key file beside it, and an older schema is migrated. Without it a missing database is
+    ``DatabaseMissing``, a missing key file a ``MasterKeyError`` and an older schema ``SchemaOutOfDate``
+    (``keyplane migrate``): every other command refuses to change state as a side effect. Either way a master
+    key that is not the one the store records is refused (``MasterKeyMismatch``)."""
     location = locate(settings.database_url)  # BadDatabaseUrl before anything is made
     require_explicit_master_key(settings)
     new = location.in_memory or location.file_missing()
@@ -129,7 +135,7 @@ def build_runtime(settings: Settings, *, follow_changes: bool = False, create: b
         raise
     store = store or Store(settings.database_url)
     try:
-        store.migrate()
+        migrated = store.migrate() if create else _require_current_schema(store, location)
         check_master_key(store, ring.current(), location)
     except BaseException:
         store.close()
@@ -162,8 +168,18 @@ def build_runtime(settings: Settings, *, follow_changes: bool = False, create: b
         service.on_keys_changed(bus.publish)
     return Runtime(
         settings=settings, store=store, service=service, verifier=verifier, bus=bus, feed=feed,
-        created_database=new and not location.in_memory,
+        created_database=new and not location.in_memory, migrated=tuple(migrated),
     )
+
+
+def _require_current_schema(store: Store, location: DatabaseLocation) -> list[Revision]:
+    pending = store.pending_revisions()
+    if pending:
+        raise SchemaOutOfDate(
+            f"{location.shown} is at schema revision {store.schema_revision()}, this keyplane needs "
+            f"{pending[-1].id}: back it up, then run `keyplane migrate`"
+        )
+    return []
 
 
 def open_verifier(

@@ -13,12 +13,15 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, Row
 
@@ -32,7 +35,9 @@ from keyplane.domain.model import (
     Scheme,
     SignType,
 )
+from keyplane.errors import NameTaken
 from keyplane.store.tables import (
+    MAIN_ACCOUNT_NAME_INDEX,
     accounts,
     api_keys,
     audit_events,
@@ -49,6 +54,49 @@ _MIGRATION_LOCK = sa.text("SELECT pg_advisory_xact_lock(1801812336, hashtext(coa
 
 log = logging.getLogger("keyplane.store")
 MASTER_KEY_FINGERPRINT = "master_key_fingerprint"
+
+
+class MigrationRefused(Exception):
+    """A migration that cannot run on this database's data (one line: what to do); nothing was changed."""
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One schema revision: its id and the first line of its description."""
+
+    id: str
+    title: str
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    return config
+
+
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory.from_config(_alembic_config())
+
+
+def head_revision() -> str:
+    """The newest schema revision this keyplane knows."""
+    head = _scripts().get_current_head()
+    assert head is not None
+    return head
+
+
+def _pending(current: str | None) -> list[Revision]:
+    """The revisions an upgrade from ``current`` (None: an empty database) applies, oldest first; a revision
+    this keyplane does not know (a newer keyplane upgraded the database) is ``MigrationRefused``."""
+    scripts = _scripts()
+    known = {script.revision for script in scripts.walk_revisions()}
+    if current is not None and current not in known:
+        raise MigrationRefused(
+            f"the database is at schema revision {current}, which this keyplane (newest: {head_revision()}) does "
+            "not know: a newer keyplane upgraded it; run that version"
+        )
+    found = scripts.iterate_revisions("heads", current or "base")
+    return [Revision(script.revision, (script.doc or "").split("\n", 1)[0]) for script in reversed(list(found))]
 
 
 def now_ms() -> int:
@@ -225,7 +273,19 @@ class Transaction:
             "created_at": at,
             "updated_at": at,
         }
-        uid = self.conn.execute(sa.insert(accounts).values(**values).returning(accounts.c.uid)).scalar_one()
+        insert = sa.insert(accounts).values(**values).returning(accounts.c.uid)
+        if parent_uid is not None:
+            uid = self.conn.execute(insert).scalar_one()
+        else:
+            # The unique index on main-account names (0004) is the rule; a caller's own look-up first only makes
+            # the common refusal cheaper. A savepoint keeps the transaction usable after a lost race.
+            try:
+                with self.conn.begin_nested():
+                    uid = self.conn.execute(insert).scalar_one()
+            except sa.exc.IntegrityError as error:
+                if MAIN_ACCOUNT_NAME_INDEX not in str(error.orig):
+                    raise
+                raise NameTaken(f"a main account is already named {name!r}", field="name") from None
         return Account(
             uid=uid,
             public_id=values["public_id"],
@@ -669,8 +729,18 @@ class Store:
         """``listener`` hears of the keys each transaction changed, right after it commits."""
         self._key_listeners.append(listener)
 
-    def migrate(self) -> None:
-        """Brings the schema to the newest Alembic revision; safe when many processes start at once.
+    def schema_revision(self) -> str | None:
+        """The schema revision the database is at; None before any (no keyplane tables)."""
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def pending_revisions(self) -> list[Revision]:
+        """What ``migrate`` would apply now, oldest first (``MigrationRefused``: a revision newer than ours)."""
+        return _pending(self.schema_revision())
+
+    def migrate(self) -> list[Revision]:
+        """Brings the schema to the newest Alembic revision and returns the revisions it applied (none when
+        it was current); safe when many processes start at once.
 
         The migration runs in one transaction that first takes a lock, so processes started together on
         an empty database migrate one after the other and every later one finds the schema at head (a
@@ -678,13 +748,16 @@ class Store:
         transaction-scoped advisory lock keyed by the schema, released at commit; without it two nodes
         both created ``alembic_version`` and one died.
         """
-        config = Config()
-        config.set_main_option("script_location", str(_MIGRATIONS))
+        config = _alembic_config()
         with self.engine.begin() as conn:
             if not self.is_sqlite:
                 conn.execute(_MIGRATION_LOCK)
-            config.attributes["connection"] = conn
-            command.upgrade(config, "head")
+            # read under the lock: what another process migrated meanwhile is not reported as ours
+            pending = _pending(MigrationContext.configure(conn).get_current_revision())
+            if pending:
+                config.attributes["connection"] = conn
+                command.upgrade(config, "head")
+        return pending
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:

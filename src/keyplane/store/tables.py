@@ -31,6 +31,13 @@ accounts = sa.Table(
     sqlite_autoincrement=True,
 )
 
+# Main-account names are unique, whatever their case (migration 0004); sub-accounts have ``alias_key``.
+MAIN_ACCOUNT_NAME_INDEX = "uq_accounts_main_name"
+sa.Index(
+    MAIN_ACCOUNT_NAME_INDEX, sa.func.lower(accounts.c.name), unique=True,
+    sqlite_where=accounts.c.parent_uid.is_(None), postgresql_where=accounts.c.parent_uid.is_(None),
+)
+
 api_keys = sa.Table(
     "api_keys",
     metadata,
