@@ -19,6 +19,8 @@ from keyplane.config import Settings
 from keyplane.domain.model import Scheme
 from keyplane.runtime import build_runtime
 
+_ACCOUNT_NUMBERS = itertools.count(1)
+
 _COUNTER = itertools.count()
 
 
@@ -96,7 +98,8 @@ class Operator:
         self.runtime = build_runtime(Settings(database_url=database_url))
 
     def main_account(self, name: str = "venue") -> str:
-        return str(self.runtime.service.accounts.create_main_account(name).uid)
+        """A new main account named ``name`` and a unique tail (main-account names are unique)."""
+        return str(self.runtime.service.accounts.create_main_account(f"{name}-{next(_ACCOUNT_NUMBERS)}").uid)
 
     def whitebit_main_key(self, uid: str, ips: tuple[str, ...] = ()) -> dict[str, Any]:
         issued = self.runtime.service.keys.issue_main_key(int(uid), Scheme.WHITEBIT, ip_list=ips)
