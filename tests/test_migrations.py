@@ -5,6 +5,7 @@ SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import threading
 import time
@@ -26,6 +27,8 @@ from test_cli_operator import _env, _one_line_error, _run, _run_on_terminal
 
 MASTER_KEY = "ab" * 32
 MAIN_NAME_INDEX = "uq_accounts_main_name"
+HEAD = head_revision()
+REVISIONS = [f"{n:04d}" for n in range(1, int(HEAD) + 1)]
 
 
 def _at_revision(url: str, revision: str, *main_names: str) -> None:
@@ -81,14 +84,14 @@ def old_db(tmp_path: Path) -> str:
 
 
 def test_check_on_an_old_database_says_so_in_one_line_and_changes_nothing(old_db: str, tmp_path: Path) -> None:
-    head = head_revision()
     for width in ({}, {"COLUMNS": "80"}):
         piped = _run(tmp_path, "migrate", "--check", "--database", old_db, env=_env(**width))
         assert piped.returncode == ExitCode.NEEDS_MIGRATION == 7, piped
         assert piped.stderr == "" and len(piped.stdout.splitlines()) == 1
-        assert "revision 0003" in piped.stdout and head in piped.stdout and "keyplane migrate" in piped.stdout
+        assert "revision 0003" in piped.stdout and HEAD in piped.stdout and "keyplane migrate" in piped.stdout
     as_json = _run(tmp_path, "migrate", "--check", "--json", "--database", old_db)
-    assert as_json.returncode == 7 and '"pending": [{"revision": "0004"' in as_json.stdout
+    pending = json.loads(as_json.stdout)["pending"]
+    assert as_json.returncode == 7 and [r["revision"] for r in pending] == REVISIONS[3:]
     assert _state(old_db) == ("0003", False)
     # every other command refuses the old schema rather than migrate it as a side effect
     _one_line_error(_run(tmp_path, "accounts", "list", "--database", old_db), ExitCode.NEEDS_MIGRATION,
@@ -98,14 +101,16 @@ def test_check_on_an_old_database_says_so_in_one_line_and_changes_nothing(old_db
 
 def test_migrate_applies_what_is_pending_says_what_and_is_then_current(old_db: str, tmp_path: Path) -> None:
     on_terminal = _run_on_terminal(tmp_path, "migrate", "--database", old_db, columns=80, env=_env())
-    assert "from revision 0003 to 0004" in on_terminal and "0004  Main-account names unique" in on_terminal
-    assert _state(old_db) == ("0004", True)
+    assert f"from revision 0003 to {HEAD}" in on_terminal and "0006  Main-account names unique" in on_terminal
+    assert all(f"\n  {revision}  " in on_terminal for revision in REVISIONS[3:])
+    assert _state(old_db) == (HEAD, True)
     current = _run_on_terminal(tmp_path, "migrate", "--check", "--database", old_db, columns=80, env=_env())
-    assert current.strip().endswith("schema revision 0004, current; nothing to do")
+    assert current.strip().endswith(f"schema revision {HEAD}, current; nothing to do")
     piped = _run(tmp_path, "migrate", "--check", "--database", old_db)
     assert piped.returncode == 0 and piped.stdout == current.replace("\r", "")
     again = _run(tmp_path, "migrate", "--json", "--database", old_db)
-    assert again.returncode == 0 and '"applied": []' in again.stdout and '"revision": "0004"' in again.stdout
+    assert again.returncode == 0 and json.loads(again.stdout)["applied"] == []
+    assert json.loads(again.stdout)["revision"] == HEAD
     assert _run(tmp_path, "accounts", "create", "--name", "after", "--database", old_db).returncode == 0
 
 
@@ -135,7 +140,7 @@ def test_an_upgrade_is_refused_while_main_accounts_share_a_name(
     with Store(url).engine.begin() as conn:
         conn.execute(sa.text("UPDATE accounts SET name = 'Acme 2' WHERE uid = 1000000003"))
     assert _run(tmp_path, "migrate", "--database", url).returncode == 0
-    assert _state(url) == ("0004", True)
+    assert _state(url) == (HEAD, True)
 
 
 def test_serve_migrates_an_old_database_and_says_so(old_db: str, tmp_path: Path) -> None:
@@ -143,8 +148,9 @@ def test_serve_migrates_an_old_database_and_says_so(old_db: str, tmp_path: Path)
     assert server.database_url == old_db
     server.start()  # returns once /health answers
     server.stop()
-    assert "migrated the database's schema (applied revision 0004)" in server.log_path.read_text()
-    assert _state(old_db) == ("0004", True)
+    applied = ", ".join(REVISIONS[3:])
+    assert f"migrated the database's schema (applied revision {applied})" in server.log_path.read_text()
+    assert _state(old_db) == (HEAD, True)
 
 
 # main-account names: the index decides, whoever asks --------------------------------------------------------

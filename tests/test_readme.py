@@ -27,6 +27,8 @@ from conftest import KEYPLANE, free_port
 
 README = Path(__file__).parents[1] / "README.md"
 FENCE = re.compile(r"(?:^<!--\s*(?P<mark>[^>]*?)\s*-->\n)?^```(?P<lang>sh|python)\n(?P<code>.*?)^```$", re.M | re.S)
+# sections whose blocks another test runs, as written, with what they need (keys in the environment)
+RUN_ELSEWHERE = {"Python SDK": "test_readme_sdk.py"}
 FILES = ("keyplane.db", "keyplane.db-wal", "keyplane.db.master-key", "keyplane.db.nonces", "keyplane.db.replay")
 
 
@@ -36,10 +38,11 @@ class Block:
     code: str
     mark: str
     line: int
+    section: str
 
     @property
     def runs(self) -> bool:
-        return not self.mark.startswith("not run")
+        return not self.mark.startswith("not run") and self.section not in RUN_ELSEWHERE
 
     @property
     def server_stopped(self) -> bool:
@@ -48,11 +51,15 @@ class Block:
 
 def blocks() -> list[Block]:
     text = README.read_text()
+    headings = [(m.start(), m.group(1)) for m in re.finditer(r"^## (.+)$", text, re.M)]
     found = [
-        Block(m["lang"], m["code"], (m["mark"] or "").strip(), text.count("\n", 0, m.start()) + 1)
+        Block(m["lang"], m["code"], (m["mark"] or "").strip(), text.count("\n", 0, m.start()) + 1,
+              [title for at, title in headings if at < m.start()][-1])
         for m in FENCE.finditer(text)
     ]
     assert len(found) == len(re.findall(r"^```(?:sh|python)$", text, re.M)), "a block the pattern missed"
+    for section, test in RUN_ELSEWHERE.items():
+        assert any(b.section == section for b in found) and (Path(__file__).parent / test).exists()
     for block in found:
         assert block.mark in ("", "run with the server stopped") or block.mark.startswith("not run: "), block.mark
     return found

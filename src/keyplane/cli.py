@@ -331,7 +331,7 @@ def accounts_create(
 ) -> None:
     """Create a main account."""
     with _opened(database) as runtime:
-        account = runtime.service.accounts.create_main_account(name, unique_name=True)
+        account = runtime.service.accounts.create_main_account(name)
     _emit({"uid": str(account.uid), "id": account.public_id, "name": account.name}, as_json, "main account")
 
 

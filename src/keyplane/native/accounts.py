@@ -64,7 +64,7 @@ def _next(kind: str, found: list[Account], limit: int) -> str | None:
 
 async def create_account(svc: KeyplaneService, call: Call) -> AccountView:
     body: CreateAccount = call.body
-    account = await run_service(svc.accounts.create_main_account, body.name, unique_name=True, by=operator(call))
+    account = await run_service(svc.accounts.create_main_account, body.name, by=operator(call))
     return AccountView.of(account)
 
 

@@ -13,15 +13,15 @@ class AccountService:
     def __init__(self, ctx: ServiceContext) -> None:
         self._ctx = ctx
 
-    def create_main_account(self, name: str, *, unique_name: bool = False, by: Operator | None = None) -> Account:
-        """With ``unique_name`` (the ``keyplane`` command) the name must be new, whatever its case: checked
-        under the write lock on SQLite; on PostgreSQL two simultaneous creations of one name can still both
-        pass (no index enforces it yet, and stores made before may hold duplicates)."""
+    def create_main_account(self, name: str, *, by: Operator | None = None) -> Account:
+        """The name must be new, whatever its case: the unique index of migration 0006 decides (the store
+        turns its refusal into ``NameTaken``, also for the later of two simultaneous creations); the
+        look-up first only spares a refused creation its insert."""
         name = name.strip()
         if not name or len(name) > 64:
             raise InvalidName("a main account's name is 1 to 64 characters", field="name")
         with self._ctx.store.transaction() as tx:
-            if unique_name and tx.main_account_named(name) is not None:
+            if tx.main_account_named(name) is not None:
                 raise NameTaken(f"a main account is already named {name!r}", field="name")
             account = tx.insert_account(name=name, parent_uid=None, permissions=())
             self._ctx.operator_audit(
