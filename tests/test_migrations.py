@@ -96,6 +96,7 @@ def test_check_on_an_old_database_says_so_in_one_line_and_changes_nothing(old_db
     # every other command refuses the old schema rather than migrate it as a side effect
     _one_line_error(_run(tmp_path, "accounts", "list", "--database", old_db), ExitCode.NEEDS_MIGRATION,
                     "revision 0003", "keyplane migrate")
+    _one_line_error(_run(tmp_path, "init", "--database", old_db), ExitCode.REFUSED, "already", "nothing was changed")
     assert _state(old_db) == ("0003", False)
 
 
@@ -133,6 +134,8 @@ def test_an_upgrade_is_refused_while_main_accounts_share_a_name(
 ) -> None:
     url = f"sqlite:///{tmp_path / 'dup.db'}" if backend == "sqlite" else request.getfixturevalue("pg_url")
     _at_revision(url, "0003", "Acme", "other", "ACME", "solo")
+    check = _run(tmp_path, "migrate", "--check", "--database", url)
+    assert check.returncode == ExitCode.NEEDS_MIGRATION and "revision 0003" in check.stdout  # --check: a read
     refused = _run(tmp_path, "migrate", "--database", url, env=_env(COLUMNS="80"))
     line = _one_line_error(refused, ExitCode.REFUSED, "'Acme': uids 1000000001, 1000000003", "nothing was changed")
     assert "solo" not in line and "other" not in line

@@ -258,6 +258,8 @@ def init(database: DatabaseOption = None, as_json: JsonOption = False) -> None:
     _one_line_warnings()
     settings = _settings(database)
     location = locate(settings.database_url)
+    if _has_keyplane_tables(location):  # asked first: building a runtime would migrate an older schema
+        raise Refused(f"a keyplane database is already at {location.shown}; nothing was changed")
     runtime = build_runtime(settings, create=True)
     try:
         created = runtime.created_database
@@ -305,6 +307,16 @@ def migrate(
             print(f"  {revision.id}  {revision.title}")
     if check and pending:
         raise typer.Exit(ExitCode.NEEDS_MIGRATION)
+
+
+def _has_keyplane_tables(location: DatabaseLocation) -> bool:
+    if location.in_memory or location.file_missing():
+        return False
+    store = Store(location.url)
+    try:
+        return store.has_schema()
+    finally:
+        store.close()
 
 
 @contextmanager
