@@ -164,7 +164,7 @@ def _create_after_barrier(url: str, barrier: Any, results: Any) -> None:
     try:
         barrier.wait(timeout=60)
         try:
-            results.put(("made", runtime.service.create_main_account("Racing Venue").uid))
+            results.put(("made", runtime.service.accounts.create_main_account("Racing Venue").uid))
         except NameTaken as error:
             results.put(("refused", error.message))
     finally:
