@@ -26,7 +26,7 @@ import httpx
 from conftest import KEYPLANE, free_port
 
 README = Path(__file__).parents[1] / "README.md"
-FENCE = re.compile(r"(?:^<!--\s*(?P<mark>[^>]*?)\s*-->\n)?^```(?P<lang>sh|python)\n(?P<code>.*?)^```$", re.M | re.S)
+FENCE = re.compile(r"(?:^<!--\s*(?P<mark>[^\n]*?)\s*-->\n)?^```(?P<lang>sh|python)\n(?P<code>.*?)^```$", re.M | re.S)
 # sections whose blocks another test runs, as written, with what they need (keys in the environment)
 RUN_ELSEWHERE = {"Python SDK": "test_readme_sdk.py"}
 FILES = ("keyplane.db", "keyplane.db-wal", "keyplane.db.master-key", "keyplane.db.nonces", "keyplane.db.replay")
@@ -106,6 +106,9 @@ def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYPLANE_") and k not in ("COLUMNS", "LINES")}
     # `pip install ccxt` as written, without the network: ccxt is installed (the test extras pin it)
     env.update(PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    # the quickstart's second terminal, where `source .venv/bin/activate` has run: later sections' commands
+    # (`keyplane tokens create` in "Web console") rely on it
+    env["PATH"] = f"{Path(sys.prefix) / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     return env
 
 
@@ -137,7 +140,7 @@ def test_every_setting_the_code_reads_is_in_the_readme() -> None:
     literal = re.compile(r"[\"'](KEYPLANE_[A-Z_]*[A-Z])[\"']")
     read = {name for path in source.rglob("*.py") for name in literal.findall(path.read_text())}
     text = README.read_text()
-    assert read and {name for name in read if f"`{name}`" not in text} == set()
+    assert read and {name for name in read if not re.search(f"`{name}[`=]", text)} == set()
     for option in ("--workers", "--host", "--port", "--database", "KEYPLANE_LOG_LEVEL", "KEYPLANE_LOG_FORMAT"):
         assert option in text
 

@@ -42,6 +42,7 @@ from keyplane.runtime import (
     Runtime,
     SchemaOutOfDate,
     build_runtime,
+    master_key_ring,
     require_explicit_master_key,
 )
 from keyplane.store import MigrationRefused, Store, head_revision
@@ -259,6 +260,7 @@ def init(database: DatabaseOption = None, as_json: JsonOption = False) -> None:
     settings = _settings(database)
     location = locate(settings.database_url)
     if _has_keyplane_tables(location):  # asked first: building a runtime would migrate an older schema
+        master_key_ring(settings, create=False)  # a restored database without its key file: say that first
         raise Refused(f"a keyplane database is already at {location.shown}; nothing was changed")
     runtime = build_runtime(settings, create=True)
     try:
