@@ -463,3 +463,15 @@ def test_hostile_key_creates_are_4xx_and_change_nothing(server: Server, admin: A
                                headers={"content-type": "application/json"})
     assert 400 <= response.status_code < 500, (extra, response.status_code, response.text[:300])
     assert snapshot(server) == before
+
+
+def test_the_sdk_sends_a_dot_id_as_one_segment_never_a_level_up(server: Server, tokens: dict[str, str]) -> None:
+    """The server refuses the escaped dots as a non-canonical path: the id reaches no other route."""
+    from keyplane.client import ApiError, Client
+
+    with Client(server.base_url, token=tokens["all"]) as client:
+        for call in (lambda: client.keys.delete(".."), lambda: client.keys.get("."),
+                     lambda: client.accounts.delete(".."), lambda: client.sub_accounts.freeze(".")):
+            with pytest.raises(ApiError) as refused:
+                call()
+            assert refused.value.code == "invalid_path", refused.value

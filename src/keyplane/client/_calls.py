@@ -28,8 +28,10 @@ class Call(Generic[T]):
 
 
 def _segment(value: str | int) -> str:
-    # one path segment whatever the value holds ('/', '..', '?'): the server refuses what it does not know
-    return quote(str(value), safe="")
+    # one path segment whatever the value holds ('/', '..', '?'): the server refuses what it does not know.
+    # quote leaves dots alone and httpx resolves a "." or ".." segment (DELETE /v1/keys/.. would be DELETE /v1)
+    text = quote(str(value), safe="")
+    return text.replace(".", "%2E") if text in (".", "..") else text
 
 
 def _query(**values: str | int | bool | datetime | None) -> dict[str, str]:
