@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -264,3 +265,56 @@ def test_queries_and_forms_no_browser_sends_are_4xx(admin: Browser, world: dict[
                  {"name": "ok", "dialect": "bitget", "label": "\x01"}):
         response = admin.post(f"/console/accounts/{main}/subaccounts", data)
         assert response.status_code < 500, (data, response.status_code)
+
+
+def forged_cookie(server: Server, token_id: str, *, started: int, seen: int, context: str | None = None) -> str:
+    """A session cookie sealed with the server's own master key (only the holder of that key can make one)."""
+    from keyplane.console.sessions import Session, Sessions
+    from keyplane.crypto import MasterKey, read_key_file
+
+    keys = MasterKey.from_text(read_key_file(server.workdir / "keyplane.db.master-key"))
+    sessions = Sessions(lambda: keys, idle_seconds=15 * 60)
+    value = sessions.encode(Session(token_id=token_id, csrf="c" * 43, started=started, seen=seen))
+    if context is not None:  # the same payload sealed for another purpose (as a key's secret is)
+        import base64
+
+        payload = keys.unseal(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)), "keyplane console session v1")
+        value = base64.urlsafe_b64encode(keys.seal(payload, context)).decode().rstrip("=")
+    return value
+
+
+def test_idle_old_future_altered_and_resealed_sessions_open_nothing(server: Server, tokens: dict[str, str],
+                                                                    world: dict[str, Any]) -> None:
+    admin = Browser(server)
+    admin.sign_in(tokens["all"])
+    good = admin.http.cookies["keyplane_console"]
+    token_id = next(t for t in _token_ids(server) if t[1] == "<b>all</b>")[0]
+    now = int(time.time())
+    cookies = {
+        "idle": forged_cookie(server, token_id, started=now - 20 * 60, seen=now - 15 * 60 - 5),
+        "too old": forged_cookie(server, token_id, started=now - 13 * 3600, seen=now - 10),
+        "future": forged_cookie(server, token_id, started=now, seen=now + 3600),
+        "another token id": forged_cookie(server, "tok_0000000000000000", started=now, seen=now),
+        "another purpose": forged_cookie(server, token_id, started=now, seen=now, context=token_id),
+        "altered": good[:-2] + ("A" if good[-2] != "A" else "B") + good[-1],
+        "truncated": good[:40],
+        "huge": good * 3,
+    }
+    fresh = forged_cookie(server, token_id, started=now, seen=now)
+    with httpx.Client(base_url=server.base_url, cookies={"keyplane_console": fresh}) as control:
+        assert control.get("/console/accounts").status_code == 200  # the forging itself is right
+    before = snapshot(server)
+    for what, value in cookies.items():
+        with httpx.Client(base_url=server.base_url, cookies={"keyplane_console": value}) as http:
+            page = http.get("/console/accounts")
+            assert page.status_code == 303 and page.headers["location"].startswith("/console/signin"), what
+            action = http.post(f"/console/accounts/{world['main']['uid']}/freeze", data={"csrf": "c" * 43})
+            assert action.status_code in (401, 403), (what, action.status_code)
+    assert snapshot(server) == before
+    admin.close()
+
+
+def _token_ids(server: Server) -> list[tuple[str, str]]:
+    path = server.database_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as db:
+        return list(db.execute("SELECT id, name FROM operator_tokens"))
