@@ -31,6 +31,7 @@ TABLES = ("accounts", "api_keys", "audit_events", "operator_tokens", "idempotenc
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = make_server(tmp_path_factory.mktemp("native-attacks"), {"KEYPLANE_VERIFY_TOKEN": VERIFY_TOKEN})
+    srv.serve_args = ("--workers", "2")  # racing duplicates and a revocation reach two processes
     srv.start()
     yield srv
     srv.stop()
