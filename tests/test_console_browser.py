@@ -20,12 +20,11 @@ from typing import Any
 
 import ccxt
 import pytest
+from playwright import sync_api as playwright_api
 
 from conftest import Server, make_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
-
-playwright_api = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 WIDE = {"width": 1280, "height": 900}
