@@ -55,7 +55,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
         operator = Operator(server, browser, shots)
         operator.main_name = "venue-" + uuid.uuid4().hex[:6]
         operator.main_uid = server.main_account(operator.main_name)
-        for scope in ("all", "read"):
+        for scope in ("all", "read", "audit"):
             made = server.cli("tokens", "create", "--scope", scope, "--name", f"{scope}-ops")
             operator.tokens[scope], operator.token_ids[scope] = made["token"], made["id"]
         yield operator
@@ -194,6 +194,9 @@ def test_an_operator_manages_a_key_end_to_end_and_finds_each_step_in_the_audit(c
     page.goto("/console/accounts")
     assert page.url.endswith("/console/signin")
     tab.shot("signin")
+    tab.sign_in(console.tokens["audit"])
+    page.goto(f"/console/audit?token={console.token_ids['all']}&action=console.signin,console.signout")
+    assert rows.locator("td:nth-child(2)").all_inner_texts()[:2] == ["console.signout", "console.signin"]
     tab.close()
     log = console.server.log_path.read_text()
     assert f"GET /console/accounts/{sub_uid}" in log  # the server's log is the one read

@@ -154,8 +154,10 @@ def test_each_page_and_action_needs_its_scope(runtime: Runtime, tokens: dict[str
         assert runtime.service.keys.list_account_keys(main.uid) == []
 
         client.cookies.clear()
-        await sign_in(client, tokens["audit"])
-        assert (await client.get("/console/audit")).status_code == 200
+        signed = await sign_in(client, tokens["audit"])
+        assert signed.headers["location"] == "/console/audit"  # the page it may open
+        audit_page = await client.get("/console/audit")
+        assert audit_page.status_code == 200 and ">Accounts</a>" not in audit_page.text
         assert (await client.get("/console/accounts")).status_code == 403
         assert "needs the scope read, accounts, keys or all" in (
             await client.get(f"/console/accounts/{main.uid}")).text

@@ -129,7 +129,8 @@ class Console:
         now = int(time.time())
         session = self.sessions.decode(request.cookies.get(COOKIE, ""), now)
         if request.path in ("", "/"):
-            return redirect(PREFIX + ("/accounts" if session and session.signed_in else "/signin"))
+            operator = self.tokens.operator(session.token_id) if session and session.signed_in else None
+            return redirect(PREFIX + (_home(operator) if operator is not None else "/signin"))
         if request.path == "/signin":
             return self._signin(request, session, now)
         if request.path == "/signout" and request.method == "POST":
@@ -194,8 +195,9 @@ class Console:
 
     def _signin(self, request: WebRequest, session: Session | None, now: int) -> Response:
         if request.method == "GET":
-            if session is not None and session.signed_in and self.tokens.operator(session.token_id) is not None:
-                return redirect(PREFIX + "/accounts")
+            operator = self.tokens.operator(session.token_id) if session is not None and session.signed_in else None
+            if operator is not None:
+                return redirect(PREFIX + _home(operator))
             session = session if session is not None and not session.signed_in else self.sessions.new(now)
             ended = request.arg("ended") == "1"
             return self.page(200, "signin.html", csrf=session.csrf, error=None, ended=ended,
@@ -214,13 +216,16 @@ class Console:
             return self.page(401, "signin.html", csrf=fresh.csrf, error="That token is not valid.", ended=False,
                              cookie=self.sessions.cookie(fresh, secure=request.secure))
         signed_in = self.sessions.new(now, operator.token_id)  # a new CSRF token: nothing from before sign-in
-        log.info("console: %s signed in from %s", operator.name, request.client_ip)
-        return redirect(PREFIX + "/accounts", cookie=self.sessions.cookie(signed_in, secure=request.secure))
+        self.tokens.record("console.signin", operator, request.client_ip)
+        return redirect(PREFIX + _home(operator), cookie=self.sessions.cookie(signed_in, secure=request.secure))
 
     def _signout(self, request: WebRequest, session: Session | None) -> Response:
         if session is not None and not self._form_is_ours(request, session):
             return self.page(403, "error.html", title="Refused", message="This form was not sent from this "
                              "console session (its CSRF token is missing or wrong).")
+        operator = self.tokens.operator(session.token_id) if session is not None and session.signed_in else None
+        if operator is not None:
+            self.tokens.record("console.signout", operator, request.client_ip)
         return redirect(PREFIX + "/signin", cookie=self.sessions.cleared(secure=request.secure))
 
     # rendering --------------------------------------------------------------------------------------
@@ -236,6 +241,12 @@ class Console:
         values.setdefault("section", "")
         return html(status, self.templates.get_template(template).render(prefix=PREFIX, ops=operators, **values),
                     cookie=cookie)
+
+
+def _home(operator: Operator) -> str:
+    """The first page the operator's token may open: the accounts, or (an audit-only token) the audit log."""
+    may_accounts = operator.may(operators.READ_ACCOUNTS) or operator.may(operators.READ_KEYS)
+    return "/accounts" if may_accounts else "/audit"
 
 
 def _message(error: KeyplaneError) -> str:

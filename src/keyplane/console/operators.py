@@ -61,6 +61,12 @@ class TokenDirectory:
             token = token_rows.get_token(tx, token_id)
         return _operator(token) if token is not None and not token.revoked else None
 
+    def record(self, action: str, operator: Operator, ip: str) -> None:
+        """A sign-in or sign-out in the audit log, under the token's id."""
+        with self.store.transaction() as tx:
+            tx.add_audit(action=action, target=operator.token_id, account_uid=None, actor_uid=None, actor_key=None,
+                         ip=ip or None, actor_token=operator.token_id, detail={"name": operator.name})
+
 
 def _operator(token: OperatorToken) -> Operator:
     return Operator(
