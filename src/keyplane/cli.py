@@ -27,7 +27,9 @@ from typing import Annotated, Any, NoReturn
 import sqlalchemy.exc
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from keyplane import crypto, errors, logs
 from keyplane.config import Settings
@@ -207,12 +209,19 @@ def _read_text(path: Path, what: str) -> str:
         raise Refused(f"{what} {path} is not a text (PEM) file") from None
 
 
+# C0 and C1 controls and DEL, shown as \xNN: a label or name a tenant chose through a dialect is shown to the
+# operator's terminal, never obeyed by it (no escape sequence, title change or clipboard write)
+_CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
+
+
 def _value(value: Any) -> str:
     if isinstance(value, list | tuple):
-        return ", ".join(str(v) for v in value) or "-"
-    if isinstance(value, dict):
-        return json.dumps(value)
-    return "-" if value is None or value == "" else str(value)
+        text = ", ".join(str(v) for v in value) or "-"
+    elif isinstance(value, dict):
+        text = json.dumps(value)
+    else:
+        text = "-" if value is None or value == "" else str(value)
+    return text.translate(_CONTROLS)
 
 
 def _lines(data: dict[str, Any]) -> None:
@@ -241,7 +250,7 @@ def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str], whole: set[st
         else:
             table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*(_value(row[column]) for column in columns))
+        table.add_row(*(Text(_value(row[column])) for column in columns))  # Text: a cell is never Rich markup
     # Rich would shrink and fold columns to fit; a table is drawn only when every cell fits on one line
     unbounded = console.options.update(max_width=1_000_000)  # measure() clamps to the width it is given
     if console.is_terminal and console.measure(table, options=unbounded).maximum <= console.width:
@@ -871,7 +880,7 @@ def _metrics_dir(settings: Settings, workers: int) -> str | None:
 
 
 def _fail(code: ExitCode, line: str) -> NoReturn:
-    err_console.print(f"[red]error:[/red] {line}", markup=True, highlight=False)
+    err_console.print(f"[red]error:[/red] {escape(line.translate(_CONTROLS))}", markup=True, highlight=False)
     sys.exit(code)
 
 
