@@ -395,6 +395,7 @@ def test_racing_duplicates_make_one_key_and_show_its_secret_once(server: Server,
     assert len(shown) == 1 and all(a.headers.get("idempotent-replayed") == "true" for a in answers if a not in shown)
     secret = shown[0].json()["secret"]
     assert all(secret not in a.text for a in answers if a is not shown[0])
+    assert secret not in repr(snapshot(server))  # the recorded answer holds no secret either
     keys = admin.ok("GET", "/v1/keys", params={"account_uid": world["b"]["sub"]["uid"], "dialect": "whitebit"})
     assert len(keys["data"]) == 1
 
