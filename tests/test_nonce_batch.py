@@ -145,24 +145,27 @@ def test_a_batch_whose_statement_fails_midway_accepts_none_of_its_claims(ledger:
     first, second = ids  # the batch writes rows in key order
     batcher.decide([_advance(second, 1)])
     locker = service.store.engine.connect()
-    locker.begin()
-    locker.execute(sa.text("SELECT 1 FROM key_nonces WHERE api_key_id = :k FOR UPDATE"), {"k": second})
-    batch = [_advance(first, 5), _record(first, NOW), _advance(second, 5)]
-    worker = threading.Thread(target=batcher.decide, args=(batch,))
-    worker.start()
-    with service.store.engine.connect() as admin:
-        deadline = time.monotonic() + 20
-        pid = None
-        while pid is None and time.monotonic() < deadline:  # this batcher's connection only (others run tests)
-            pid = admin.execute(
-                sa.text("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid = ANY(:pids)"),
-                {"pids": _backend_pids(batcher)},
-            ).scalar()
-        assert pid is not None, "the batch never waited for the locked row"
-        assert admin.execute(sa.text("SELECT pg_cancel_backend(:p)"), {"p": pid}).scalar()
-    worker.join(timeout=20)
-    locker.rollback()
-    locker.close()
+    try:
+        locker.begin()
+        locker.execute(sa.text("SELECT 1 FROM key_nonces WHERE api_key_id = :k FOR UPDATE"), {"k": second})
+        batch = [_advance(first, 5), _record(first, NOW), _advance(second, 5)]
+        worker = threading.Thread(target=batcher.decide, args=(batch,))
+        worker.start()
+        # autocommit: within one transaction PostgreSQL shows the same pg_stat_activity snapshot every time
+        with service.store.engine.execution_options(isolation_level="AUTOCOMMIT").connect() as admin:
+            deadline = time.monotonic() + 20
+            pid = None
+            while pid is None and time.monotonic() < deadline:  # this batcher's backends only (others run tests)
+                pid = admin.execute(
+                    sa.text("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid = ANY(:pids)"),
+                    {"pids": _backend_pids(batcher)},
+                ).scalar()
+            assert pid is not None, "the batch never waited for the locked row"
+            assert admin.execute(sa.text("SELECT pg_cancel_backend(:p)"), {"p": pid}).scalar()
+        worker.join(timeout=20)
+    finally:
+        locker.rollback()  # else dropping the test's schema would wait for this lock for ever
+        locker.close()
     assert all(isinstance(c.error, sqlalchemy.exc.OperationalError) for c in batch), [c.error for c in batch]
     assert not any(c.outcome for c in batch)
     assert _last(service, first) is None and _seen(service, first) == set() and _last(service, second) == 1
