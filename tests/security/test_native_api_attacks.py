@@ -142,7 +142,7 @@ def test_a_token_anywhere_but_the_authorization_header_is_ignored(server: Server
     with httpx.Client(base_url=server.base_url, timeout=30) as http:
         assert_error(http.get("/v1/accounts", params={"access_token": token}), 401, "missing_token")
         assert_error(http.get("/v1/accounts", params={"token": token}), 401, "missing_token")
-        assert_error(http.get("/v1/accounts", cookies={"access_token": token, "keyplane_console": token}),
+        assert_error(http.get("/v1/accounts", headers={"Cookie": f"access_token={token}; keyplane_console={token}"}),
                      401, "missing_token")
         assert_error(http.get("/v1/accounts", headers={"X-Api-Key": token}), 401, "missing_token")
         assert_error(http.get("/v1/accounts", headers={"Authorization": f"Basic {token}"}), 401, "invalid_token")
