@@ -35,7 +35,7 @@ from keyplane.http import (
     send_response,
 )
 from keyplane.logs import RefusalLog
-from keyplane.metrics import Metrics, WorkerFiles, registry_for, route_of
+from keyplane.metrics import Metrics, StoreGauge, WorkerFiles, registry_for, route_of
 from keyplane.native import errors as management_errors
 from keyplane.native.api import ManagementApi
 from keyplane.native.routes import PREFIXES as MANAGEMENT_PREFIXES
@@ -91,9 +91,17 @@ class KeyplaneApp:
     def _mount(self, runtime: Runtime) -> None:
         metrics = self.metrics
         cache, nonces = runtime.verifier.cache, runtime.verifier.nonces
+        lifecycle, within = runtime.service.lifecycle, self.settings.expiring_within_s
+
+        def expiry_counts() -> dict[str, int]:
+            expired, expiring = lifecycle.count_expiring(within)
+            return {"keys_expired": expired, "keys_expiring": expiring}
+
+        expiry = StoreGauge(expiry_counts)
 
         def gauges() -> dict[str, int]:
             values = {"cache_entries": len(cache), "cache_hits_total": cache.hits, "cache_misses_total": cache.misses}
+            values.update(expiry.values())
             journal = nonces.journal_bytes()
             if journal is not None:
                 values["nonce_journal_bytes"] = journal

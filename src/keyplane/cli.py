@@ -33,6 +33,7 @@ from rich.text import Text
 
 from keyplane import crypto, errors, logs
 from keyplane.config import Settings
+from keyplane.domain.durations import format_duration, parse_duration
 from keyplane.domain.model import Account, AccountStatus, ApiKey, Scheme
 from keyplane.domain.rules import normalize_bitget_permissions
 from keyplane.domain.scopes import COLLATERAL, SPOT
@@ -151,6 +152,13 @@ DatabaseOption = Annotated[
     str | None, typer.Option("--database", help="Database URL (default: KEYPLANE_DATABASE_URL or ./keyplane.db).")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON, for scripts.")]
+ExpiresInOption = Annotated[
+    str | None, typer.Option("--expires-in", help="The key stops verifying after this long, e.g. 30d, 12h.")
+]
+ExpiresAtOption = Annotated[
+    str | None,
+    typer.Option("--expires-at", help="The key stops verifying at this time (ISO 8601; UTC without an offset)."),
+]
 
 
 def _runtime(database: str | None) -> Runtime:
@@ -456,12 +464,15 @@ def keys_create(
     key_type: Annotated[
         int | None, typer.Option("--key-type", help="WhiteBIT: 1 (no withdrawals) or 2 (withdrawals; the default).")
     ] = None,
+    expires_in: ExpiresInOption = None,
+    expires_at: ExpiresAtOption = None,
     database: DatabaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Create a main-account API key; its secret is shown this once."""
     permissions = _permissions(dialect, perm) if perm else _default_permissions(dialect)
     pem = _read_text(rsa_public_key, "--rsa-public-key") if rsa_public_key else None
+    expiry = _expiry(expires_in, expires_at)
     with _opened(database) as runtime:
         issued = runtime.service.keys.issue_main_key(
             account,
@@ -472,6 +483,7 @@ def keys_create(
             ip_list=ip or [],
             passphrase=passphrase,
             public_key_pem=pem,
+            expires_at=expiry,
         )
     key = issued.key
     data: dict[str, Any] = {"apiKey": key.api_key}
@@ -487,6 +499,8 @@ def keys_create(
     )
     if key.key_type is not None:
         data["keyType"] = key.key_type
+    if key.expires_at is not None:
+        data["expiresAt"] = _when(key.expires_at)
     _emit(data, as_json, "API key created; its secret is shown only now, keep it:")
 
 
@@ -503,13 +517,14 @@ def keys_list(
         {
             "apiKey": k.api_key, "id": k.id, "dialect": k.scheme.value, "signType": k.sign_type.value,
             "label": k.label, "permissions": list(k.permissions), "ipList": list(k.ip_list),
+            **_lifecycle_fields(k),
         }
         for k in keys
     ]
     if as_json:
         print(json.dumps(rows))
         return
-    columns = ("apiKey", "dialect", "signType", "label", "permissions", "ipList")
+    columns = ("apiKey", "dialect", "signType", "label", "permissions", "ipList", "expiresAt", "lastUsedAt")
     _table(rows, columns, {"apiKey"}, f"keys of {account}")
 
 
@@ -532,7 +547,130 @@ def _key_row(key: ApiKey) -> dict[str, Any]:
         "apiKey": key.api_key, "id": key.id, "account": str(key.account_uid), "dialect": key.scheme.value,
         "signType": key.sign_type.value, "keyType": key.key_type, "enabled": key.enabled, "label": key.label,
         "permissions": list(key.permissions), "ipList": list(key.ip_list), "createdAt": _when(key.created_at),
+        **_lifecycle_fields(key),
     }
+
+
+def _lifecycle_fields(key: ApiKey) -> dict[str, Any]:
+    """Expiry, a rotation's overlap and the last use (None when there is none: "-" in a table)."""
+    now = int(time.time() * 1000)
+    return {
+        "expiresAt": _when(key.expires_at) if key.expires_at is not None else None,
+        "expired": key.expired(now),
+        # the secret a rotation replaced verifies until then (only while it does)
+        "previousSecretUntil": _when(key.previous_until) if key.in_grace(now) and key.previous_until else None,
+        "lastUsedAt": _when(key.last_used_at) if key.last_used_at is not None else None,
+        "lastUsedIp": key.last_used_ip,
+    }
+
+
+def _expiry(expires_in: str | None, expires_at: str | None) -> int | None:
+    """Unix ms from ``--expires-in`` or ``--expires-at`` (not both); None without either. The service checks
+    that it lies in the future."""
+    if expires_in is not None and expires_at is not None:
+        raise Refused("give --expires-in or --expires-at, not both")
+    if expires_in is not None:
+        try:
+            seconds = parse_duration(expires_in)
+        except ValueError as error:
+            raise Refused(f"--expires-in: {error}") from None
+        if seconds <= 0:
+            raise Refused("--expires-in must be longer than 0")
+        return int(time.time() * 1000 + seconds * 1000)
+    if expires_at is not None:
+        try:
+            when = datetime.fromisoformat(expires_at.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise Refused(f"--expires-at: {expires_at!r} is not an ISO 8601 time, e.g. 2027-01-31T12:00:00Z") from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return int(when.timestamp() * 1000)
+    return None
+
+
+def _duration(option: str, text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise Refused(f"{option}: {error}") from None
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    key: Annotated[str, typer.Option("--key", help="The API key.")],
+    grace: Annotated[
+        str, typer.Option("--grace", help="How long the old secret keeps working, 0 to 7d (e.g. 0, 90s, 1h, 2d).")
+    ],
+    passphrase: Annotated[
+        str | None, typer.Option(help="Bitget: a new passphrase for the new secret (default: keep the key's).")
+    ] = None,
+    database: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Issue a new secret; the old one keeps working for the grace period, then stops on every server."""
+    grace_s = _duration("--grace", grace)
+    with _opened(database) as runtime:
+        rotated = runtime.service.lifecycle.rotate(api_key=key, grace_s=grace_s, passphrase=passphrase)
+    found = rotated.key
+    data: dict[str, Any] = {"apiKey": found.api_key}
+    data["secretKey" if found.scheme is Scheme.BITGET else "apiSecret"] = rotated.secret
+    if rotated.passphrase is not None:
+        data["passphrase"] = rotated.passphrase
+    data.update(
+        id=found.id, account=str(found.account_uid),
+        previousSecretUntil=_when(rotated.previous_until) if rotated.previous_until is not None else None,
+    )
+    title = "API key rotated; its new secret is shown only now, keep it"
+    if rotated.previous_until is None:
+        title += " (the old secret no longer works):"
+    else:
+        title += " (the old secret works until previousSecretUntil):"
+    _emit(data, as_json, title)
+
+
+@keys_app.command("expire")
+def keys_expire(
+    key: Annotated[str, typer.Option("--key", help="The API key.")],
+    expires_in: ExpiresInOption = None,
+    expires_at: ExpiresAtOption = None,
+    never: Annotated[bool, typer.Option("--never", help="Remove the key's expiry.")] = False,
+    database: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Set when a key stops verifying (--expires-in or --expires-at), or remove its expiry (--never)."""
+    expiry = _expiry(expires_in, expires_at)
+    if never == (expiry is not None):
+        raise Refused("give one of --expires-in, --expires-at or --never")
+    with _opened(database) as runtime:
+        updated = runtime.service.lifecycle.set_expiry(api_key=key, expires_at=expiry)
+    _emit(_key_row(updated), as_json, "expiry removed" if never else "expiry set")
+
+
+@keys_app.command("expiring")
+def keys_expiring(
+    within: Annotated[str, typer.Option("--within", help="The horizon, e.g. 7d (the default), 24h.")] = "7d",
+    include_expired: Annotated[
+        bool, typer.Option("--include-expired", help="Also list keys already past their expiry.")
+    ] = False,
+    database: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List the keys (of every account) that expire within the horizon, soonest first."""
+    within_s = _duration("--within", within)
+    with _opened(database) as runtime:
+        keys = runtime.service.lifecycle.expiring(within_s, include_expired=include_expired)
+    rows = [
+        {
+            "apiKey": k.api_key, "id": k.id, "account": str(k.account_uid), "dialect": k.scheme.value,
+            "label": k.label, **_lifecycle_fields(k),
+        }
+        for k in keys
+    ]
+    if as_json:
+        print(json.dumps(rows))
+        return
+    columns = ("apiKey", "account", "dialect", "expiresAt", "lastUsedAt")
+    _table(rows, columns, {"apiKey", "expiresAt"}, f"keys expiring within {format_duration(within_s)}")
 
 
 @keys_app.command("show")

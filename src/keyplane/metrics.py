@@ -49,6 +49,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from keyplane.auth.request import Reason, SignedRequest, VerifyResult
 from keyplane.domain.model import Scheme
 from keyplane.logs import RefusalLog
+from keyplane.outages import warn
 
 log = logging.getLogger("keyplane.metrics")
 
@@ -313,6 +314,35 @@ def merge_history(snapshots: list[dict[str, Any]], since: int) -> dict[int, dict
             for reason, n in counts.items():
                 minute[reason] = minute.get(reason, 0) + n
     return out
+# gauges of something all workers share (a file, the store): the largest a live worker saw, never a sum
+_SHARED_GAUGES = frozenset({"nonce_journal_bytes", "keys_expired", "keys_expiring"})
+
+# how long a count read from the store serves scrapes and worker snapshots before it is read again
+STORE_GAUGE_TTL_S = 60.0
+
+
+class StoreGauge:
+    """A value read from the store at most every ``ttl`` seconds (two index range counts, say), never per
+    scrape; a store that cannot be read leaves the last value in place (and is tried again next time)."""
+
+    def __init__(self, read: Callable[[], dict[str, int]], ttl: float = STORE_GAUGE_TTL_S) -> None:
+        self._read = read
+        self._ttl = ttl
+        self._values: dict[str, int] = {}
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def values(self) -> dict[str, int]:
+        now = time.monotonic()
+        if now >= self._next and self._lock.acquire(blocking=False):  # one reader; the others take the last
+            try:
+                self._next = now + self._ttl
+                self._values = self._read()
+            except Exception as error:
+                warn("a store gauge could not be read", error)
+            finally:
+                self._lock.release()
+        return self._values
 
 
 def merge(snapshots: list[dict[str, Any]], live: set[int]) -> dict[str, Any]:
@@ -338,7 +368,7 @@ def merge(snapshots: list[dict[str, Any]], live: set[int]) -> dict[str, Any]:
         out["workers"] += int(alive)
         for name, value in snap.get("gauges", {}).items():
             gauges = out["gauges"]
-            if name == "nonce_journal_bytes":
+            if name in _SHARED_GAUGES:  # one value of the shared store that every worker reads alike
                 if alive:
                     gauges[name] = max(gauges.get(name, 0), value)
             elif name.endswith("_total") or alive:
@@ -476,6 +506,11 @@ class KeyplaneCollector(Collector):
                                   value=gauges.get("cache_hits_total", 0))
         yield CounterMetricFamily("keyplane_key_cache_misses", "Key lookups that missed the cache (a store lookup, "
                                   "or an API key recently found unknown).", value=gauges.get("cache_misses_total", 0))
+        if "keys_expiring" in gauges:
+            yield GaugeMetricFamily("keyplane_keys_expiring", "Keys that expire within KEYPLANE_EXPIRING_WITHIN (read "
+                                    "from the store at most once a minute).", value=gauges["keys_expiring"])
+            yield GaugeMetricFamily("keyplane_keys_expired", "Keys past their expiry, still in the store (read at "
+                                    "most once a minute).", value=gauges.get("keys_expired", 0))
         if "nonce_journal_bytes" in gauges:
             yield GaugeMetricFamily("keyplane_nonce_journal_bytes", "Size of the SQLite nonce journal (compacted "
                                     "into the store past its limit).", value=gauges["nonce_journal_bytes"])

@@ -59,7 +59,7 @@ def check_json(value: object) -> None:
 def actor_of(request: SignedRequest, result: VerifyResult) -> Actor:
     """The caller of a verified request, as the service's audit events record it."""
     assert result.account is not None and result.key is not None
-    return Actor(account=result.account, api_key=result.key.api_key, ip=request.client_ip)
+    return Actor(account=result.account, api_key=result.key.api_key, ip=request.client_ip, secret=result.secret)
 
 
 async def run_service(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -20,6 +20,7 @@ from keyplane.services.accounts import AccountService
 from keyplane.services.audit import AuditService
 from keyplane.services.idempotency import IdempotencyService
 from keyplane.services.keys import KeyService
+from keyplane.services.lifecycle import KeyLifecycleService, RotatedKey
 from keyplane.services.sealing import SealingService
 from keyplane.services.subaccounts import SubAccountService
 from keyplane.services.tokens import TokenService
@@ -39,6 +40,7 @@ class KeyplaneService:
         self.accounts = AccountService(self.context)
         self.subaccounts = SubAccountService(self.context)
         self.keys = KeyService(self.context)
+        self.lifecycle = KeyLifecycleService(self.context)  # rotation with an overlap, expiry
         self.sealing = SealingService(self.context)
         self.audit = AuditService(self.context)
         self.tokens = TokenService(store)
@@ -71,11 +73,13 @@ __all__ = [
     "Actor",
     "AuditService",
     "IssuedKey",
+    "KeyLifecycleService",
     "KeyService",
     "KeyplaneService",
     "NewKeySpec",
     "NewSubAccountWithKey",
     "Operator",
+    "RotatedKey",
     "SealingService",
     "SubAccountOutcome",
     "SubAccountService",

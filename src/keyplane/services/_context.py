@@ -128,6 +128,8 @@ class ServiceContext:
     def audit(self, tx: Transaction, actor: Actor, action: str, target: str, detail: dict[str, object]) -> None:
         """One audit line for a change made by a signed caller (the operator's own changes write theirs
         with no actor)."""
+        if actor.secret != "current":  # signed with the secret a rotation replaced, in its grace period
+            detail = {**detail, "signedWith": actor.secret}
         tx.add_audit(
             action=action, target=target, account_uid=actor.account.main_uid,
             # through the native API the operator acts for the account: the token is the actor, not the account

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from keyplane import crypto
 from keyplane.domain.ipnet import normalize_ip_rule
+from keyplane.domain.lifecycle import check_expiry
 from keyplane.domain.model import Account, ApiKey, Scheme, SignType
 from keyplane.domain.rules import check_passphrase
 from keyplane.errors import ApiKeyLimit, InvalidInput, InvalidIp, IpLimit
@@ -60,7 +61,7 @@ def new_secret(scheme: Scheme) -> str:
 
 def key_detail(key: ApiKey) -> dict[str, object]:
     """An audit line's account of a new key: what it may do, never its secret."""
-    return {
+    detail: dict[str, object] = {
         "accountUid": key.account_uid,
         "scheme": key.scheme.value,
         "label": key.label,
@@ -68,6 +69,9 @@ def key_detail(key: ApiKey) -> dict[str, object]:
         "ipList": list(key.ip_list),
         "keyType": key.key_type,
     }
+    if key.expires_at is not None:
+        detail["expiresAt"] = key.expires_at
+    return detail
 
 
 def insert_sub_key(
@@ -85,6 +89,7 @@ def insert_sub_key(
     return insert_key(
         ctx, tx, account, scheme, label=spec.label, permissions=spec.permissions, ip_list=ips,
         passphrase=spec.passphrase, passphrase_hash=passphrase_hash, key_type=spec.key_type,
+        expires_at=check_expiry(spec.expires_at),
     )
 
 
@@ -101,6 +106,7 @@ def insert_key(
     passphrase_hash: str | None,
     key_type: int | None,
     public_key_pem: str | None = None,
+    expires_at: int | None = None,
 ) -> IssuedKey:
     key_id = str(uuid.uuid4())
     api_key = crypto.new_bitget_api_key() if scheme is Scheme.BITGET else crypto.new_whitebit_api_key()
@@ -118,5 +124,6 @@ def insert_key(
         permissions=permissions,
         key_type=key_type,
         ip_list=ip_list,
+        expires_at=expires_at,
     )
     return IssuedKey(key=key, secret=secret, passphrase=passphrase)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from keyplane import crypto
 from keyplane.domain.ipnet import normalize_ip_rule
+from keyplane.domain.lifecycle import check_expiry
 from keyplane.domain.model import Account, ApiKey, EndpointRule, Scheme
 from keyplane.errors import (
     AccountNotFound,
@@ -52,9 +53,12 @@ class KeyService:
         public_key_pem: str | None = None,
         key_type: int | None = None,
         by: Operator | None = None,
+        expires_at: int | None = None,
     ) -> IssuedKey:
-        """A main account's key, made by the operator. WhiteBIT keys are type 2 unless ``key_type`` says 1."""
+        """A main account's key, made by the operator. WhiteBIT keys are type 2 unless ``key_type`` says 1.
+        ``expires_at`` (Unix ms, in the future): when it stops verifying (services/lifecycle.py)."""
         ctx = self._ctx
+        check_expiry(expires_at)
         if key_type not in (None, 1, 2) or (key_type is not None and scheme is not Scheme.WHITEBIT):
             raise InvalidInput("a key type is 1 or 2, and only for WhiteBIT keys", field="type")
         if public_key_pem is not None:
@@ -71,7 +75,7 @@ class KeyService:
             issued = insert_key(
                 ctx, tx, account, scheme, label=label, permissions=tuple(permissions), ip_list=ips,
                 passphrase=passphrase, passphrase_hash=passphrase_hash, public_key_pem=public_key_pem,
-                key_type=(key_type or 2) if scheme is Scheme.WHITEBIT else None,
+                key_type=(key_type or 2) if scheme is Scheme.WHITEBIT else None, expires_at=expires_at,
             )
             ctx.operator_audit(
                 tx, by, "apikey.create", issued.key.api_key, account_uid=account.uid, detail=key_detail(issued.key)
@@ -245,7 +249,11 @@ class KeyService:
             key, _account = ctx.owned_key(tx, actor, key_id=key_id, scheme=scheme, lock=True)
             check_manages(ctx.caller_key(tx, actor), key)  # a new secret mints the key anew
             secret = new_secret(key.scheme)
-            tx.update_api_key(key.id, sealed_secret=ctx.sealing_key(tx).seal(secret.encode(), key.id))
+            # WhiteBIT's reset: the old secret dies at once, and so does one a rotation left in its grace period
+            tx.update_api_key(
+                key.id, sealed_secret=ctx.sealing_key(tx).seal(secret.encode(), key.id),
+                previous_sealed_secret=None, previous_passphrase_hash=None, previous_until=None,
+            )
             ctx.audit(tx, actor, "apikey.reset", key.api_key, {})
             updated = tx.get_api_key(key.id)
             assert updated is not None

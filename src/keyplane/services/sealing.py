@@ -20,12 +20,14 @@ class SealingService:
         ctx = self._ctx
         ring = new_master_key or ctx.master_key
         with ctx.store.transaction() as tx:
-            sealed = tx.sealed_secrets()
             count = 0
-            for key_id, secret in sealed:
-                if only_stale and ring.sealed_under_newest(secret, key_id):
-                    continue
-                count += tx.reseal(key_id, secret, ring.seal(ring.unseal(secret, key_id), key_id))
+            # the current secrets, then the ones rotations replaced (still in, or past, their grace period)
+            for previous in (False, True):
+                for key_id, secret in tx.sealed_secrets(previous=previous):
+                    if only_stale and ring.sealed_under_newest(secret, key_id):
+                        continue
+                    resealed = ring.seal(ring.unseal(secret, key_id), key_id)
+                    count += tx.reseal(key_id, secret, resealed, previous=previous)
             tx.add_audit(
                 action="masterkey.rotate", target="*", account_uid=None, actor_uid=None, actor_key=None,
                 ip=None, detail={"resealed": count},

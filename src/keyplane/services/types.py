@@ -15,6 +15,8 @@ class Actor:
     api_key: str | None = None
     ip: str | None = None
     token: str | None = None  # the operator token's id, for a native management call made for the account
+    # which of the key's secrets signed: "current", or "previous" (a rotation's grace period): the audit says
+    secret: str = "current"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,7 @@ class NewKeySpec:
     permissions: tuple[str, ...] = ()
     ip_list: tuple[str, ...] = ()
     key_type: int | None = None
+    expires_at: int | None = None  # Unix ms (services/lifecycle.py); None: the key does not expire
 
 
 @dataclass(frozen=True, slots=True)
