@@ -620,12 +620,7 @@ def keys_rotate(
         id=found.id, account=str(found.account_uid),
         previousSecretUntil=_when(rotated.previous_until) if rotated.previous_until is not None else None,
     )
-    title = "API key rotated; its new secret is shown only now, keep it"
-    if rotated.previous_until is None:
-        title += " (the old secret no longer works):"
-    else:
-        title += " (the old secret works until previousSecretUntil):"
-    _emit(data, as_json, title)
+    _emit(data, as_json, "API key rotated; its new secret is shown only now, keep it:")
 
 
 @keys_app.command("expire")
