@@ -12,6 +12,13 @@ replay ledger on SQLite) before it is accepted; its figure is compared with the 
 in the same alternating slices (``ROUNDS`` of each), so a load that changes during the run weighs on both
 alike (``ratio_to_get_phase``: against the GET phase measured before, as earlier versions did).
 The last line is one JSON object with every figure.
+
+``--last-used``: instead, the cost of recording each key's last use (auth/usage.py): the warm Bitget ``GET``
+figure with the recording on and off, in ``ROUNDS`` alternating slices of each, the flush thread writing
+every ``--last-used-flush`` (default 1 s, five times as often as a server does by default: a bound on
+its cost). Bitget ``GET`` is the cheapest verification, so the recording weighs most there.
+
+    python bench/inprocess.py --last-used --seconds 12
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ import base64
 import hashlib
 import hmac
 import json
+import os
+import statistics
 import sys
 import tempfile
 import time
@@ -200,6 +209,91 @@ def measure(keys_total: int, sample: int, seconds: float, workdir: Path) -> dict
         return _measure(keys_total, sample, seconds, workdir)
 
 
+def measure_last_used(keys_total: int, sample: int, seconds: float, workdir: Path) -> dict[str, Any]:
+    """The warm Bitget GET figure with last-use recording on and off, in alternating slices."""
+    with one_core():
+        url = f"sqlite:///{workdir / 'bench.db'}"
+        chosen = fill_store(url, keys_total, sample=sample)
+        table = keyplane.EndpointTable.from_overrides(BENCH_ENDPOINTS)
+        verifier = keyplane.open_verifier(url, endpoints=table, follow_changes=False)
+        try:
+            keys = chosen[Scheme.BITGET]
+            signed: list[SignedRequest] = []
+            signed_at = 0.0
+
+            def sign_again() -> None:  # Bitget's 30 s timestamp window: signed anew every 20 s, untimed
+                nonlocal signed_at
+                signed_at = time.time()
+                signed[:] = [SignedRequest(**bitget_request(key, int(signed_at * 1000))) for key in keys]
+
+            sign_again()
+            results: dict[str, int] = {}
+
+            def verify_bitget(n: int) -> int:
+                for i in range(n):
+                    reason = verifier.verify(signed[i % len(signed)]).reason
+                    results[reason] = results.get(reason, 0) + 1
+                return n
+
+            verify_bitget(len(signed))  # warm the cache
+            recording = verifier._usage
+            assert recording is not None
+            flushes_before = _flushed(url)
+            on = off = 0
+            on_s = off_s = on_cpu = off_cpu = 0.0
+            rounds = max(ROUNDS, int(seconds * 2))  # half-second slices: a swinging load weighs on both alike
+            pairs: list[float] = []  # each round's ratio (on/off, per CPU second): their median is the figure
+            for round_ in range(rounds):
+                if time.time() - signed_at > 20:
+                    sign_again()
+                rates: dict[bool, float] = {}
+                # off then on, then on then off: whichever slice comes second in a pair runs a little faster
+                # or slower (caches, the scheduler), and alternating the order cancels that out
+                for recorded in (False, True) if round_ % 2 == 0 else (True, False):
+                    verifier._usage = recording if recorded else None
+                    cpu = time.process_time()
+                    done, elapsed = run_for(verify_bitget, seconds / rounds / 2)
+                    spent = time.process_time() - cpu
+                    rates[recorded] = done / spent
+                    if recorded:
+                        on, on_s, on_cpu = on + done, on_s + elapsed, on_cpu + spent
+                    else:
+                        off, off_s, off_cpu = off + done, off_s + elapsed, off_cpu + spent
+                pairs.append(rates[True] / rates[False])
+            verifier._usage = recording
+            assert set(results) == {"VALID"}, results
+            verifier.usage.flush()
+            assert _flushed(url) > flushes_before, "no last use was written"
+        finally:
+            verifier.close()
+    return {
+        "keys": keys_total, "sample_keys": sample,
+        "last_used": {
+            "off_per_s": round(off / off_s), "on_per_s": round(on / on_s),
+            "ratio_on_to_off": round((on / on_s) / (off / off_s), 3),
+            # per second of the process's CPU time (every thread's, the flush thread's included): what the
+            # recording costs whatever share of the core other processes take
+            "off_per_cpu_s": round(off / off_cpu), "on_per_cpu_s": round(on / on_cpu),
+            "cpu_ratio_on_to_off": round((on / on_cpu) / (off / off_cpu), 3),
+            "median_round_ratio": round(statistics.median(pairs), 3),
+            "rounds": len(pairs),
+            "flush_every_s": verifier.usage.interval,
+        },
+    }
+
+
+def _flushed(url: str) -> int:
+    """How many keys have a last use in the store."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT count(*) FROM key_usage")).scalar_one())
+    finally:
+        engine.dispose()
+
+
 def _measure(keys_total: int, sample: int, seconds: float, workdir: Path) -> dict[str, Any]:
     url = f"sqlite:///{workdir / 'bench.db'}"
     started = time.perf_counter()
@@ -339,7 +433,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--sample", type=int, default=500, help="distinct keys signing requests, per dialect")
     parser.add_argument("--seconds", type=float, default=3.0, help="duration of each measurement")
     parser.add_argument("--workdir", type=Path, default=None, help="where the SQLite store goes (default: tmp)")
+    parser.add_argument("--last-used", action="store_true", help="measure last-use recording on against off")
+    parser.add_argument("--last-used-flush", default="1s", help="with --last-used: how often it is written")
     args = parser.parse_args(argv)
+    if args.last_used:
+        os.environ["KEYPLANE_LAST_USED_FLUSH"] = args.last_used_flush
+        with tempfile.TemporaryDirectory(prefix="keyplane-bench-") as tmp:
+            workdir = args.workdir or Path(tmp)
+            workdir.mkdir(parents=True, exist_ok=True)
+            figures = measure_last_used(args.keys, min(args.sample, args.keys // 2), args.seconds, workdir)
+        used = figures["last_used"]
+        print(
+            f"bitget   verify (warm), last use recorded: {used['on_per_s']:,}/s   not recorded: "
+            f"{used['off_per_s']:,}/s   = {used['ratio_on_to_off']:.1%}; per CPU second "
+            f"{used['on_per_cpu_s']:,} / {used['off_per_cpu_s']:,} = {used['cpu_ratio_on_to_off']:.1%}; median of "
+            f"{used['rounds']} rounds {used['median_round_ratio']:.1%}",
+            file=sys.stderr,
+        )
+        out = {"bench": "inprocess-last-used", **figures, "machine": machine()}
+        print(json.dumps(out))
+        return out
     with tempfile.TemporaryDirectory(prefix="keyplane-bench-") as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)

@@ -129,7 +129,7 @@ class Verifier:
         # each key's last use, gathered here and written every ``usage_flush_s`` (``record_usage=False``: not
         # recorded at all, for bench/inprocess.py's comparison)
         self.usage = UsageRecorder(store, usage_flush_s)
-        self._usage: dict[str, tuple[float, str]] | None = self.usage.pending if record_usage else None
+        self._usage: dict[str, str] | None = self.usage.pending if record_usage else None
         self.usage.start()
         self._closers: list[Callable[[], None]] = [self.nonces.close, self.usage.close, self._shutdown_executor]
         self._executor: ThreadPoolExecutor | None = None
@@ -464,14 +464,14 @@ class Verifier:
     ) -> VerifyResult:
         if rate_key is None:
             pending = self._usage
-            if pending is not None:  # last use: written in batches (auth/usage.py)
-                pending[key.id] = (_time(), client_ip)
+            if pending is not None:  # last use: stamped and written in batches (auth/usage.py)
+                pending[key.id] = client_ip
             return VerifyResult(_VALID, scheme, key, account)
         allowed, state = self.rate_limiter.hit_prepared(rate_key)
         if allowed:
             pending = self._usage
             if pending is not None:
-                pending[key.id] = (_time(), client_ip)
+                pending[key.id] = client_ip
             return VerifyResult(_VALID, scheme, key, account, "", state)
         return VerifyResult(Reason.RATE_LIMITED, scheme, key, account, "", state)
 

@@ -22,7 +22,6 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, Row
 
 from keyplane.domain.model import (
@@ -206,6 +205,13 @@ _PUBLIC_KEY: sa.Select[Any] = sa.select(
     *_PUBLIC_KEY_COLUMNS, key_usage.c.last_used_at, key_usage.c.last_used_ip
 ).select_from(api_keys.outerjoin(key_usage, key_usage.c.api_key_id == api_keys.c.id))
 
+
+# One upsert for a batch of last uses (SQLite and PostgreSQL alike): compiled once, executed over the rows.
+_RECORD_USAGE = sa.text(
+    "INSERT INTO key_usage (api_key_id, last_used_at, last_used_ip) VALUES (:key_id, :at, :ip) "
+    "ON CONFLICT (api_key_id) DO UPDATE SET last_used_at = excluded.last_used_at, "
+    "last_used_ip = excluded.last_used_ip WHERE excluded.last_used_at > key_usage.last_used_at"
+)
 
 KeyListener = Callable[[Sequence[str]], None]
 
@@ -561,21 +567,12 @@ class Transaction:
         return int(self.conn.execute(expired).scalar_one()), int(self.conn.execute(soon).scalar_one())
 
     def record_usage(self, used: Sequence[tuple[str, int, str]]) -> None:
-        """Records (key id, Unix ms, client address) as each key's last use: one statement for the batch. A
-        later use wins (processes flush in any order); a key deleted meanwhile is left out."""
-        if not used:
-            return
-        rows = [{"api_key_id": key_id, "last_used_at": at, "last_used_ip": ip[:64]} for key_id, at, ip in used]
-        insert = (postgresql.insert if self.conn.dialect.name == "postgresql" else sqlite.insert)(key_usage)
-        newer = insert.excluded.last_used_at > key_usage.c.last_used_at
-        statement = insert.values(rows).on_conflict_do_update(
-            index_elements=[key_usage.c.api_key_id],
-            set_={
-                "last_used_at": sa.case((newer, insert.excluded.last_used_at), else_=key_usage.c.last_used_at),
-                "last_used_ip": sa.case((newer, insert.excluded.last_used_ip), else_=key_usage.c.last_used_ip),
-            },
-        )
-        self.conn.execute(statement)
+        """Records (key id, Unix ms, client address) as each key's last use: one statement for the batch,
+        executed over its rows (a prepared statement's executemany, PostgreSQL's in one pipeline). A later use
+        wins (processes flush in any order)."""
+        if used:
+            rows = [{"key_id": key_id, "at": at, "ip": ip[:64]} for key_id, at, ip in used]
+            self.conn.execute(_RECORD_USAGE, rows)
 
     def existing_key_ids(self, key_ids: Sequence[str]) -> set[str]:
         query = sa.select(api_keys.c.id).where(api_keys.c.id.in_(list(key_ids)))
