@@ -1,6 +1,7 @@
 """The web console in real headless Chromium (Debian's ``chromium``, driven by Playwright) against a real
 ``keyplane serve``: an operator signs in, makes a sub-account and a key, reads the secret off the page and
-signs with it in ccxt against the same server, turns the key off and on, deletes it, finds every step in the
+signs with it in ccxt against the same server, rotates it (both secrets sign during the grace period), gives
+it an expiry, turns it off and on, deletes it, finds every step in the
 audit view, and signs out; a wrong token, a missing scope and a forged form are refused.
 
 Every page is saved as a screenshot at 1280 px and at a phone's width (``SCREENSHOTS``, a temporary folder
@@ -152,6 +153,28 @@ def test_an_operator_manages_a_key_end_to_end_and_finds_each_step_in_the_audit(c
     assert info["userId"] == sub_uid and str(info["parentId"]) == console.main_uid
 
     key_card = page.locator(f"#key-{api_key}")
+    key_card.get_by_role("link", name="Rotate…").click()
+    page.get_by_label("Grace period").fill("1h")
+    tab.shot("rotate")
+    page.get_by_role("button", name="Rotate").click()
+    assert "The previous secret keeps verifying until" in page.locator("main").inner_text()
+    assert page.get_by_label("API key", exact=True).input_value() == api_key
+    new_secret = page.get_by_label("Secret", exact=True).input_value()
+    assert new_secret != secret and page.get_by_label("Passphrase", exact=True).count() == 0  # it keeps its own
+    tab.shot("rotated")
+    page.get_by_label("I have saved the secret").check()
+    page.get_by_role("button", name="Done").click()
+    assert "Previous secret" in key_card.inner_text()
+    rotated = bitget(console.server, api_key, new_secret, passphrase)
+    assert rotated.privateSpotGetV2SpotAccountInfo()["data"]["userId"] == sub_uid
+    assert client.privateSpotGetV2SpotAccountInfo()["data"]["userId"] == sub_uid  # the old one, in its grace
+    client = rotated
+
+    key_card.get_by_label("Expires in").fill("2h")
+    key_card.get_by_role("button", name="Set expiry").click()
+    assert "expires at" in tab.flash()
+    assert "UTC" in key_card.locator("dt:has-text('Expires') + dd").inner_text()
+
     key_card.get_by_role("button", name="Disable").click()
     assert f"Key {api_key} disabled." in tab.flash()
     with pytest.raises(ccxt.ExchangeError):
@@ -172,7 +195,8 @@ def test_an_operator_manages_a_key_end_to_end_and_finds_each_step_in_the_audit(c
     page.get_by_role("button", name="Filter").click()
     rows = page.locator("table.audit tbody tr")
     actions = rows.locator("td:nth-child(2)").all_inner_texts()
-    assert actions == ["apikey.revoke", "apikey.enable", "apikey.disable", "apikey.create"]
+    assert actions == ["apikey.revoke", "apikey.enable", "apikey.disable", "apikey.expiry", "apikey.rotate",
+                       "apikey.create"]
     # each step is the signed-in token's, from the browser's address
     assert set(rows.locator("td:nth-child(4)").all_inner_texts()) == {f"token {console.token_ids['all']} (all-ops)"}
     assert set(rows.locator("td:nth-child(5)").all_inner_texts()) == {"127.0.0.1"}
@@ -185,7 +209,7 @@ def test_an_operator_manages_a_key_end_to_end_and_finds_each_step_in_the_audit(c
     page.get_by_role("link", name="Verification").click()
     totals = dict(zip(page.locator("main table tbody td:nth-child(1)").all_inner_texts(),
                       page.locator("main table tbody td:nth-child(2)").all_inner_texts(), strict=True))
-    assert int(totals["VALID"]) >= 2 and int(totals["UNKNOWN_KEY"]) >= 1, totals
+    assert int(totals["VALID"]) >= 4 and int(totals["UNKNOWN_KEY"]) >= 1, totals
     assert page.locator("svg.chart rect").count() >= 2
     tab.shot("verification")
 
@@ -200,7 +224,7 @@ def test_an_operator_manages_a_key_end_to_end_and_finds_each_step_in_the_audit(c
     tab.close()
     log = console.server.log_path.read_text()
     assert f"GET /console/accounts/{sub_uid}" in log  # the server's log is the one read
-    for shown_once in (secret, passphrase, console.tokens["all"]):
+    for shown_once in (secret, new_secret, passphrase, console.tokens["all"]):
         assert shown_once not in log
 
 

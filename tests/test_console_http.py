@@ -18,7 +18,7 @@ import pytest
 
 from keyplane.app import KeyplaneApp, create_app
 from keyplane.config import Settings
-from keyplane.domain.model import AccountStatus
+from keyplane.domain.model import AccountStatus, Scheme
 from keyplane.runtime import Runtime, build_runtime
 from keyplane.services.tokens import TokenService
 
@@ -217,6 +217,7 @@ def test_sign_out_clears_the_cookie(runtime: Runtime, tokens: dict[str, str]) ->
 
 def test_input_no_browser_sends_is_a_4xx_never_a_5xx(runtime: Runtime, tokens: dict[str, str]) -> None:
     main = runtime.service.accounts.create_main_account("odd-input")
+    key = runtime.service.keys.issue_main_key(main.uid, Scheme.BITGET, permissions=["read"]).key
 
     async def scenario(client: httpx.AsyncClient) -> None:
         await sign_in(client, tokens["all"])
@@ -239,6 +240,12 @@ def test_input_no_browser_sends_is_a_4xx_never_a_5xx(runtime: Runtime, tokens: d
                                                "label": "l" * 21}}),
             ("POST", f"{base}/subaccounts", {"data": {"csrf": csrf, "name": "", "dialect": "bitget"}}),
             ("POST", f"{base}/subaccounts", {"data": {"csrf": csrf, "name": "a\x01b", "dialect": "bitget"}}),
+            ("POST", f"/console/keys/{key.api_key}/rotate", {"data": {"csrf": csrf, "grace": "8d"}}),
+            ("POST", f"/console/keys/{key.api_key}/rotate", {"data": {"csrf": csrf, "grace": "-1h"}}),
+            ("POST", f"/console/keys/{key.api_key}/rotate", {"data": {"csrf": csrf, "grace": "1e9"}}),
+            ("POST", f"/console/keys/{key.api_key}/expiry", {"data": {"csrf": csrf, "expires_in": "11y"}}),
+            ("POST", f"/console/keys/{key.api_key}/expiry", {"data": {"csrf": csrf, "expires_in": "soon"}}),
+            ("POST", f"/console/keys/{key.api_key}/expiry", {"data": {"csrf": csrf, "expires_in": "0"}}),
             ("POST", "/console/accounts/999999999/freeze", {"data": {"csrf": csrf}}),
             ("POST", "/console/keys/nope/disable", {"data": {"csrf": csrf}}),
             ("GET", "/console/accounts/999999999999999999", {}),
@@ -253,7 +260,7 @@ def test_input_no_browser_sends_is_a_4xx_never_a_5xx(runtime: Runtime, tokens: d
         for method, path, extra in cases:
             response = await client.request(method, path, **extra)
             assert response.status_code < 500, (method, path, response.status_code, response.text[:300])
-        assert runtime.service.keys.list_account_keys(main.uid) == []
+        assert runtime.service.keys.list_account_keys(main.uid) == [key]  # no new key; not rotated, no expiry
         assert runtime.service.accounts.list_main_accounts(name_contains="odd-input")[0].status is AccountStatus.NORMAL
 
     run(app_of(runtime), scenario)

@@ -12,6 +12,8 @@ from keyplane import crypto
 from keyplane.console import chart
 from keyplane.console.app import PREFIX, Console, Context
 from keyplane.console.operators import READ_ACCOUNTS, READ_AUDIT, READ_KEYS, WRITE_ACCOUNTS, WRITE_KEYS
+from keyplane.domain.durations import format_duration, parse_duration
+from keyplane.domain.lifecycle import MAX_GRACE_S, now_ms
 from keyplane.domain.model import Account, AccountStatus, ApiKey, Scheme
 from keyplane.domain.rules import BITGET_PERMISSIONS, check_label, normalize_bitget_permissions
 from keyplane.errors import AccountNotFound, ApiKeyNotFound, InvalidInput
@@ -57,7 +59,7 @@ def install(console: Console, service: KeyplaneService, history: Callable[[], ch
         keys = service.keys.list_account_keys(shown.uid) if ctx.operator.may(READ_KEYS) else None
         return console.render(ctx, "account.html", section="accounts", account=shown, main=main, subs=subs,
                               keys=keys, page=page, more=more, bitget_permissions=BITGET_PERMISSIONS,
-                              now_ms=int(time.time() * 1000))
+                              now=now_ms(), when=_when)
 
     @route("POST", f"/accounts/{UID}/(?P<state>freeze|unfreeze)", WRITE_ACCOUNTS)
     def set_status(console: Console, ctx: Context, uid: str, state: str) -> Response:
@@ -115,18 +117,46 @@ def install(console: Console, service: KeyplaneService, history: Callable[[], ch
         key_type = _key_type(form.field("key_type")) if scheme is Scheme.WHITEBIT else None
         # a WhiteBIT key's reach is its type (and its account's flags), not a permission list
         permissions = _bitget_permissions(form.fields("permission")) if scheme is Scheme.BITGET else ()
+        expires_in = form.field("expires_in")
+        expires_at = now_ms() + int(_duration(expires_in, "expires_in") * 1000) if expires_in else None
         if account.is_main:
             issued = service.keys.issue_main_key(account.uid, scheme, label=label, permissions=permissions, ip_list=ips,
-                                                 key_type=key_type, by=_by(ctx))
+                                                 key_type=key_type, expires_at=expires_at, by=_by(ctx))
         else:
             main = _account(service, account.main_uid)
             passphrase = crypto.new_passphrase() if scheme is Scheme.BITGET else None
             spec = NewKeySpec(label=label, passphrase=passphrase, permissions=permissions, ip_list=tuple(ips),
-                              key_type=key_type)
+                              key_type=key_type, expires_at=expires_at)
             issued = service.keys.create_sub_key(_actor(ctx, main), scheme, spec, uid=account.uid)
         # the secret is in this answer only: not in a redirect, the session, a log line or the audit event
-        return console.render(ctx, "secret.html", section="accounts", account=account, issued=issued,
-                              heading="Key created")
+        return console.render(ctx, "secret.html", section="accounts", account=account, heading="Key created",
+                              api_key=issued.key.api_key, secret=issued.secret, passphrase=issued.passphrase,
+                              previous_until=None, when=_when)
+
+    @route("GET", f"/keys/{KEY}/rotate", WRITE_KEYS)
+    def rotate_form(console: Console, ctx: Context, api_key: str) -> Response:
+        key = _key(service, api_key)
+        return console.render(ctx, "rotate.html", section="accounts", key=key, max_grace=format_duration(MAX_GRACE_S))
+
+    @route("POST", f"/keys/{KEY}/rotate", WRITE_KEYS)
+    def rotate(console: Console, ctx: Context, api_key: str) -> Response:
+        key = _key(service, api_key)
+        grace = _duration(ctx.request.field("grace") or "0", "grace")
+        rotated = service.lifecycle.rotate(api_key=key.api_key, grace_s=grace, by=_by(ctx))
+        account = _account(service, key.account_uid)
+        # like a new key's, the new secret is in this answer only
+        return console.render(ctx, "secret.html", section="accounts", account=account, heading="Key rotated",
+                              api_key=rotated.key.api_key, secret=rotated.secret, passphrase=rotated.passphrase,
+                              previous_until=rotated.previous_until, when=_when)
+
+    @route("POST", f"/keys/{KEY}/expiry", WRITE_KEYS)
+    def set_expiry(console: Console, ctx: Context, api_key: str) -> Response:
+        key = _key(service, api_key)
+        text = ctx.request.field("expires_in")
+        expires_at = now_ms() + int(_duration(text, "expires_in") * 1000) if text else None
+        service.lifecycle.set_expiry(api_key=key.api_key, expires_at=expires_at, by=_by(ctx))
+        done = f"expires at {_when(expires_at)} UTC" if expires_at else "no longer expires"
+        return ctx.done(f"{PREFIX}/accounts/{key.account_uid}", f"Key {key.api_key} {done}.")
 
     @route("POST", f"/keys/{KEY}/(?P<state>enable|disable)", WRITE_KEYS)
     def set_enabled(console: Console, ctx: Context, api_key: str, state: str) -> Response:
@@ -238,6 +268,13 @@ def _day(text: str, field: str) -> int | None:
     except ValueError:
         raise InvalidInput(f"{field} must be a date (YYYY-MM-DD)", field=field) from None
     return int(calendar.timegm(day.timetuple())) * 1000
+
+
+def _duration(text: str, field: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise InvalidInput(str(error), field=field) from None
 
 
 def _page_number(text: str) -> int:
