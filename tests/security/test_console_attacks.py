@@ -103,6 +103,7 @@ def pages(world: dict[str, Any]) -> list[str]:
         "/console/accounts", f"/console/accounts?q={XSS}", f"/console/accounts/{main}", f"/console/accounts/{sub}",
         f"/console/accounts/{main}/delete", f"/console/accounts/{sub}/delete",
         f"/console/keys/{world['key']['api_key']}/delete", f"/console/keys/{world['sub_key']['api_key']}/delete",
+        f"/console/keys/{world['key']['api_key']}/rotate",
         "/console/audit", f"/console/audit?action={XSS}&target={XSS}&token={XSS}", "/console/verification",
         f"/console/accounts/{main}?page=2", "/console/nope", "/console/accounts/999999999",
     ]
@@ -159,6 +160,8 @@ def actions(world: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
         ("accounts", f"/console/accounts/{sub}/delete", {}), ("accounts", f"/console/accounts/{main}/delete", {}),
         ("keys", f"/console/accounts/{main}/keys", {"dialect": "bitget", "permission": "read"}),
         ("keys", f"/console/keys/{key}/disable", {}), ("keys", f"/console/keys/{key}/enable", {}),
+        ("keys", f"/console/keys/{key}/rotate", {"grace": "1h"}),
+        ("keys", f"/console/keys/{key}/expiry", {"expires_in": "30d"}),
         ("keys", f"/console/keys/{key}/delete", {}),
     ]
 
@@ -200,7 +203,7 @@ def test_every_action_refuses_a_token_without_its_scope(
             refused += 1
         browser.close()
     assert snapshot(server) == before
-    assert refused == 9 * 2 + 4 + 5
+    assert refused == 11 * 2 + 4 + 7  # read and audit: every action; accounts: the keys'; keys: the accounts'
 
 
 def test_sign_in_makes_a_new_session_and_sign_out_forgets_it(server: Server, tokens: dict[str, str]) -> None:
