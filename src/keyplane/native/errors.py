@@ -74,6 +74,7 @@ DOMAIN_ERRORS: dict[type[errors.KeyplaneError], tuple[int, str]] = {
     errors.IpAlreadyListed: (409, "ip_already_listed"),
     errors.IpNotListed: (409, "ip_not_listed"),
     errors.AlreadyInState: (409, "already_in_state"),
+    errors.KeyNotUsable: (409, "key_not_usable"),
     errors.IdempotencyKeyReused: (422, "idempotency_key_reused"),
     errors.IdempotencyInProgress: (409, "idempotency_key_in_use"),
     errors.Conflict: (409, "conflict"),

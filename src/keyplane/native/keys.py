@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from msgspec import UnsetType
 
 from keyplane import crypto
 from keyplane.dialects.common import run_service
+from keyplane.domain.lifecycle import check_expiry
 from keyplane.domain.model import ApiKey, Scheme
 from keyplane.domain.rules import normalize_bitget_permissions
 from keyplane.domain.scopes import COLLATERAL, SPOT
@@ -16,8 +18,19 @@ from keyplane.native.accounts import operator
 from keyplane.native.api import Call
 from keyplane.native.errors import ApiError
 from keyplane.native.paging import bool_param, choice_param, decode_cursor, encode_cursor, limit_of, uid_param
-from keyplane.native.schemas import CreateKey, Deleted, KeyCreated, KeyPage, KeyView, UpdateKey
+from keyplane.native.schemas import (
+    CreateKey,
+    Deleted,
+    KeyCreated,
+    KeyPage,
+    KeyRotated,
+    KeyView,
+    RotateKey,
+    UpdateKey,
+    when,
+)
 from keyplane.services import KeyplaneService
+from keyplane.services.lifecycle import RotatedKey
 from keyplane.services.types import Actor, IssuedKey, NewKeySpec
 
 DIALECTS = ("bitget", "whitebit")
@@ -38,6 +51,18 @@ def permissions_for(scheme: Scheme, given: list[str] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(given))
 
 
+def _expiry(moment: datetime | None) -> int | None:
+    """An ``expires_at`` as Unix ms: in the future, at most ten years ahead (``domain.lifecycle``)."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        raise InvalidInput("expires_at needs its offset (2026-12-31T00:00:00Z)", field="expires_at")
+    try:
+        return check_expiry(int(moment.timestamp() * 1000))
+    except InvalidInput as error:
+        raise InvalidInput(error.message, field="expires_at") from None
+
+
 def _key(svc: KeyplaneService, key_id: str) -> tuple[ApiKey, int]:
     """The key and its main account's UID, or ``ApiKeyNotFound``. Runs in a service thread."""
     found: tuple[ApiKey, int] | None = svc.keys.key_with_main(key_id)
@@ -52,6 +77,7 @@ async def create_key(svc: KeyplaneService, call: Call) -> KeyCreated:
     permissions = permissions_for(scheme, body.permissions)
     if body.key_type is not None and scheme is not Scheme.WHITEBIT:
         raise InvalidInput("key_type is for WhiteBIT keys only", field="key_type")
+    expires_at = _expiry(body.expires_at)
 
     def create() -> tuple[IssuedKey, int]:
         account = svc.accounts.account_of(int(body.account_uid))
@@ -61,7 +87,7 @@ async def create_key(svc: KeyplaneService, call: Call) -> KeyCreated:
             issued: IssuedKey = svc.keys.issue_main_key(
                 account.uid, scheme, label=body.label, permissions=permissions, ip_list=body.ip_list,
                 passphrase=body.passphrase, public_key_pem=body.public_key_pem, key_type=body.key_type,
-                by=operator(call),
+                expires_at=expires_at, by=operator(call),
             )
             return issued, account.uid
         if body.public_key_pem is not None:
@@ -75,7 +101,12 @@ async def create_key(svc: KeyplaneService, call: Call) -> KeyCreated:
             key_type=(body.key_type or 1) if scheme is Scheme.WHITEBIT else None,
         )
         actor = Actor(account=main, ip=call.ip, token=call.token.id)
-        return svc.keys.create_sub_key(actor, scheme, spec, uid=account.uid), main.uid
+        issued = svc.keys.create_sub_key(actor, scheme, spec, uid=account.uid)
+        if expires_at is not None:
+            # a sub-account key's expiry is set right after it is made (the sub-account use-case takes none)
+            key = svc.lifecycle.set_expiry(key_id=issued.key.id, expires_at=expires_at, by=operator(call))
+            issued = IssuedKey(key=key, secret=issued.secret, passphrase=issued.passphrase)
+        return issued, main.uid
 
     issued, main_uid = await run_service(create)
     return KeyCreated(
@@ -110,8 +141,9 @@ async def get_key(svc: KeyplaneService, call: Call) -> KeyView:
 
 async def update_key(svc: KeyplaneService, call: Call) -> KeyView:
     body: UpdateKey = call.body
-    if all(isinstance(value, UnsetType) for value in (body.label, body.permissions, body.ip_list)):
-        raise ApiError(400, "invalid_request", "give label, permissions, ip_list or several")
+    if all(isinstance(value, UnsetType) for value in (body.label, body.permissions, body.ip_list, body.expires_at)):
+        raise ApiError(400, "invalid_request", "give label, permissions, ip_list, expires_at or several")
+    expires_at = None if isinstance(body.expires_at, UnsetType) else _expiry(body.expires_at)
 
     def update() -> tuple[ApiKey, int]:
         key, main_uid = _key(svc, call.params["id"])
@@ -122,10 +154,32 @@ async def update_key(svc: KeyplaneService, call: Call) -> KeyView:
             changes["permissions"] = permissions_for(key.scheme, body.permissions)
         if not isinstance(body.ip_list, UnsetType):
             changes["ip_list"] = body.ip_list
-        return svc.keys.modify_key(key.id, by=operator(call), **changes), main_uid
+        if changes:
+            key = svc.keys.modify_key(key.id, by=operator(call), **changes)
+        if not isinstance(body.expires_at, UnsetType):
+            key = svc.lifecycle.set_expiry(key_id=key.id, expires_at=expires_at, by=operator(call))
+        return key, main_uid
 
     key, main_uid = await run_service(update)
     return KeyView.of(key, main_uid)
+
+
+async def rotate_key(svc: KeyplaneService, call: Call) -> KeyRotated:
+    body: RotateKey = call.body
+
+    def rotate() -> tuple[RotatedKey, int]:
+        key, main_uid = _key(svc, call.params["id"])
+        rotated = svc.lifecycle.rotate(
+            key_id=key.id, grace_s=body.grace_seconds, passphrase=body.passphrase, by=operator(call)
+        )
+        return rotated, main_uid
+
+    rotated, main_uid = await run_service(rotate)
+    return KeyRotated(
+        key=KeyView.of(rotated.key, main_uid), secret=rotated.secret, passphrase=rotated.passphrase,
+        previous_secret_until=None if rotated.previous_until is None else when(rotated.previous_until),
+        secret_shown=True,
+    )
 
 
 async def _set_enabled(svc: KeyplaneService, call: Call, enabled: bool) -> KeyView:

@@ -139,12 +139,20 @@ class CreateKey(Request):
     passphrase: str | None = None  # Bitget: 8-32 letters and digits; generated if not given
     key_type: Literal[1, 2] | None = None  # WhiteBIT: 1 (no withdrawals) or 2
     public_key_pem: Annotated[str, Meta(max_length=16384)] | None = None  # Bitget main keys: RSA instead of a secret
+    expires_at: datetime | None = None  # RFC 3339 with an offset, in the future: after it the key verifies nothing
 
 
 class UpdateKey(Request):
     label: Label | UnsetType = UNSET
     permissions: list[str] | UnsetType = UNSET
     ip_list: Annotated[list[IpRule], Meta(max_length=100)] | UnsetType = UNSET
+    expires_at: datetime | UnsetType | None = UNSET  # null clears it
+
+
+class RotateKey(Request):
+    # how long the replaced secret keeps verifying beside the new one: 0 (it stops now) to 7 days
+    grace_seconds: Annotated[int, Meta(ge=0, le=604_800)]
+    passphrase: str | None = None  # Bitget: a new passphrase for the new secret; otherwise it keeps its own
 
 
 class KeyView(Struct, kw_only=True):
@@ -200,6 +208,20 @@ class KeyListQuery(Struct, kw_only=True):
     enabled: bool | None = None
     limit: Limit = 50
     cursor: Cursor | None = None
+
+
+class KeyRotated(Struct, kw_only=True):
+    """A key's new secret: shown in this answer only (an ``Idempotency-Key`` replay answers ``secret`` null and
+    ``secret_shown`` false). ``previous_secret_until``: until when the replaced secret still verifies."""
+
+    key: KeyView
+    secret: str | None
+    passphrase: str | None
+    previous_secret_until: datetime | None
+    secret_shown: bool
+
+    def without_secret(self) -> KeyRotated:
+        return msgspec.structs.replace(self, secret=None, passphrase=None, secret_shown=False)
 
 
 class KeyPage(Struct, kw_only=True):
