@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import httpx
+import msgspec
 import pytest
 
 import bitget_helpers as h
@@ -184,6 +185,59 @@ def test_keys_through_their_life_and_they_sign_with_the_sdk(client: Client, live
         assert signed.get(INFO).json()["code"] == "40037"  # "Apikey does not exist"
 
 
+def _info_code(base_url: str, auth: BitgetAuth) -> str:
+    with httpx.Client(base_url=base_url, auth=auth) as signed:
+        return str(signed.get(INFO).json()["code"])
+
+
+def test_key_rotation_with_a_grace_period_and_expiry(client: Client, live: Live) -> None:
+    base = live.server.base_url
+    main = client.accounts.create(_name("rotating"))
+    expires = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0)
+    created = client.keys.create(main.uid, "bitget", permissions=["read"], ip_list=["127.0.0.1"], expires_at=expires)
+    assert created.secret and created.passphrase
+    h.RECORD.secret(created.secret, created.passphrase)
+    key = created.key
+    assert key.expires_at == expires
+    first = BitgetAuth(key.api_key, created.secret, created.passphrase)
+    assert _info_code(base, first) == "00000"
+
+    idem = str(uuid.uuid4())
+    rotated = client.keys.rotate(key.id, grace_seconds=600, idempotency_key=idem)
+    assert rotated.secret and rotated.secret != created.secret and rotated.secret_shown
+    h.RECORD.secret(rotated.secret, rotated.passphrase)
+    assert rotated.secret not in repr(rotated)
+    until = rotated.previous_secret_until
+    assert until is not None and timedelta(seconds=590) < until - datetime.now(UTC) <= timedelta(seconds=600)
+    assert rotated.key.previous_secret_until == until and client.keys.get(key.id).previous_secret_until == until
+    second = BitgetAuth(key.api_key, rotated.secret, rotated.passphrase or created.passphrase)
+    assert _info_code(base, second) == "00000" and _info_code(base, first) == "00000"  # both, in the grace
+    again = client.keys.rotate(key.id, grace_seconds=600, idempotency_key=idem)
+    assert again.secret is None and not again.secret_shown and again.key.id == key.id
+
+    # a rotation with no grace: only its own secret verifies from now on
+    third_rotation = client.keys.rotate(key.id, grace_seconds=0)
+    assert third_rotation.secret and third_rotation.previous_secret_until is None
+    h.RECORD.secret(third_rotation.secret, third_rotation.passphrase)
+    third = BitgetAuth(key.api_key, third_rotation.secret, third_rotation.passphrase or created.passphrase)
+    assert _info_code(base, third) == "00000"
+    assert _info_code(base, first) == _info_code(base, second) == "40009"  # "sign signature error"
+    with pytest.raises(InvalidRequestError) as bad_grace:
+        client.keys.rotate(key.id, grace_seconds=8 * 86_400)
+    assert bad_grace.value.field == "grace_seconds"
+
+    assert client.keys.set_expiry(key.id, None).expires_at is None
+    later = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0)
+    assert client.keys.set_expiry(key.id, later).expires_at == later
+    with pytest.raises(InvalidRequestError):
+        client.keys.set_expiry(key.id, datetime.now(UTC) - timedelta(days=1))  # not in the future
+    with pytest.raises(ValueError, match="aware datetime"):
+        client.keys.set_expiry(key.id, datetime.now())  # naive: refused before any request
+    assert client.keys.get(key.id).expires_at == later
+    actions = [e.action for e in client.audit.list(account_uid=main.uid, api_key=key.api_key)]
+    assert sum("rotate" in action for action in actions) == 2 and any("expir" in a for a in actions)
+
+
 def test_audit_lists_what_the_client_did_with_filters_and_paging(client: Client) -> None:
     start = datetime.now(UTC) - timedelta(seconds=5)
     main = client.accounts.create(_name("audited"))
@@ -250,6 +304,12 @@ def test_async_client_walks_the_same_resources(live: Live) -> None:
             assert created.secret
             h.RECORD.secret(created.secret)
             assert (await kp.keys.get(created.key.id)).label == "async"
+            rotated = await kp.keys.rotate(created.key.id, grace_seconds=0)
+            assert rotated.secret and rotated.previous_secret_until is None
+            h.RECORD.secret(rotated.secret)
+            soon = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
+            assert (await kp.keys.set_expiry(created.key.id, soon)).expires_at == soon
+            created = msgspec.structs.replace(created, secret=rotated.secret)
             keys = [k.id async for k in kp.keys.list(main_uid=main.uid)]
             assert keys == [created.key.id]
             async with httpx.AsyncClient(base_url=live.server.base_url,

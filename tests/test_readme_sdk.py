@@ -75,7 +75,7 @@ def test_readme_sdk_example_runs(env: dict[str, str], index: int) -> None:
         0: [f"00000 {env['UID']}", "0"],
         1: ["['00000', '00000', '00000']"],
         2: ["200 10"],
-        3: ["bg_ True", "bot True", "name_taken", "apikey.disable"],
+        3: ["bg_ True", "bot True", "True", "name_taken", "apikey.disable"],
     }[index]
     assert lines == expected
     for name in ("BITGET_SECRET", "BITGET_PASSPHRASE", "WHITEBIT_SECRET", "BITGET_RSA_PASSPHRASE", "KEYPLANE_TOKEN"):

@@ -29,7 +29,7 @@ from keyplane.client._errors import (
     RateLimitError,
     ServerError,
 )
-from keyplane.client._models import Account, AuditEvent, CreatedKey, Key, SubAccount
+from keyplane.client._models import Account, AuditEvent, CreatedKey, Key, RotatedKey, SubAccount
 from keyplane.client._whitebit_auth import WhiteBITAuth
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
+    "RotatedKey",
     "ServerError",
     "SubAccount",
     "WhiteBITAuth",

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
-from keyplane.client._models import Account, AuditEvent, CreatedKey, Deleted, Key, Page, SubAccount
+from keyplane.client._models import Account, AuditEvent, CreatedKey, Deleted, Key, Page, RotatedKey, SubAccount
 
 T = TypeVar("T")
 
@@ -34,6 +34,12 @@ def _segment(value: str | int) -> str:
     return text.replace(".", "%2E") if text in (".", "..") else text
 
 
+def _time(name: str, value: datetime) -> str:
+    if value.tzinfo is None:
+        raise ValueError(f"{name} must be an aware datetime (with a time zone)")
+    return value.isoformat()
+
+
 def _query(**values: str | int | bool | datetime | None) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, value in values.items():
@@ -42,9 +48,7 @@ def _query(**values: str | int | bool | datetime | None) -> dict[str, str]:
         if isinstance(value, bool):
             out[name] = "true" if value else "false"
         elif isinstance(value, datetime):
-            if value.tzinfo is None:
-                raise ValueError(f"{name} must be an aware datetime (with a time zone)")
-            out[name] = value.isoformat()
+            out[name] = _time(name, value)
         else:
             out[name] = str(value)
     return out
@@ -52,8 +56,8 @@ def _query(**values: str | int | bool | datetime | None) -> dict[str, str]:
 
 def _body(**values: Any) -> dict[str, Any]:
     """The fields given (None: left out, so the server's default or the current value stands)."""
-    return {name: list(value) if isinstance(value, tuple) else value for name, value in values.items()
-            if value is not None}
+    return {name: _time(name, value) if isinstance(value, datetime) else value
+            for name, value in values.items() if value is not None}
 
 
 def _list(values: Iterable[str] | None) -> list[str] | None:
@@ -128,10 +132,11 @@ def delete_sub_account(uid: str | int) -> Call[Deleted]:
 def create_key(
     account_uid: str | int, dialect: str, label: str | None, permissions: Iterable[str] | None,
     ip_list: Iterable[str] | None, passphrase: str | None, key_type: int | None, public_key_pem: str | None,
-    idempotency_key: str | None,
+    expires_at: datetime | None, idempotency_key: str | None,
 ) -> Call[CreatedKey]:
     body = _body(account_uid=str(account_uid), dialect=dialect, label=label, permissions=_list(permissions),
-                 ip_list=_list(ip_list), passphrase=passphrase, key_type=key_type, public_key_pem=public_key_pem)
+                 ip_list=_list(ip_list), passphrase=passphrase, key_type=key_type, public_key_pem=public_key_pem,
+                 expires_at=expires_at)
     return Call("POST", "/v1/keys", CreatedKey, body=body, idempotency_key=idempotency_key)
 
 
@@ -151,6 +156,18 @@ def update_key(key_id: str, label: str | None, permissions: Iterable[str] | None
                ip_list: Iterable[str] | None) -> Call[Key]:
     return Call("PATCH", f"/v1/keys/{_segment(key_id)}", Key,
                 body=_body(label=label, permissions=_list(permissions), ip_list=_list(ip_list)))
+
+
+def set_key_expiry(key_id: str, expires_at: datetime | None) -> Call[Key]:
+    # null clears the expiry: the one field sent even when None
+    value = None if expires_at is None else _time("expires_at", expires_at)
+    return Call("PATCH", f"/v1/keys/{_segment(key_id)}", Key, body={"expires_at": value})
+
+
+def rotate_key(key_id: str, grace_seconds: int, passphrase: str | None,
+               idempotency_key: str | None) -> Call[RotatedKey]:
+    return Call("POST", f"/v1/keys/{_segment(key_id)}/rotate", RotatedKey,
+                body=_body(grace_seconds=grace_seconds, passphrase=passphrase), idempotency_key=idempotency_key)
 
 
 def set_key_state(key_id: str, action: str) -> Call[Key]:

@@ -23,7 +23,17 @@ import msgspec
 from keyplane.client import _calls as calls
 from keyplane.client._calls import Call
 from keyplane.client._errors import ApiError, error_from
-from keyplane.client._models import Account, AuditEvent, CreatedKey, Dialect, Key, Page, Status, SubAccount
+from keyplane.client._models import (
+    Account,
+    AuditEvent,
+    CreatedKey,
+    Dialect,
+    Key,
+    Page,
+    RotatedKey,
+    Status,
+    SubAccount,
+)
 
 T = TypeVar("T")
 _USER_AGENT = "keyplane-python"
@@ -170,9 +180,9 @@ class Keys:
     def create(self, account_uid: str | int, dialect: Dialect, *, label: str | None = None,
                permissions: Iterable[str] | None = None, ip_list: Iterable[str] | None = None,
                passphrase: str | None = None, key_type: int | None = None, public_key_pem: str | None = None,
-               idempotency_key: str | None = None) -> CreatedKey:
+               expires_at: datetime | None = None, idempotency_key: str | None = None) -> CreatedKey:
         return self._client._send(calls.create_key(account_uid, dialect, label, permissions, ip_list, passphrase,
-                                                   key_type, public_key_pem, idempotency_key))
+                                                   key_type, public_key_pem, expires_at, idempotency_key))
 
     def list(self, *, account_uid: str | int | None = None, main_uid: str | int | None = None,
              dialect: Dialect | None = None, enabled: bool | None = None,
@@ -185,6 +195,16 @@ class Keys:
     def update(self, key_id: str, *, label: str | None = None, permissions: Iterable[str] | None = None,
                ip_list: Iterable[str] | None = None) -> Key:
         return self._client._send(calls.update_key(key_id, label, permissions, ip_list))
+
+    def set_expiry(self, key_id: str, expires_at: datetime | None) -> Key:
+        """After ``expires_at`` (an aware datetime) the key verifies nothing; None clears the expiry."""
+        return self._client._send(calls.set_key_expiry(key_id, expires_at))
+
+    def rotate(self, key_id: str, *, grace_seconds: int, passphrase: str | None = None,
+               idempotency_key: str | None = None) -> RotatedKey:
+        """A new secret; the replaced one keeps verifying for ``grace_seconds`` (0 to 7 days). A Bitget key keeps
+        its passphrase unless given a new one."""
+        return self._client._send(calls.rotate_key(key_id, grace_seconds, passphrase, idempotency_key))
 
     def disable(self, key_id: str) -> Key:
         return self._client._send(calls.set_key_state(key_id, "disable"))
@@ -311,9 +331,10 @@ class AsyncKeys:
     async def create(self, account_uid: str | int, dialect: Dialect, *, label: str | None = None,
                      permissions: Iterable[str] | None = None, ip_list: Iterable[str] | None = None,
                      passphrase: str | None = None, key_type: int | None = None, public_key_pem: str | None = None,
-                     idempotency_key: str | None = None) -> CreatedKey:
+                     expires_at: datetime | None = None, idempotency_key: str | None = None) -> CreatedKey:
         return await self._client._send(calls.create_key(account_uid, dialect, label, permissions, ip_list,
-                                                         passphrase, key_type, public_key_pem, idempotency_key))
+                                                         passphrase, key_type, public_key_pem, expires_at,
+                                                         idempotency_key))
 
     def list(self, *, account_uid: str | int | None = None, main_uid: str | int | None = None,
              dialect: Dialect | None = None, enabled: bool | None = None,
@@ -326,6 +347,13 @@ class AsyncKeys:
     async def update(self, key_id: str, *, label: str | None = None, permissions: Iterable[str] | None = None,
                      ip_list: Iterable[str] | None = None) -> Key:
         return await self._client._send(calls.update_key(key_id, label, permissions, ip_list))
+
+    async def set_expiry(self, key_id: str, expires_at: datetime | None) -> Key:
+        return await self._client._send(calls.set_key_expiry(key_id, expires_at))
+
+    async def rotate(self, key_id: str, *, grace_seconds: int, passphrase: str | None = None,
+                     idempotency_key: str | None = None) -> RotatedKey:
+        return await self._client._send(calls.rotate_key(key_id, grace_seconds, passphrase, idempotency_key))
 
     async def disable(self, key_id: str) -> Key:
         return await self._client._send(calls.set_key_state(key_id, "disable"))

@@ -80,6 +80,26 @@ class CreatedKey(msgspec.Struct, frozen=True, kw_only=True):
         return [("key", self.key), ("secret_shown", self.secret_shown)]
 
 
+class RotatedKey(msgspec.Struct, frozen=True, kw_only=True):
+    """A key's new secret (and Bitget passphrase), shown in the rotation's answer only; the replaced secret
+    keeps verifying until ``previous_secret_until`` (None: it stopped at once). A rotation repeated with its
+    ``idempotency_key`` answers ``secret`` None and ``secret_shown`` False. Its repr leaves both out."""
+
+    key: Key
+    secret: str | None
+    passphrase: str | None
+    previous_secret_until: datetime | None
+    secret_shown: bool = True
+
+    def __repr__(self) -> str:
+        return (f"RotatedKey(key={self.key!r}, previous_secret_until={self.previous_secret_until!r}, "
+                f"secret_shown={self.secret_shown!r})")
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        return [("key", self.key), ("previous_secret_until", self.previous_secret_until),
+                ("secret_shown", self.secret_shown)]
+
+
 class AuditEvent(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     at: datetime
