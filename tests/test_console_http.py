@@ -93,7 +93,9 @@ def test_sign_in_sets_a_sealed_http_only_strict_cookie_secure_on_https_or_when_t
 
 def test_a_wrong_token_is_refused_and_signs_nobody_in(runtime: Runtime, tokens: dict[str, str]) -> None:
     async def scenario(client: httpx.AsyncClient) -> None:
-        for wrong in ("", "kpt_" + "A" * 43, tokens["all"][:-1] + "x", tokens["all"] + "x", "x" * 5000,
+        last = tokens["all"][-1]
+        for wrong in ("", "kpt_" + "A" * 43, tokens["all"][:-1] + ("y" if last == "x" else "x"), tokens["all"] + "x",
+                      "x" * 5000,
                       tokens["all"].upper()):
             refused = await sign_in(client, wrong)
             assert refused.status_code == 401 and "That token is not valid." in refused.text
