@@ -249,18 +249,27 @@ def test_nonce_state_survives_a_restart(server: Server, operator: Operator) -> N
     replay = compact(monotonic.body(CREATE, new_fields()))
     lower = compact({**monotonic.body(CREATE, new_fields()), "nonce": str(int(json.loads(replay)["nonce"]) - 1)})
     assert monotonic.post_raw(CREATE, replay).status_code == 201
-    # a windowed nonce a little ahead of the clock, so that it is still inside the window after the restart
-    ahead = {**windowed.body(CREATE, new_fields(), window=True), "nonce": now_ms() + 3_500}
-    windowed_replay = compact(ahead)
-    assert windowed.post_raw(CREATE, windowed_replay).status_code == 201
 
-    server.restart()
+    # A windowed nonce a little ahead of the clock, so that it is still inside WhiteBIT's 5 s window after the
+    # restart. A restart on a loaded machine can outlast the window, and then the replay proves nothing: the
+    # scenario is tried again (each time with a new sub-account), up to three restarts.
+    made = 1  # the monotonic key's one accepted create
+    for _attempt in range(3):
+        ahead = {**windowed.body(CREATE, new_fields(), window=True), "nonce": now_ms() + 3_500}
+        windowed_replay = compact(ahead)
+        assert windowed.post_raw(CREATE, windowed_replay).status_code == 201
+        made += 1
+        server.restart()
+        answer = windowed.post_raw(CREATE, windowed_replay)
+        if now_ms() < ahead["nonce"] + 5_000:
+            refused(answer, 429, TOO_MANY)
+            break
+    else:
+        pytest.fail("three restarts each outlasted the 5 s nonce window")
 
     refused(monotonic.post_raw(CREATE, replay), 429, TOO_MANY)
     refused(monotonic.post_raw(CREATE, lower), 429, TOO_MANY)
-    assert now_ms() < ahead["nonce"] + 5_000, "the restart took too long for the windowed replay to count"
-    refused(windowed.post_raw(CREATE, windowed_replay), 429, TOO_MANY)
-    assert len(subs(monotonic)) == 2
+    assert len(subs(monotonic)) == made  # one per accepted request, none per replay
 
 
 def test_odd_header_values_get_whitebits_envelope_never_a_500(client: WhitebitClient) -> None:
