@@ -76,3 +76,48 @@ def test_keys_are_visible_ascii_up_to_255() -> None:
     for bad in ("", "a" * 256, "a b", "é", "a\tb", "a\x00"):
         with pytest.raises(InvalidInput):
             check_key(bad)
+
+
+def test_a_create_whose_answer_was_lost_with_its_process_is_not_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The create commits, then its process dies before it records the answer (here: the answer's write
+    fails). Past STALE_MS a retry with the same key must not take the claim over and create a second account:
+    the create's own commit marked the claim, and the retry is told its object exists."""
+    import asyncio
+
+    import httpx
+
+    from keyplane import errors
+    from keyplane.app import create_app
+    from keyplane.config import Settings
+    from keyplane.runtime import build_runtime
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'keyplane.db'}", master_key="56" * 32)
+    runtime = build_runtime(settings)
+    try:
+        token = TokenService(runtime.service.store).create(["all"]).secret
+        app = create_app(settings, runtime)
+
+        def died(*args: object, **kwargs: object) -> None:
+            raise errors.Unavailable("the process died before recording the answer")
+
+        async def create() -> httpx.Response:
+            transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+            async with httpx.AsyncClient(transport=transport, base_url="http://keyplane") as client:
+                return await client.post(
+                    "/v1/accounts", json={"name": "once-only"},
+                    headers={"Authorization": f"Bearer {token}", "Idempotency-Key": "lost-answer"},
+                )
+
+        with monkeypatch.context() as patch:
+            patch.setattr(IdempotencyService, "finish", died)
+            assert asyncio.run(create()).status_code == 201
+        _age(runtime.service.store, "lost-answer", STALE_MS + 1000, claimed_only=True)
+        retry = asyncio.run(create())
+        assert retry.status_code == 409, retry.text
+        assert retry.json()["error"]["code"] == "idempotent_answer_lost"
+        named = [a for a in runtime.service.accounts.list_main_accounts() if a.name == "once-only"]
+        assert len(named) == 1
+    finally:
+        runtime.close()

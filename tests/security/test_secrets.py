@@ -98,7 +98,7 @@ def test_a_failing_use_case_logs_no_secret_and_answers_the_dialects_500(
         passphrase = spec.passphrase  # a secret in the failing frame's locals
         raise RuntimeError(f"a bug while making a key for {spec!r}" if passphrase else "a bug")
 
-    monkeypatch.setattr(runtime.service, "create_sub_key", broken)
+    monkeypatch.setattr(runtime.service.keys, "create_sub_key", broken)
     app = create_app(Settings(database_url="sqlite://", master_key=MASTER_KEY, verify_token=TOKEN), runtime)
     path = "/api/v2/user/create-virtual-subaccount-apikey"
     body = ('{"subAccountUid":"1000000002","passphrase":"' + SUB_PASSPHRASE + '","label":"x"}').encode()

@@ -32,6 +32,7 @@ from keyplane.openapi import Body, Operation
 from keyplane.services import KeyplaneService
 from keyplane.services.idempotency import Claim, IdempotencyService, Replay, check_key, request_digest
 from keyplane.services.tokens import TokenService
+from keyplane.store.store import in_the_same_commit
 
 log = logging.getLogger("keyplane.native")
 
@@ -191,7 +192,10 @@ class ManagementApi:
     async def _first(self, route: Route, call: Call, claim: Claim) -> Response:
         """Runs the create that holds ``claim`` and records its answer, without a one-time secret."""
         try:
-            answer = await route.handler(self.service, call)
+            # the create's own commit marks the claim, so a crash before ``finish`` cannot lead to a second
+            # object (services/idempotency.py)
+            with in_the_same_commit(self.idempotency.provisional(claim)):
+                answer = await route.handler(self.service, call)
         except (ApiError, errors.KeyplaneError) as error:
             refusal = error if isinstance(error, ApiError) else domain_error(error)
             if refusal.status >= 500:
@@ -239,7 +243,8 @@ def _operation(route: Route) -> Operation:
     if route.method != "GET":
         responses[409] = refusal(
             "A conflict: name_taken, already_in_state, a limit (sub_account_limit, key_limit, ip_limit), "
-            "idempotency_key_in_use"
+            "idempotency_key_in_use, idempotent_answer_lost (a retry of a create whose object was made but whose "
+            "answer was lost with its process: nothing is created again)"
         )
     headers: dict[str, str] = {}
     description = f"Needs a token with the scope {SCOPE_FOR[route.need]}."

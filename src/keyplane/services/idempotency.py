@@ -11,25 +11,35 @@ still unanswered waits for it (``IdempotencyInProgress`` until the answer is the
 Answers are kept 24 hours. A one-time secret is never recorded: the caller records the answer without it,
 saying so in the answer. A claim left without an answer for ``STALE_MS`` (its create failed for an outage
 and the claim could not be given back then, or its process died) is taken over by the next request with
-that key. The create's commit and the answer's record are two transactions, so a process killed between
-the two (a millisecond) leaves a claim whose create did happen: after ``STALE_MS`` a retry would create a
-second object. Every other failure either committed nothing or recorded its answer.
+that key. The create's commit and the answer's record are two transactions; so that a process killed
+between the two cannot leave a claim a retry would run again, the create's own commit also writes a
+provisional answer on the claim (``provisional``, through ``store.in_the_same_commit``): a 409
+``idempotent_answer_lost`` that says the object was made and its answer is gone. ``finish`` then replaces
+it with the real answer; if the process died first, a retry gets the 409 and creates nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from keyplane.errors import IdempotencyInProgress, IdempotencyKeyReused, InvalidInput
-from keyplane.store import Store
+from keyplane.store import Store, Transaction
 from keyplane.store import tokens as rows
 from keyplane.store.store import now_ms
 
 TTL_MS = 24 * 3600 * 1000
 STALE_MS = 60_000
 KEY_MAX = 255
+# What a retry gets when the first request's create committed but its process died before the answer was
+# recorded: the native API's error shape, written here because the store layer records bytes.
+ANSWER_LOST_STATUS = 409
+ANSWER_LOST_BODY = (
+    b'{"error":{"code":"idempotent_answer_lost","message":"the first request with this Idempotency-Key made '
+    b'its object, but its answer was lost: find the object by listing; nothing was created again"}}'
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +113,17 @@ class IdempotencyService:
         """Records the answer (without any one-time secret) for later requests with the same key."""
         with self.store.transaction() as tx:
             rows.finish(tx, token_id=claim.token_id, key=claim.key, owner=claim.owner, status=status, body=body)
+
+    def provisional(self, claim: Claim) -> Callable[[Transaction], None]:
+        """The write the create's own commit makes on the claim: "made, answer lost" until ``finish``."""
+
+        def write(tx: Transaction) -> None:
+            rows.finish(
+                tx, token_id=claim.token_id, key=claim.key, owner=claim.owner, status=ANSWER_LOST_STATUS,
+                body=ANSWER_LOST_BODY,
+            )
+
+        return write
 
     def abandon(self, claim: Claim) -> None:
         """Gives the key back after a create that committed nothing (an outage): a retry runs it again."""

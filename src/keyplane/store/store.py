@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -694,6 +695,26 @@ class Transaction:
         ]
 
 
+
+# A write to make in the same commit as the next change of this context (see ``in_the_same_commit``).
+_SAME_COMMIT: ContextVar[Callable[[Transaction], None] | None] = ContextVar("keyplane_same_commit", default=None)
+
+
+@contextmanager
+def in_the_same_commit(write: Callable[[Transaction], None]) -> Iterator[None]:
+    """Runs ``write`` inside every write transaction this context (and the threads ``asyncio.to_thread``
+    starts from it) commits, just before the commit: it lands with the change or not at all.
+
+    Why: an idempotent create records "this key's create committed" on its claim in the create's own
+    commit, so a process that dies before it records the answer cannot leave a claim that a retry would
+    take over and run a second time (services/idempotency.py).
+    """
+    token = _SAME_COMMIT.set(write)
+    try:
+        yield
+    finally:
+        _SAME_COMMIT.reset(token)
+
 class Store:
     """The database behind keyplane: SQLite (WAL) by default, PostgreSQL to scale."""
 
@@ -761,6 +782,9 @@ class Store:
         with self.engine.begin() as conn:
             tx = Transaction(conn)
             yield tx
+            same_commit = _SAME_COMMIT.get()
+            if same_commit is not None:
+                same_commit(tx)
             if tx.changed_keys:
                 at = now_ms()
                 changed = sorted(tx.changed_keys)
