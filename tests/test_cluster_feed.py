@@ -137,9 +137,9 @@ def test_every_concurrent_change_reaches_both_nodes(cluster: Cluster) -> None:
     def end(n: int) -> None:
         other = cluster.changers[n % 2].service
         if n % 2:
-            other.set_sub_account_status(actor, AccountStatus.FREEZE, uid=subs[n].uid)
+            other.subaccounts.set_sub_account_status(actor, AccountStatus.FREEZE, uid=subs[n].uid)
         else:
-            other.delete_sub_key(actor, key_id=issued[n].key.id)
+            other.keys.delete_sub_key(actor, key_id=issued[n].key.id)
 
     _concurrently([lambda n=n: end(n) for n in range(KEYS)])
     cluster.wait_all(keys, [False] * KEYS)

@@ -52,7 +52,7 @@ class MasterKey:
     """The AES-256-GCM key that seals every API secret, with older keys that still unseal.
 
     During a rotation the key file holds the new key first and the old one after it, so a secret sealed
-    under either opens while the store is being re-sealed (``KeyplaneService.reseal_secrets``).
+    under either opens while the store is being re-sealed (``SealingService.reseal_secrets``).
     """
 
     __slots__ = ("_keys", "fingerprints")
