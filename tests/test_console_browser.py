@@ -137,7 +137,8 @@ def test_an_operator_manages_a_key_end_to_end_and_finds_each_step_in_the_audit(c
     assert api_key.startswith("bg_") and len(secret) >= 32 and passphrase
     tab.shot("secret")
     page.get_by_role("button", name="Copy secret").click()
-    assert page.locator(".copied").inner_text() == "Copied to the clipboard."
+    # the copy is a promise: wait for the page to say it is done (a bare read raced it on a busy machine)
+    playwright_api.expect(page.locator(".copied")).to_have_text("Copied to the clipboard.")
     assert page.evaluate("navigator.clipboard.readText()") == secret
     secret_url = page.url
     page.get_by_role("button", name="Done").click()  # not yet confirmed: the form does not go

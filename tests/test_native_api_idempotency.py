@@ -121,3 +121,21 @@ def test_a_create_whose_answer_was_lost_with_its_process_is_not_made_again(
         assert len(named) == 1
     finally:
         runtime.close()
+
+
+def test_a_provisional_answer_waits_while_fresh_and_answers_once_stale(store: Store) -> None:
+    """Racing duplicates poll the claim while its holder runs: between the create's commit (which writes the
+    provisional 'answer lost') and the real answer, a poller must keep waiting, not take the 409."""
+    from keyplane.services.idempotency import ANSWER_LOST_BODY, ANSWER_LOST_STATUS
+    from keyplane.store.store import in_the_same_commit
+
+    token = TokenService(store).create(["all"]).token.id
+    service = IdempotencyService(store)
+    claim = service.begin(token, "p", "h")
+    assert isinstance(claim, Claim)
+    with in_the_same_commit(service.provisional(claim)), store.transaction():
+        pass  # the create's commit
+    with pytest.raises(IdempotencyInProgress):
+        service.begin(token, "p", "h")
+    _age(store, "p", STALE_MS + 1000, claimed_only=True)  # its holder died before the real answer
+    assert service.begin(token, "p", "h") == Replay(ANSWER_LOST_STATUS, ANSWER_LOST_BODY)

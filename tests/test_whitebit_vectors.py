@@ -70,7 +70,7 @@ def test_the_verifier_accepts_exactly_the_compact_matching_vectors(
     vector: dict[str, Any], store: tuple[Store, crypto.MasterKey, KeyplaneService]
 ) -> None:
     db, master, service = store
-    account = service.accounts.create_main_account("vectors")
+    account = service.accounts.create_main_account(f"vectors-{uuid.uuid4().hex[:12]}")  # names are unique
     key_id, api_key = str(uuid.uuid4()), uuid.uuid4().hex
     with db.transaction() as tx:
         tx.insert_api_key(

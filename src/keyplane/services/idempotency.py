@@ -105,7 +105,10 @@ class IdempotencyService:
                     "this Idempotency-Key was used for another request in the last 24 hours: use a new key",
                     field="Idempotency-Key",
                 )
-            if row.status is None:
+            # the provisional answer is the create's own commit, written a moment before the real one: while
+            # the claim is fresh its holder is still recording the answer, and only a stale one means it died
+            provisional = row.status == ANSWER_LOST_STATUS and bytes(row.body or b"") == ANSWER_LOST_BODY
+            if row.status is None or (provisional and row.claimed_at >= now - STALE_MS):
                 raise IdempotencyInProgress("the request with this Idempotency-Key is still running")
             return Replay(status=int(row.status), body=bytes(row.body))
 
