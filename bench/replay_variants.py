@@ -40,6 +40,13 @@ def main() -> None:
         store_nonces.ReplayLedger = lambda directory: ledger(None)
     elif mode == "none":
         NonceGuard.accept_once = lambda self, key_id, token, expires_at, now_ms: Reason.VALID
+        guard_init = NonceGuard.__init__
+
+        def init_recording_nothing(self: NonceGuard, *args: object, **kwargs: object) -> None:
+            guard_init(self, *args, **kwargs)  # type: ignore[arg-type]
+            self.record_once_inline = lambda key_id, token, expires_at, now_ms: True  # what the verifier calls
+
+        NonceGuard.__init__ = init_recording_nothing  # type: ignore[method-assign]
     elif mode == "off":
         for rule in inprocess.BENCH_ENDPOINTS["rules"]:
             if rule["method"] == "POST" and rule["path"] == inprocess.BITGET_POST_PATH:

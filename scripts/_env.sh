@@ -4,7 +4,7 @@
 ensure_venv() {
     local extras="$1"  # "" or "[test]"
     local python="${PYTHON:-python3}"
-    local stamp=".venv/.installed$(echo "$extras" | tr -d '[]')-$(sha256sum pyproject.toml | cut -c1-16)"
+    local stamp=".venv/.installed$(echo "$extras" | tr -d '[]')-$(cat pyproject.toml setup.py src/keyplane/store/_tokens.c | sha256sum | cut -c1-16)"
     if [ ! -x .venv/bin/python ]; then
         echo "keyplane: creating .venv with $($python --version)" >&2
         "$python" -m venv .venv

@@ -165,10 +165,13 @@ def test_zeroed_and_torn_records_refuse_nothing_and_a_misaligned_file_fails_clos
     assert ledger.record(KEY, 0, expires_at, now) is True  # the zeros held token 0 with expiry 0
     assert ledger.record(KEY, 5, expires_at, now) is True
     assert ledger.record(KEY, 6, expires_at, now) is False  # the whole record after them counts
-    # another process left zeros behind (a power loss): read past them, not stopped by them
+    ledger.close()
+    # a process left zeros behind (a power loss) and another wrote after them: read past them
     with open(path, "ab") as file:
         file.write(b"\0" * RECORD_SIZE + RECORD.pack(9, expires_at))
+    ledger = ReplayLedger(str(directory))
     assert ledger.record(KEY, 9, expires_at, now) is False
+    assert ledger.record(KEY, 6, expires_at, now) is False
     ledger.close()
     # a length that is not whole records: nothing can be decided in order, so nothing is accepted
     with open(path, "ab") as file:

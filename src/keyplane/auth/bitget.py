@@ -143,10 +143,13 @@ class HmacChecker:
         # where hmac.HMAC.copy() builds a Python object first (bench/README.md, the profile)
         self._template = getattr(template, "_hmac", None) or template
 
-    def matches(self, message: bytes, signature: bytes) -> bool:
+    def matches(self, message: bytes, signature: bytes) -> bytes | None:
+        """The signature's bytes (the digest, which the base64 text encodes) if it signs ``message``, else
+        None: the verifier takes a replay record's token from them without decoding the text again."""
         mac = self._template.copy()
         mac.update(message)
-        return hmac.compare_digest(binascii.b2a_base64(mac.digest(), newline=False), signature)
+        digest = mac.digest()
+        return digest if hmac.compare_digest(binascii.b2a_base64(digest, newline=False), signature) else None
 
 
 class RsaChecker:
@@ -160,10 +163,14 @@ class RsaChecker:
             raise ValueError("not an RSA public key")
         self._public_key = key
 
-    def matches(self, message: bytes, signature: bytes) -> bool:
+    def matches(self, message: bytes, signature: bytes) -> bytes | None:
+        """The signature's bytes if it signs ``message``, else None (as ``HmacChecker.matches``)."""
         try:
             raw = base64.b64decode(signature, validate=True)
             self._public_key.verify(raw, message, padding.PKCS1v15(), hashes.SHA256())
         except (InvalidSignature, ValueError):
-            return False
-        return True
+            return None
+        return raw
+
+
+Checker = HmacChecker | RsaChecker  # what a Bitget key's cache entry holds

@@ -13,6 +13,7 @@ on SQLite the journal's own in-memory state does.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from keyplane.auth.request import Reason
 from keyplane.auth.whitebit import NONCE_MAX, NONCE_WINDOW_MS
@@ -48,6 +49,11 @@ class NonceGuard:
         # PostgreSQL's ledger is a transaction per accept (it waits on the network); the SQLite journal is
         # one flock'd append of microseconds. The verifier runs a blocking accept off the event loop.
         self.blocking: bool = self._ledger.blocking
+        # SQLite: ``accept_once`` is the replay ledger's record and nothing more (no key can be gone: the
+        # ledger names no key; nothing to purge), so the verifier calls this instead; None on PostgreSQL
+        self.record_once_inline: Callable[[str, int, int, int], bool] | None = (
+            None if self._transactional else self._record_once
+        )
         self._last: dict[str, int] = {}
         self._accepted = 0
 

@@ -24,12 +24,11 @@ flight share a round trip and a commit instead of each holding one of the pool's
 from __future__ import annotations
 
 import asyncio
-import binascii
 import logging
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -67,12 +66,12 @@ _VALID = Reason.VALID
 _BITGET = Scheme.BITGET
 _WHITEBIT = Scheme.WHITEBIT
 _UNKNOWN_KEY = Reason.UNKNOWN_KEY
+_REQUEST_REPLAYED = Reason.REQUEST_REPLAYED
 _JSON_OPENERS = (b"{", b"[")
 _REPLAY_KEEP_MS = 2 * bitget.TIMESTAMP_WINDOW_MS  # past the timestamp; twice: slack for nodes' clocks
-# A replay record's token: the first 8 of those bytes, big-endian, signed (as the store's BIGINT holds it);
-# the same value the whole signature's decoding gave before, for a fraction of the work (bench/README.md)
+# A replay record's token: the first 8 of the signature's bytes (what its checker matched), big-endian,
+# signed (as the store's BIGINT holds it); the value records have always held (bench/README.md)
 _token = struct.Struct(">q").unpack_from
-_a2b_base64 = binascii.a2b_base64
 _PREVIOUS = "previous"
 _time = time.time
 
@@ -86,6 +85,15 @@ def detect_scheme(headers: dict[str, str] | Any) -> Scheme | None:
         return Scheme.BITGET
     if whitebit.HEADER_KEY in headers or whitebit.HEADER_PAYLOAD in headers:
         return Scheme.WHITEBIT
+    return None
+
+
+def _first_match(checker: bitget.Checker, messages: Iterable[bytes], signature: bytes) -> bytes | None:
+    """The signature's bytes if it signs one of ``messages``, else None."""
+    for message in messages:
+        signed = checker.matches(message, signature)
+        if signed is not None:
+            return signed
     return None
 
 
@@ -122,6 +130,8 @@ class Verifier:
         self.store = store
         self.cache = KeyCache(self._load, master_key, reload_master_key)
         self.nonces = NonceGuard(store)
+        # a replay record on SQLite: the ledger's ``record`` itself, nothing between (a POST's hot path)
+        self._record_once: Callable[[str, int, int, int], bool] | None = self.nonces.record_once_inline
         self.rate_limiter = rate_limiter or RateLimiter()
         self._clock_ms = clock_ms
         # what each private endpoint needs, for callers that give no Requirement (gateway, /v1/verify)
@@ -290,24 +300,24 @@ class Verifier:
         if cached is None or cached.key.scheme is not scheme:
             return VerifyResult(Reason.UNKNOWN_KEY, scheme)
         signature_bytes = signature.encode()
-        checker = cached.checker
-        # the exact reading first, without a generator: a valid request costs one HMAC and nothing else
-        if not checker.matches(
+        checker: bitget.Checker = cached.checker  # type: ignore[assignment]  # a Bitget key's (its scheme: above)
+        # the exact reading first, without a generator: a valid request costs one HMAC and nothing else.
+        # ``signed``: the signature's bytes, from which a replay record's token comes.
+        signed = checker.matches(
             bitget.prehash(timestamp, request.method, request.path, request.query, request.body), signature_bytes
-        ) and not any(
-            checker.matches(message, signature_bytes)
-            for message in islice(
-                bitget.prehash_candidates(timestamp, request.method, request.path, request.query, request.body), 1, None
-            )
-        ):
+        )
+        if signed is None:
+            candidates = bitget.prehash_candidates(timestamp, request.method, request.path, request.query, request.body)
+            signed = _first_match(checker, islice(candidates, 1, None), signature_bytes)
+        if signed is None:
             # during a rotation's grace period the replaced secret, until its deadline (checked here, per request)
             previous = cached.previous
-            if previous is None or _time() >= previous.until_s or not any(
-                previous.checker.matches(message, signature_bytes)
-                for message in bitget.prehash_candidates(
-                    timestamp, request.method, request.path, request.query, request.body
-                )
-            ):
+            if previous is None or _time() >= previous.until_s:
+                return VerifyResult(Reason.BAD_SIGNATURE, scheme)
+            candidates = bitget.prehash_candidates(timestamp, request.method, request.path, request.query, request.body)
+            previous_checker: bitget.Checker = previous.checker  # type: ignore[assignment]  # one key's, as above
+            signed = _first_match(previous_checker, candidates, signature_bytes)
+            if signed is None:
                 return VerifyResult(Reason.BAD_SIGNATURE, scheme)
             cached = previous
         if cached.passphrase_hash is not None:
@@ -319,10 +329,10 @@ class Verifier:
             if not cached.passphrase_ok(passphrase, slow_allowed=may_block):
                 return VerifyResult(Reason.BAD_PASSPHRASE, scheme)
         if requirement.replay_protect and request.method != "GET":
-            # the signature matched, so it is valid base64 (one HMAC's canonical text, or RSA bytes) of 32 bytes
-            # or more; its first 12 characters are its first 9 bytes whole, in every spelling of one signature
-            once = (_token(_a2b_base64(signature_bytes[:12]))[0], sent + _REPLAY_KEEP_MS, now)
-            result = self._authorize(cached, request, requirement, scheme, may_block, once=once)
+            # the signature's first 8 bytes (32 or more: an HMAC-SHA256 digest or RSA bytes), the same in every
+            # spelling of one signature's base64
+            once = (_token(signed)[0], sent + _REPLAY_KEEP_MS, now)
+            result = self._authorize(cached, request, requirement, scheme, may_block, None, once)
         else:
             result = self._authorize(cached, request, requirement, scheme, may_block)
         if cached.until_s and result is not WOULD_BLOCK:
@@ -439,12 +449,17 @@ class Verifier:
             if (nonce is not None or once is not None) and self.nonces.blocking:
                 # PostgreSQL: the claim joins the next batch, awaited by verify_async (nonce_batch.py)
                 return _Deferred(Reason.WOULD_BLOCK, scheme, key, account, claim=(nonce, once, rate_key))
-        if nonce is not None or once is not None:
-            if nonce is not None:
-                verdict = self.nonces.accept(key.id, nonce[0], nonce[1], self._clock_ms())
+        if once is not None:
+            record = self._record_once
+            if record is not None:  # SQLite: the replay ledger's own check-and-set, called directly
+                if not record(key.id, *once):
+                    return VerifyResult(_REQUEST_REPLAYED, scheme, key, account)
             else:
-                assert once is not None
-                verdict = self.nonces.accept_once(key.id, once[0], once[1], once[2])
+                verdict = self.nonces.accept_once(key.id, *once)
+                if verdict is not _VALID:
+                    return self._claim_refused(verdict, scheme, key, account)
+        elif nonce is not None:
+            verdict = self.nonces.accept(key.id, nonce[0], nonce[1], self._clock_ms())
             if verdict is not _VALID:
                 return self._claim_refused(verdict, scheme, key, account)
         return self._rate_limited(scheme, key, account, rate_key, client_ip)

@@ -1,4 +1,4 @@
-"""The Bitget replay records of a SQLite store: a request accepted once, decided by file order, no lock.
+"""The Bitget replay records of a SQLite store: a request accepted once, across threads, processes and restarts.
 
 A replay record is 16 bytes, ``token i64 | expires_at i64`` (little-endian): ``token`` is 64 bits of the
 accepted signature (auth/verifier.py), ``expires_at`` the time (ms) until which a repeat is refused. One
@@ -6,36 +6,56 @@ signed request has one timestamp, so every copy of it carries the same ``expires
 same **bucket**: the file ``<database path>.replay/<expires_at // BUCKET_MS>``. A bucket's file is only
 needed until its last ``expires_at`` has passed, so records expire by deleting whole files (at the first
 bucket a process opens after a bucket has ended ``KEEP_MS`` ago); there is no compaction into SQLite.
+Each process keeps the tokens of the live buckets it has read in a ``set``; a token already there is
+refused at once, with nothing written.
 
-**Who wins: the earlier record in the file.** Every process opens a bucket ``O_APPEND``. One accept, under
-the process's ``threading.Lock`` only:
+**Two modes: one process owns the ledger, or all share it.** Which one is decided by a POSIX record lock
+on ``<directory>/owner``, taken at a process's first record (not before: a CLI command that never records
+never takes part):
 
-1. a token this process has already read in the bucket is refused at once (nothing is written);
-2. ``os.write`` the record: on a local filesystem an ``O_APPEND`` write of a regular file takes the
-   inode's lock, so records from all processes land whole, one after another, in one order;
-3. ``os.lseek(fd, 0, SEEK_CUR)`` is the end of this process's own record (the descriptor is this
-   process's own: see fork below). If the record starts exactly where this process last read to,
-   nobody appended meanwhile (the common case with one worker): accepted. Otherwise ``pread`` the records
-   appended before it; if one holds the same token, the earlier one won and this request is refused (its
-   own record is then a harmless later copy: whoever reads it has already seen the earlier one).
+- **Owner** (an exclusive lock: no other process records). The common case, ``keyplane serve`` with one
+  worker. A record is a store into the bucket's file mapped with ``MAP_SHARED``: no system call at all.
+  The mapped page is the file's page in the kernel's page cache, so a record outlives a crash of the
+  process exactly as a ``write`` would. The mapping grows 1 MiB at a time with ``posix_fallocate``, so a
+  full disk fails there, as an outage, never as a ``SIGBUS`` on a store into an unallocated page.
+- **Shared** (shared locks: several processes, e.g. ``serve --workers N``). Each record is appended with
+  no lock between processes, decided by file order:
 
-Two processes racing on one token both append; each reads everything before its own record, so exactly
-one of them (the earlier in the file) finds no earlier copy. Why not the WhiteBIT nonce journal
-(store/nonce_journal.py) any more: its ``flock`` + ``pread`` + 168-byte record, and above all the
-compaction that wrote every record into SQLite's ``seen_nonces`` (~10.8 us per record amortized), made a
-replay-protected Bitget POST cost ~5x a GET (bench/README.md, "Replay records"); here it is one
-``write`` and one ``lseek`` (a ``pread`` only when other processes appended meanwhile).
+  1. ``os.write`` the record to the bucket opened ``O_APPEND``: on a local filesystem such a write takes
+     the inode's lock, so records from all processes land whole, one after another, in one order;
+  2. ``os.lseek(fd, 0, SEEK_CUR)`` is the end of this process's own record. If it starts exactly where this
+     process last read to, nobody appended meanwhile: accepted. Otherwise ``pread`` the records appended
+     before it; if one holds the same token, the earlier one won and this request is refused (its own
+     record is then a harmless later copy).
 
-**Durability is the store's own** (as the nonce journal's): the record is written into the page cache
-before the request is accepted, unsynced. A process that crashes loses nothing; a power loss may lose
-the last moments, as SQLite's ``synchronous=NORMAL`` may. A restart reads each live bucket's file once, at
-its first accept there (step 1's set is filled then).
+  Two processes racing on one token both append; each reads everything before its own record, so exactly
+  one of them (the earlier in the file) finds no earlier copy.
 
-**Torn and zeroed records.** A record is used only if its ``expires_at`` lies inside its file's bucket:
-the zeros a power loss can leave at a file's end (or any garbage) never refuse a request. A ``write`` of
-16 bytes at a multiple of 16 never straddles a filesystem block, so it is whole or absent (a full disk
-fails it with nothing written: the request is refused as an outage). A file whose length is not a
-multiple of 16 anyway (edited by hand, say) cannot be read in order: its records fail closed
+**The hand-over.** A process that finds the ledger owned writes a flag into the lock file and waits
+(``JOIN_TIMEOUT_S``, then ``LedgerError``: an outage answer, never an unchecked acceptance) for a shared
+lock. The owner's watcher thread reads the flag every ``POLL_S``; under the ledger's thread lock it unmaps
+every bucket, cuts each file to its last record (the appends go after it) and turns its exclusive lock
+into a shared one — one atomic step for ``fcntl`` locks, so no third process can take the ledger in
+between. The owner's stores happened before that system call and the joiner reads the files after its
+own lock call returns, so it sees every record. Later, when the watcher can turn its shared lock back
+into an exclusive one (every other process has gone), the process owns the ledger again: it reads what
+the others appended and maps the files once more. ``fcntl`` locks belong to a process, so one process has
+one ledger per directory (``ReplayLedger(directory)`` returns it, counted); a lock dies with its process,
+so a crashed owner never blocks the next.
+
+Why not a lock-free shared table for every mode: Python has no atomic operation on shared memory (through
+``ctypes`` one costs as much as the two system calls it would replace), and per-process logs would need
+a memory fence Python does not document (bench/README.md, "Replay records"). The file order needs none.
+
+**Durability is the store's own** (as the nonce journal's): a record is in the page cache before the
+request is accepted, unsynced. A process that crashes loses nothing; a power loss may lose the last
+moments, as SQLite's ``synchronous=NORMAL`` may. A restart reads each live bucket's file once, at its
+first record there.
+
+**Torn and zeroed records.** A record is used only if its ``expires_at`` lies inside its file's bucket: the
+zeros of an owner's unused mapping (left at a file's end if it crashed) or of a power loss never refuse a
+request. A 16-byte record at a multiple of 16 never straddles a page or a filesystem block. A file whose
+length is not a multiple of 16 (edited by hand, say) cannot be read in order: its records fail closed
 (``LedgerError``, answered as an outage) until the bucket has expired.
 
 **Clocks.** The bucket comes from the request's own ``expires_at``, not from the clock, so processes
@@ -44,9 +64,12 @@ after its bucket ended, and ``record`` refuses an ``expires_at`` already past (t
 window refuses such a request earlier anyway); only a wall clock stepped back by more than ``KEEP_MS``
 could reach a deleted bucket again.
 
-**Fork.** A child forked after a bucket was opened shares the parent's file offsets, which step 3 relies
-on: it closes its copies and starts again (the files are read again at its first accept). Processes
-started with ``spawn`` open their own. With an in-memory database there is no file: one set per bucket.
+**Fork.** A forked child holds none of its parent's locks: it closes its copies of the files and mappings
+(never cutting them: they are the parent's) and decides its mode at its first record, as a new process
+does. With an in-memory database there is no file: one ``set`` per bucket.
+
+Every process that records into one directory must run this version: an earlier one appended without
+asking the owner (stop every process before an upgrade, as for a migration).
 
 A token is 64 bits of a signature made with a key the sender holds: two different requests share one with
 a probability of 2^-64 per pair, so tokens of all keys share one namespace.
@@ -55,9 +78,12 @@ a probability of 2^-64 per pair, so tokens of all keys share one namespace.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import mmap
 import os
 import sys
 import threading
+import time
 import weakref
 from array import array
 from struct import Struct
@@ -66,16 +92,90 @@ BUCKET_MS = 30_000
 KEEP_MS = 60_000  # a bucket's file is deleted this long after its last expires_at
 RECORD = Struct("<qq")  # token, expires_at
 RECORD_SIZE = RECORD.size
+POLL_S = 0.01  # how often an owner looks for a process waiting to join
+TAKE_BACK_S = 1.0  # how often a process that handed over tries to own the ledger again
+JOIN_TIMEOUT_S = 5.0  # how long a process waits for the owner to hand over
+CHUNK = 1 << 20  # an owner maps (and allocates) a bucket's file this much at a time
+OWNER_FILE = "owner"
+_FLAG_AT = 8  # the byte of the owner file a waiting process sets
 _READ_CHUNK = RECORD_SIZE * 65536
+_GRANULE = mmap.ALLOCATIONGRANULARITY
 
 _write = os.write
 _lseek = os.lseek
 _SEEK_CUR = os.SEEK_CUR
 _pack = RECORD.pack
 
+_MEMORY, _UNDECIDED, _OWNER, _SHARED = "memory", "undecided", "owner", "shared"
+
+
+class _PyTokens:
+    """``_tokens.Tokens`` in Python, where the C module is not built (no compiler at install) or cannot be
+    one step (a free-threaded Python): a ``set``, and a lock that makes ``record`` and ``detach`` one step
+    each, as the C calls are under the GIL. The same answers, at about twice the cost of a POST's record."""
+
+    __slots__ = ("_at", "_high", "_lock", "_low", "_mapped", "_set")
+
+    def __init__(self, low: int, high: int) -> None:
+        self._low, self._high = low, high
+        self._set: set[int] = set()
+        self._lock = threading.Lock()
+        self._mapped: mmap.mmap | None = None
+        self._at = 0
+
+    def add(self, token: int) -> bool:
+        with self._lock:
+            if token in self._set:
+                return False
+            self._set.add(token)
+            return True
+
+    def __contains__(self, token: int) -> bool:
+        return token in self._set
+
+    def __len__(self) -> int:
+        return len(self._set)
+
+    def record(self, token: int, expires_at: int) -> bool | None:
+        if not self._low <= expires_at < self._high:
+            return None
+        with self._lock:
+            if token in self._set:
+                return False
+            mapped = self._mapped
+            if mapped is None or self._at + RECORD_SIZE > len(mapped):
+                return None
+            RECORD.pack_into(mapped, self._at, token, expires_at)
+            self._at += RECORD_SIZE
+            self._set.add(token)
+            return True
+
+    def attach(self, mapped: mmap.mmap, at: int) -> None:
+        with self._lock:
+            self._mapped, self._at = mapped, at
+
+    def detach(self) -> int:
+        with self._lock:
+            at, self._mapped, self._at = self._at, None, 0
+            return at
+
+
+def _c_tokens() -> type[_PyTokens] | None:
+    try:
+        from keyplane.store import _tokens
+    except ImportError:
+        return None
+    gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+    if not gil or getattr(_tokens, "ABI", None) != 2:  # 2: the interface this file calls
+        return None
+    return _tokens.Tokens  # type: ignore[return-value]  # the same interface (store/_tokens.pyi)
+
+
+Tokens: type[_PyTokens] = _c_tokens() or _PyTokens  # which one is in use: ``Tokens is _PyTokens`` without C
+
 
 class LedgerError(OSError):
-    """A bucket's file cannot be read in order (its length is not a multiple of the record size)."""
+    """A bucket cannot be decided: its file is not whole records, or the owner did not hand over."""
 
 
 def ledger_directory(database: str) -> str:
@@ -83,43 +183,111 @@ def ledger_directory(database: str) -> str:
 
 
 class _Bucket:
-    __slots__ = ("fd", "number", "read_to", "tokens")
+    __slots__ = ("fd", "map_base", "mapped", "number", "read_to", "tokens")
 
     def __init__(self, number: int, fd: int) -> None:
         self.number = number
         self.fd = fd
         self.read_to = 0  # this process has read (or written) every record before this offset
-        self.tokens: set[int] = set()  # the tokens of those records
+        # the tokens of those records (and, attached, the owner's mapping)
+        self.tokens = Tokens(number * BUCKET_MS, (number + 1) * BUCKET_MS)
+        # the owner's mapping of ``CHUNK`` bytes of the file from ``map_base``
+        self.mapped: mmap.mmap | None = None
+        self.map_base = 0
+
+
+_NO_BUCKET = _Bucket(-1, -1)
+
+
+def _try_lock(fd: int, kind: int) -> bool:
+    try:
+        fcntl.lockf(fd, kind | fcntl.LOCK_NB, 1, 0)
+    except OSError:  # EAGAIN / EACCES: another process holds a conflicting lock
+        return False
+    return True
+
+
+def _allocate(fd: int, end: int) -> None:
+    """Blocks for the file up to ``end``, so a store into the mapping never finds the disk full."""
+    size = os.fstat(fd).st_size
+    if end <= size:
+        return
+    if hasattr(os, "posix_fallocate"):
+        os.posix_fallocate(fd, size, end - size)
+    else:  # pragma: no cover - macOS: write the zeros
+        os.pwrite(fd, bytes(end - size), size)
 
 
 class ReplayLedger:
     """``record(key_id, token, expires_at, now_ms)``: True the first time across every process sharing
-    ``directory`` (``None``: this process only), False for a repeat before ``expires_at``. ``key_id`` is
+    ``directory`` (``None``: this object only), False for a repeat before ``expires_at``. ``key_id`` is
     not used (tokens share one namespace): it gives ``record`` the shape of the store's other
-    check-and-sets, so the verifier calls it with no wrapper in between."""
+    check-and-sets, so the verifier calls it with no wrapper in between.
 
-    def __init__(self, directory: str | None) -> None:
+    One process has one ledger per directory: ``ReplayLedger(directory)`` returns the open one (each call
+    counted; the last ``close`` closes it), since the lock that decides its mode is the process's."""
+
+    directory: str | None
+
+    def __new__(cls, directory: str | None) -> ReplayLedger:
+        if directory is not None:
+            directory = os.path.realpath(directory)
+            with _registry_lock:
+                ledger = _registry.get(directory)
+                if ledger is not None:
+                    ledger._users += 1
+                    return ledger
+                ledger = super().__new__(cls)
+                ledger._setup(directory)
+                _registry[directory] = ledger
+                return ledger
+        ledger = super().__new__(cls)
+        ledger._setup(None)
+        return ledger
+
+    def _setup(self, directory: str | None) -> None:
         self.directory = directory
+        self._users = 1
         self._lock = threading.Lock()
         self._buckets: dict[int, _Bucket] = {}
+        self._hot = _NO_BUCKET  # the bucket of the last record: most records go to it
         self._oldest = -1  # buckets below this number were dropped
+        self._mode = _MEMORY if directory is None else _UNDECIDED
+        self._owner_fd = -1
+        self._stop: threading.Event | None = None
         _open_ledgers.add(self)
+
+    @property
+    def mode(self) -> str:
+        """``owner``, ``shared``, ``undecided`` (nothing recorded yet) or ``memory``; for tests and /metrics."""
+        return self._mode
 
     def record(self, key_id: str, token: int, expires_at: int, now_ms: int) -> bool:
         if expires_at < now_ms:  # past its window: refused (the verifier's timestamp check comes first)
             return False
-        number = expires_at // BUCKET_MS
+        # No lock here: ``Tokens.record`` is one step for every other thread (module docstring, "The
+        # owner's record"); a bucket dropped or handed over meanwhile is detached, and answers None.
+        accepted = self._hot.tokens.record(token, expires_at)
+        if accepted is not None:
+            return accepted
+        return self._record_locked(token, expires_at, now_ms)
+
+    def _record_locked(self, token: int, expires_at: int, now_ms: int) -> bool:
+        """Another bucket, a full mapping, a shared ledger or one in memory: under the ledger's lock."""
         with self._lock:
-            bucket = self._buckets.get(number)
-            if bucket is None:
-                bucket = self._open(number, now_ms)
+            number = expires_at // BUCKET_MS
+            bucket = self._hot if self._hot.number == number else self._bucket(number, now_ms)
             tokens = bucket.tokens
-            if token in tokens:
-                return False
+            accepted = tokens.record(token, expires_at)
+            if accepted is not None:
+                return accepted
+            if bucket.mapped is not None:  # the owner's mapping is full
+                self._grow(bucket)
+                return tokens.record(token, expires_at) is True
             fd = bucket.fd
             if fd < 0:  # in memory
-                tokens.add(token)
-                return True
+                return tokens.add(token)
+            # shared: append, then read what other processes appended before this record
             if _write(fd, _pack(token, expires_at)) != RECORD_SIZE:
                 raise OSError(f"the replay ledger {self.directory} could not take a whole record")
             end = _lseek(fd, 0, _SEEK_CUR)
@@ -132,25 +300,67 @@ class ReplayLedger:
             tokens.add(token)
             return accepted
 
-    # the files ---------------------------------------------------------------------------------------
+    # buckets -----------------------------------------------------------------------------------------
+
+    def _bucket(self, number: int, now_ms: int) -> _Bucket:
+        if self._mode is _UNDECIDED:
+            self._decide()
+        bucket = self._buckets.get(number)
+        if bucket is None:
+            bucket = self._open(number, now_ms)
+        self._hot = bucket
+        return bucket
 
     def _open(self, number: int, now_ms: int) -> _Bucket:
-        """The bucket's state, its file opened and read as it stands; old buckets dropped and deleted."""
+        """The bucket's state, its file opened and read as it stands (and mapped by an owner); old buckets
+        dropped and deleted."""
         self._expire(now_ms)
         if self.directory is None:
             bucket = _Bucket(number, -1)
         else:
-            os.makedirs(self.directory, mode=0o700, exist_ok=True)
             path = os.path.join(self.directory, str(number))
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
             bucket = _Bucket(number, fd)
             try:
                 self._read(bucket, os.fstat(fd).st_size)
+                if self._mode is _OWNER:
+                    self._map(bucket)
             except BaseException:
+                self._unmap(bucket, cut=False)
                 os.close(fd)
                 raise
         self._buckets[number] = bucket
         return bucket
+
+    def _map(self, bucket: _Bucket) -> None:
+        """Maps the file from its last record on; the next record goes right after that record."""
+        base = bucket.read_to - bucket.read_to % _GRANULE
+        _allocate(bucket.fd, base + CHUNK)
+        bucket.mapped = mmap.mmap(bucket.fd, CHUNK, offset=base)
+        bucket.map_base = base
+        bucket.tokens.attach(bucket.mapped, bucket.read_to - base)
+
+    def _grow(self, bucket: _Bucket) -> None:
+        assert bucket.mapped is not None
+        base = bucket.map_base + CHUNK
+        _allocate(bucket.fd, base + CHUNK)  # before the old mapping goes: a full disk changes nothing
+        bucket.tokens.detach()
+        full, bucket.mapped = bucket.mapped, None
+        full.close()
+        bucket.read_to = base  # should mapping fail, the records go on as appends (after the zeros)
+        bucket.mapped = mmap.mmap(bucket.fd, CHUNK, offset=base)
+        bucket.map_base = base
+        bucket.tokens.attach(bucket.mapped, 0)
+
+    def _unmap(self, bucket: _Bucket, *, cut: bool) -> None:
+        """Ends an owner's mapping; ``cut``: the file ends at its last record again (where appends go)."""
+        if bucket.mapped is None:
+            return
+        bucket.read_to = bucket.map_base + bucket.tokens.detach()
+        bucket.mapped.close()
+        bucket.mapped = None
+        if cut:
+            os.ftruncate(bucket.fd, bucket.read_to)
 
     def _read(self, bucket: _Bucket, until: int) -> None:
         """Adds the tokens of the records in ``[bucket.read_to, until)`` and moves ``read_to`` there."""
@@ -185,8 +395,11 @@ class ReplayLedger:
         self._oldest = limit
         for number in [n for n in self._buckets if n < limit]:
             bucket = self._buckets.pop(number)
+            self._unmap(bucket, cut=False)  # the file goes
             if bucket.fd >= 0:
                 os.close(bucket.fd)
+            if bucket is self._hot:
+                self._hot = _NO_BUCKET
         if self.directory is None:
             return
         try:
@@ -198,29 +411,121 @@ class ReplayLedger:
                 with contextlib.suppress(FileNotFoundError):  # another process deleted it first
                     os.unlink(entry.path)
 
+    # the mode ----------------------------------------------------------------------------------------
+
+    def _decide(self) -> None:
+        """Owner if no other process records here; else waits for the owner to hand over (under the lock)."""
+        assert self.directory is not None
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        fd = os.open(os.path.join(self.directory, OWNER_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        deadline = time.monotonic() + JOIN_TIMEOUT_S
+        try:
+            while True:
+                if _try_lock(fd, fcntl.LOCK_EX):
+                    os.pwrite(fd, b"\0", _FLAG_AT)  # a flag a process that has since gone left behind
+                    mode = _OWNER
+                    break
+                if _try_lock(fd, fcntl.LOCK_SH):
+                    mode = _SHARED
+                    break
+                os.pwrite(fd, b"\1", _FLAG_AT)  # again each time: an owner that just started clears it
+                if time.monotonic() >= deadline:
+                    raise LedgerError(
+                        f"the replay ledger {self.directory} is owned by a process that did not hand it over"
+                    )
+                time.sleep(POLL_S / 5)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._owner_fd = fd
+        self._mode = mode
+        stop = self._stop = threading.Event()
+        threading.Thread(target=self._watch, args=(stop,), name="keyplane-replay-ledger", daemon=True).start()
+
+    def _watch(self, stop: threading.Event) -> None:
+        """The owner hands over when a process waits to join; a process that handed over takes it back
+        once it is alone. Never raises: a failed step is tried again (the joiner fails closed meanwhile)."""
+        last_try = time.monotonic()
+        while not stop.wait(POLL_S):
+            try:
+                if self._mode is _OWNER:
+                    if os.pread(self._owner_fd, 1, _FLAG_AT) == b"\1":
+                        with self._lock:
+                            if not stop.is_set() and self._mode is _OWNER:
+                                self._hand_over()
+                elif self._mode is _SHARED and time.monotonic() - last_try >= TAKE_BACK_S:
+                    last_try = time.monotonic()
+                    with self._lock:
+                        if not stop.is_set() and self._mode is _SHARED:
+                            self._take_back()
+            except OSError:
+                continue
+
+    def _hand_over(self) -> None:
+        for bucket in self._buckets.values():
+            self._unmap(bucket, cut=True)
+        fcntl.lockf(self._owner_fd, fcntl.LOCK_SH, 1, 0)  # from exclusive: atomic, never waits
+        self._mode = _SHARED
+
+    def _take_back(self) -> None:
+        if not _try_lock(self._owner_fd, fcntl.LOCK_EX):  # a failed attempt keeps the shared lock
+            return
+        os.pwrite(self._owner_fd, b"\0", _FLAG_AT)
+        self._mode = _OWNER
+        for bucket in self._buckets.values():
+            try:
+                self._read(bucket, os.fstat(bucket.fd).st_size)
+                self._map(bucket)
+            except OSError:  # stays appending (and a bucket that is not whole records fails closed there)
+                continue
+
     # lifetime ----------------------------------------------------------------------------------------
 
     def close(self) -> None:
+        if self.directory is not None:
+            with _registry_lock:
+                self._users -= 1
+                if self._users > 0:
+                    return
+                if _registry.get(self.directory) is self:
+                    del _registry[self.directory]
         with self._lock:
-            self._release()
+            self._release(cut=True)
 
-    def _release(self) -> None:
+    def _release(self, *, cut: bool) -> None:
+        if self._stop is not None:
+            self._stop.set()
+            self._stop = None
         for bucket in self._buckets.values():
+            with contextlib.suppress(OSError):
+                self._unmap(bucket, cut=cut)
             if bucket.fd >= 0:
                 os.close(bucket.fd)
         self._buckets = {}
+        self._hot = _NO_BUCKET
         self._oldest = -1
+        if self._owner_fd >= 0:
+            os.close(self._owner_fd)  # releases this process's lock
+            self._owner_fd = -1
+        if self._mode is not _MEMORY:
+            self._mode = _UNDECIDED
 
     def _after_fork(self) -> None:
-        """In a forked child: the parent's descriptors share their offsets with it (step 3 reads them)."""
+        """In a forked child: no lock of the parent's is the child's, and its files and mappings stay the
+        parent's (never cut here); the child decides its mode at its first record."""
         self._lock = threading.Lock()
-        self._release()
+        self._stop = None  # the watcher is the parent's thread
+        self._release(cut=False)
 
 
+_registry: dict[str, ReplayLedger] = {}
+_registry_lock = threading.Lock()
 _open_ledgers: weakref.WeakSet[ReplayLedger] = weakref.WeakSet()
 
 
 def _reopen_after_fork() -> None:
+    global _registry_lock
+    _registry_lock = threading.Lock()
     for ledger in list(_open_ledgers):
         ledger._after_fork()
 
@@ -230,7 +535,8 @@ if hasattr(os, "register_at_fork"):
 
 
 def read_ledger(directory: str) -> dict[int, list[tuple[int, int]]]:
-    """Every bucket's records in file order, as (token, expires_at), torn ones included; for tests."""
+    """Every bucket's records in file order, as (token, expires_at), torn ones included but not the zeros
+    of an owner's mapping past its last record; for tests."""
     found: dict[int, list[tuple[int, int]]] = {}
     try:
         names = os.listdir(directory)
@@ -240,5 +546,8 @@ def read_ledger(directory: str) -> dict[int, list[tuple[int, int]]]:
         if name.isdigit():
             with open(os.path.join(directory, name), "rb") as file:
                 data = file.read()
-            found[int(name)] = list(RECORD.iter_unpack(data[: len(data) - len(data) % RECORD_SIZE]))
+            records = list(RECORD.iter_unpack(data[: len(data) - len(data) % RECORD_SIZE]))
+            while records and records[-1] == (0, 0):
+                records.pop()
+            found[int(name)] = records
     return found
