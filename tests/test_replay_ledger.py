@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -280,3 +281,272 @@ def test_over_http_a_broken_bucket_fails_closed_and_other_buckets_still_work(tmp
         assert "Traceback" not in server.log_path.read_text()
     finally:
         server.stop()
+
+
+# --- one owner, the hand-over, and the C table -------------------------------------------------------------
+# A process that records alone owns the ledger: its records are stores into the mapped bucket file (no
+# system call). A second process joins through the owner file's lock: the owner hands over to the shared
+# append protocol, and takes the ledger back once alone. Real processes, real files throughout.
+
+
+@pytest.fixture(params=["c", "python"])
+def table(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test on the C token table and on the pure-Python one (what an install without a compiler uses)."""
+    from keyplane.store import replay_ledger
+
+    if request.param == "c":
+        if replay_ledger.Tokens is replay_ledger._PyTokens:
+            pytest.fail("the C token table (keyplane.store._tokens) was not built")
+    else:
+        monkeypatch.setattr(replay_ledger, "Tokens", replay_ledger._PyTokens)
+    return str(request.param)
+
+
+def _record_all(directory: str, tokens: list[int], expires_at: int) -> tuple[list[bool], str]:
+    ledger = ReplayLedger(directory)
+    try:
+        answers = [ledger.record(KEY, token, expires_at, _now()) for token in tokens]
+        return answers, ledger.mode
+    finally:
+        ledger.close()
+
+
+def _wait_for(condition: Any, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_process_alone_owns_the_ledger_and_records_with_no_system_call(
+    tmp_path: Path, table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from keyplane.store import replay_ledger
+
+    directory = str(tmp_path / "db.replay")
+    ledger = ReplayLedger(directory)
+    assert ledger.mode == "undecided"  # nothing recorded yet: no lock taken (a CLI command never takes one)
+    now = _now()
+    assert ledger.record(KEY, 1, _expiry(now), now) is True
+    assert ledger.mode == "owner"
+
+    def no_system_call(*args: object) -> int:
+        raise AssertionError("an owner's record made a system call")
+
+    monkeypatch.setattr(replay_ledger, "_write", no_system_call)
+    monkeypatch.setattr(replay_ledger, "_lseek", no_system_call)
+    for token in range(2, 70_000):  # past one mapped chunk (65,536 records): the mapping grows on the way
+        assert ledger.record(KEY, token, _expiry(now), now) is True
+    assert ledger.record(KEY, 69_999, _expiry(now), now) is False
+    monkeypatch.undo()
+    ledger.close()
+    # closed, the file ends at its last record, and a restart refuses every one
+    assert read_ledger(directory) == {_expiry(now) // BUCKET_MS: [(t, _expiry(now)) for t in range(1, 70_000)]}
+    again = ReplayLedger(directory)
+    assert not any(again.record(KEY, t, _expiry(now), now) for t in (1, 65_536, 65_537, 69_999))
+    again.close()
+
+
+def test_a_second_process_takes_over_from_an_idle_owner_which_takes_it_back_when_alone(
+    tmp_path: Path, table: str
+) -> None:
+    directory = str(tmp_path / "db.replay")
+    owner = ReplayLedger(directory)
+    now = _now()
+    expires_at = _expiry(now)
+    assert all(owner.record(KEY, token, expires_at, now) for token in range(1, 101))
+    assert owner.mode == "owner"
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:  # the owner records nothing meanwhile: its watcher hands over
+        answers, mode = pool.apply(_record_all, (directory, list(range(50, 151)), expires_at))
+        assert answers == [False] * 51 + [True] * 50  # the owner's 50..100 refused, 101..150 new
+        assert mode == "shared"
+        assert owner.mode == "shared"
+        assert owner.record(KEY, 120, expires_at, now) is False  # the other process's record
+        assert owner.record(KEY, 200, expires_at, now) is True
+        answers, _ = pool.apply(_record_all, (directory, [200, 201], expires_at))
+        assert answers == [False, True]
+    # the other process has gone: the first takes the ledger back, reading what was appended meanwhile
+    _wait_for(lambda: owner.mode == "owner")
+    assert owner.record(KEY, 201, expires_at, now) is False
+    assert owner.record(KEY, 130, expires_at, now) is False
+    assert owner.record(KEY, 202, expires_at, now) is True
+    owner.close()
+    answers, _ = _record_all(directory, [*range(1, 151), 200, 201, 202, 203], expires_at)
+    assert answers == [False] * 153 + [True]
+
+
+def _own_and_wait(directory: str, tokens: list[int], expires_at: int, ready: Any) -> None:
+    ledger = ReplayLedger(directory)
+    for token in tokens:
+        assert ledger.record(KEY, token, expires_at, _now())
+    assert ledger.mode == "owner"
+    ready.set()
+    time.sleep(120)  # killed here, its mapping still open
+
+
+def test_an_owner_killed_mid_mapping_loses_no_record(tmp_path: Path) -> None:
+    """The owner's records are stores into a shared mapping of the file: in the page cache, so a process
+    killed with SIGKILL (no close, no cut) loses none; the zeros of its unused mapping refuse nothing."""
+    directory = str(tmp_path / "db.replay")
+    now = _now()
+    expires_at = _expiry(now)
+    context = multiprocessing.get_context("spawn")
+    ready = context.Event()
+    owner = context.Process(target=_own_and_wait, args=(directory, list(range(1, 3001)), expires_at, ready))
+    owner.start()
+    try:
+        assert ready.wait(60)
+    finally:
+        owner.kill()
+        owner.join(30)
+    assert owner.exitcode == -9
+    path = Path(directory) / str(expires_at // BUCKET_MS)
+    assert path.stat().st_size > 3000 * RECORD_SIZE  # the uncut mapping: zeros after the last record
+    answers, mode = _record_all(directory, [*range(1, 3001), 3001], expires_at)
+    assert answers == [False] * 3000 + [True]
+    assert mode == "owner"  # the dead owner's lock died with it
+
+
+def _hold_the_owner_lock(directory: str, ready: Any, release: Any) -> None:
+    import fcntl
+
+    os.makedirs(directory, exist_ok=True)
+    fd = os.open(os.path.join(directory, "owner"), os.O_RDWR | os.O_CREAT)
+    fcntl.lockf(fd, fcntl.LOCK_EX, 1, 0)
+    ready.set()
+    release.wait(60)
+
+
+def test_an_owner_that_does_not_hand_over_fails_the_joiner_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from keyplane.store import replay_ledger
+
+    monkeypatch.setattr(replay_ledger, "JOIN_TIMEOUT_S", 0.3)
+    directory = str(tmp_path / "db.replay")
+    context = multiprocessing.get_context("spawn")
+    ready, release = context.Event(), context.Event()
+    holder = context.Process(target=_hold_the_owner_lock, args=(directory, ready, release))
+    holder.start()
+    try:
+        assert ready.wait(60)
+        ledger = ReplayLedger(directory)
+        now = _now()
+        for _ in range(2):  # every attempt fails closed, and none decides anything
+            with pytest.raises(LedgerError, match="did not hand it over"):
+                ledger.record(KEY, 1, _expiry(now), now)
+        assert ledger.mode == "undecided"
+        assert read_ledger(directory) == {}
+    finally:
+        release.set()
+        holder.join(30)
+    assert ledger.record(KEY, 1, _expiry(now), now) is True  # the holder has gone
+    assert ledger.mode == "owner"
+    ledger.close()
+
+
+def _record_on_a_full_disk(directory: str, expires_at: int) -> str:
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit: EFBIG, as ENOSPC on a full disk
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+    ledger = ReplayLedger(directory)
+    try:
+        ledger.record(KEY, 1, expires_at, _now())
+    except OSError as error:
+        return type(error).__name__
+    return "accepted"
+
+
+def test_an_owner_that_cannot_allocate_its_mapping_refuses_instead_of_crashing(tmp_path: Path) -> None:
+    """The mapping's blocks are allocated before any store into it: a full disk is an error (an outage
+    answer), never a SIGBUS that kills the server."""
+    directory = str(tmp_path / "db.replay")
+    expires_at = _expiry(_now())
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        assert pool.apply(_record_on_a_full_disk, (directory, expires_at)) == "OSError"
+    answers, _ = _record_all(directory, [1], expires_at)
+    assert answers == [True]  # nothing was accepted there
+
+
+def _race_threads(directory: str, tokens: list[int], expires_at: int, start: Any, out: Any) -> None:
+    import threading
+
+    ledger = ReplayLedger(directory)
+    accepted: list[int] = []
+    start.wait()
+
+    def run(order: list[int]) -> None:
+        for token in order:
+            if ledger.record(KEY, token, expires_at, _now()):
+                accepted.append(token)
+
+    threads = [threading.Thread(target=run, args=(tokens[::step],)) for step in (1, -1, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ledger.close()
+    out.put(accepted)
+
+
+def test_threads_of_two_processes_racing_through_the_hand_over_accept_each_token_once(tmp_path: Path) -> None:
+    """Three threads of a process that owns the ledger and three of one that joins mid-way record the same
+    tokens: the hand-over happens while they race, and each token is accepted exactly once in all."""
+    directory = str(tmp_path / "db.replay")
+    expires_at = _expiry(_now())
+    tokens = list(range(1, 20_001))
+    context = multiprocessing.get_context("spawn")
+    start, out = context.Barrier(2), context.Queue()
+    workers = [
+        context.Process(target=_race_threads, args=(directory, tokens, expires_at, start, out)) for _ in range(2)
+    ]
+    for worker in workers:
+        worker.start()
+    accepted = [out.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    together = sorted(token for part in accepted for token in part)
+    assert together == tokens
+
+
+def test_the_c_table_and_the_python_table_answer_alike() -> None:
+    """Random operations on both tables: the same answers, and the same records in their mappings."""
+    import mmap
+    import random
+
+    from keyplane.store import replay_ledger
+
+    if replay_ledger.Tokens is replay_ledger._PyTokens:
+        pytest.fail("the C token table (keyplane.store._tokens) was not built")
+    rng = random.Random(7)
+    low, high = 1_000 * BUCKET_MS, 1_001 * BUCKET_MS
+    tables = [replay_ledger.Tokens(low, high), replay_ledger._PyTokens(low, high)]
+    mappings = [mmap.mmap(-1, 4096), mmap.mmap(-1, 4096)]
+    pool = [0, -1, 2**63 - 1, -(2**63), *(rng.getrandbits(64) - 2**63 for _ in range(3000))]
+    for step in range(20_000):
+        token = rng.choice(pool)
+        kind = rng.random()
+        if kind < 0.35:
+            answers = [t.add(token) for t in tables]
+        elif kind < 0.5:
+            answers = [token in t for t in tables]
+        elif kind < 0.95:
+            expires_at = rng.choice([low, high - 1, rng.randrange(low, high), low - 1, high])
+            answers = [t.record(token, expires_at) for t in tables]
+        elif kind < 0.98:
+            at = rng.randrange(0, 4096 // RECORD_SIZE + 1) * RECORD_SIZE
+            answers = [t.attach(m, at) for t, m in zip(tables, mappings, strict=True)]
+        else:
+            answers = [t.detach() for t in tables]
+        assert answers[0] == answers[1], (step, token, answers)
+        assert len(tables[0]) == len(tables[1])
+        assert mappings[0][:] == mappings[1][:]
+    for t in tables:
+        t.detach()
+    with pytest.raises(OverflowError):
+        tables[0].add(2**64)
