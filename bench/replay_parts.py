@@ -3,9 +3,11 @@
     python bench/replay_parts.py
 
 One process, each part 50,000 times, the parts interleaved, the minimum of 5 repeats (microseconds per
-record): the token (as before and now), ``ReplayLedger.record`` in memory and on a file, the two system
-calls alone, and an 8-byte compare-and-swap on an ``mmap`` and a robust process-shared mutex, both through
-``ctypes`` (skipped where libatomic or robust mutexes are missing). Figures: bench/README.md.
+record): the token (as before, then from 12 base64 characters, now from the bytes the checker matched),
+``ReplayLedger.record`` in memory, on a file this process owns (C table, then the pure-Python one), and on a
+file shared with another process (which holds a shared lock meanwhile), the two system calls alone, and an
+8-byte compare-and-swap on an ``mmap`` and a robust process-shared mutex, both through ``ctypes``
+(skipped where libatomic or robust mutexes are missing). Figures: bench/README.md.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import ctypes.util
 import mmap
 import os
 import struct
+import subprocess
 import sys
 import tempfile
 import threading
@@ -26,15 +29,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from keyplane.store.replay_ledger import ReplayLedger
+from keyplane.store import replay_ledger
+from keyplane.store.replay_ledger import OWNER_FILE, ReplayLedger
 
 N, REPEATS = 50_000, 5
+_SHARED_HOLDER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.lockf(fd, fcntl.LOCK_SH, 1, 0)
+print("locked", flush=True)
+time.sleep(600)
+"""
 
 
 def parts(workdir: str) -> dict[str, Callable[[], None]]:
     now = int(time.time() * 1000)
     expires_at = now + 60_000
-    signatures = [base64.b64encode(os.urandom(32)) for _ in range(N)]
+    digests = [os.urandom(32) for _ in range(N)]
+    signatures = [base64.b64encode(digest) for digest in digests]
     a2b, token = binascii.a2b_base64, struct.Struct(">q").unpack_from
     record = struct.Struct("<qq").pack(1, expires_at)
     fd = os.open(f"{workdir}/append", os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
@@ -44,14 +56,20 @@ def parts(workdir: str) -> dict[str, Callable[[], None]]:
         for s in signatures:
             int.from_bytes(a2b(s)[:8], "big", signed=True)
 
-    def token_now() -> None:
+    def token_12() -> None:
         for s in signatures:
             token(a2b(s[:12]))[0]
 
+    def token_now() -> None:
+        for digest in digests:
+            token(digest)[0]
+
     def ledger(directory: str | None) -> None:
-        accept = ReplayLedger(directory).record
-        for s in signatures:
-            accept("k", token(a2b(s[:12]))[0], expires_at, now)
+        opened = ReplayLedger(directory)
+        accept = opened.record
+        for digest in digests:
+            accept("k", token(digest)[0], expires_at, now)
+        opened.close()
 
     def ledger_in_memory() -> None:
         ledger(None)
@@ -59,6 +77,27 @@ def parts(workdir: str) -> dict[str, Callable[[], None]]:
     def ledger_file() -> None:
         rounds[0] += 1
         ledger(f"{workdir}/ledger{rounds[0]}")
+
+    def ledger_file_python_table() -> None:
+        c_table, replay_ledger.Tokens = replay_ledger.Tokens, replay_ledger._PyTokens
+        try:
+            ledger_file()
+        finally:
+            replay_ledger.Tokens = c_table
+
+    def ledger_file_shared() -> None:
+        rounds[0] += 1
+        directory = f"{workdir}/ledger{rounds[0]}"
+        os.makedirs(directory)
+        other = subprocess.Popen(  # another process that records here: it holds a shared lock
+            [sys.executable, "-c", _SHARED_HOLDER, os.path.join(directory, OWNER_FILE)], stdout=subprocess.PIPE
+        )
+        assert other.stdout is not None and other.stdout.readline() == b"locked\n"
+        try:
+            ledger(directory)
+        finally:
+            other.kill()
+            other.wait()
 
     def write_and_lseek() -> None:
         write, lseek, here = os.write, os.lseek, os.SEEK_CUR
@@ -85,9 +124,12 @@ def parts(workdir: str) -> dict[str, Callable[[], None]]:
 
     found: dict[str, Callable[[], None]] = {
         "token, as before (a2b_base64 of 44 chars + int.from_bytes)": token_before,
-        "token now (12 chars + struct.unpack_from)": token_now,
+        "token from 12 chars (a2b_base64 + struct.unpack_from)": token_12,
+        "token now (struct.unpack_from of the matched bytes)": token_now,
         "ReplayLedger.record in memory (token included)": ledger_in_memory,
-        "ReplayLedger.record on a file (token included)": ledger_file,
+        "ReplayLedger.record, file owned (token included)": ledger_file,
+        "ReplayLedger.record, file owned, Python table": ledger_file_python_table,
+        "ReplayLedger.record, file shared (token included)": ledger_file_shared,
         "O_APPEND write + lseek": write_and_lseek,
         "O_APPEND write": write_alone,
         "lseek": lseek_alone,

@@ -2,9 +2,10 @@
 
     python bench/replay_variants.py MODE --keys 1000 --seconds 3
 
-MODE: ``file`` (as in service), ``mem`` (the replay ledger's in-memory mode: the same lock and ``set``, no
-file), ``none`` (the token computed, nothing recorded: every POST is new), ``off`` (the POST rule's
-``replay_protect`` off: no token, no record). Run the modes alternately: on a shared machine the load
+MODE: ``file`` (as in service: this process alone owns the ledger), ``shared`` (as with ``serve --workers
+N``: another process holds a shared lock on the ledger meanwhile, so every record is an append), ``mem``
+(the replay ledger's in-memory mode: the locked path, no file), ``none`` (the token computed, nothing
+recorded: every POST is new), ``off`` (the POST rule's ``replay_protect`` off: no token, no record). Run the modes alternately: on a shared machine the load
 swings between runs. A diagnostic, not a target; the figures are in bench/README.md ("Replay records").
 """
 
@@ -13,9 +14,18 @@ from __future__ import annotations
 import sys
 import types
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
-MODES = ("file", "mem", "none", "off")
+MODES = ("file", "shared", "mem", "none", "off")
+_SHARED_HOLDER = """
+import fcntl, os, sys, time
+os.makedirs(sys.argv[1], exist_ok=True)
+fd = os.open(os.path.join(sys.argv[1], "owner"), os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.lockf(fd, fcntl.LOCK_SH, 1, 0)
+print("locked", flush=True)
+time.sleep(600)
+"""
 
 
 def main() -> None:
@@ -35,7 +45,21 @@ def main() -> None:
     from keyplane.auth.nonces import NonceGuard
     from keyplane.auth.request import Reason
 
-    if mode == "mem":
+    holders: list[Any] = []  # the processes holding a shared lock (mode ``shared``)
+    if mode == "shared":
+        import subprocess
+
+        ledger = store_nonces.ReplayLedger
+
+        def shared_ledger(directory: str | None) -> object:
+            if directory is not None:
+                holder = subprocess.Popen([sys.executable, "-c", _SHARED_HOLDER, directory], stdout=subprocess.PIPE)
+                assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+                holders.append(holder)
+            return ledger(directory)
+
+        store_nonces.ReplayLedger = shared_ledger
+    elif mode == "mem":
         ledger = store_nonces.ReplayLedger
         store_nonces.ReplayLedger = lambda directory: ledger(None)
     elif mode == "none":
@@ -51,7 +75,12 @@ def main() -> None:
         for rule in inprocess.BENCH_ENDPOINTS["rules"]:
             if rule["method"] == "POST" and rule["path"] == inprocess.BITGET_POST_PATH:
                 rule["replay_protect"] = False
-    inprocess.main()
+    try:
+        inprocess.main()
+    finally:
+        for holder in holders:
+            holder.kill()
+            holder.wait()
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ signed request has one timestamp, so every copy of it carries the same ``expires
 same **bucket**: the file ``<database path>.replay/<expires_at // BUCKET_MS>``. A bucket's file is only
 needed until its last ``expires_at`` has passed, so records expire by deleting whole files (at the first
 bucket a process opens after a bucket has ended ``KEEP_MS`` ago); there is no compaction into SQLite.
-Each process keeps the tokens of the live buckets it has read in a ``set``; a token already there is
+Each process keeps the tokens of the live buckets it has read in a table (``Tokens``); a token already there is
 refused at once, with nothing written.
 
 **Two modes: one process owns the ledger, or all share it.** Which one is decided by a POSIX record lock
@@ -30,6 +30,14 @@ never takes part):
 
   Two processes racing on one token both append; each reads everything before its own record, so exactly
   one of them (the earlier in the file) finds no earlier copy.
+
+**The owner's record** is one call, ``Tokens.record``, of a small C extension (``store/_tokens.c``): the
+bucket's tokens in an open-addressing table of 8-byte slots, and the 16-byte store into the mapping. The
+call holds the GIL throughout, so it is one step for every other thread: no lock, and a bucket that is
+dropped, grown or handed over meanwhile (under the ledger's lock) is *detached* first, after which its
+``record`` answers None and the caller takes the locked path. In Python the same step cost twice the
+budget of a replay-protected POST (a ``set`` of int objects, a ``threading.Lock``, a struct pack;
+bench/README.md). Where the extension was not built, ``_PyTokens`` gives the same answers with a lock.
 
 **The hand-over.** A process that finds the ledger owned writes a flag into the lock file and waits
 (``JOIN_TIMEOUT_S``, then ``LedgerError``: an outage answer, never an unchecked acceptance) for a shared
