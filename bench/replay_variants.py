@@ -5,8 +5,9 @@
 MODE: ``file`` (as in service: this process alone owns the ledger), ``shared`` (as with ``serve --workers
 N``: another process holds a shared lock on the ledger meanwhile, so every record is an append), ``mem``
 (the replay ledger's in-memory mode: the locked path, no file), ``none`` (the token computed, nothing
-recorded: every POST is new), ``off`` (the POST rule's ``replay_protect`` off: no token, no record). Run the modes alternately: on a shared machine the load
-swings between runs. A diagnostic, not a target; the figures are in bench/README.md ("Replay records").
+recorded: every POST is new), ``off`` (the POST rule's ``replay_protect`` off: no token, no record). Run the
+modes alternately: on a shared machine the load swings between runs. A diagnostic, not a target; the figures
+are in bench/README.md ("Replay records").
 """
 
 from __future__ import annotations
