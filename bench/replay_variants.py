@@ -3,7 +3,8 @@
     python bench/replay_variants.py MODE --keys 1000 --seconds 3
 
 MODE: ``file`` (as in service: this process alone owns the ledger), ``shared`` (as with ``serve --workers
-N``: another process holds a shared lock on the ledger meanwhile, so every record is an append), ``mem``
+N``: another process holds a shared lock on the ledger meanwhile, so every record is an append), ``pytable``
+(owned, on the pure-Python token table an install without a compiler uses), ``mem``
 (the replay ledger's in-memory mode: the locked path, no file), ``none`` (the token computed, nothing
 recorded: every POST is new), ``off`` (the POST rule's ``replay_protect`` off: no token, no record). Run the
 modes alternately: on a shared machine the load swings between runs. A diagnostic, not a target; the figures
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-MODES = ("file", "shared", "mem", "none", "off")
+MODES = ("file", "shared", "pytable", "mem", "none", "off")
 _SHARED_HOLDER = """
 import fcntl, os, sys, time
 os.makedirs(sys.argv[1], exist_ok=True)
@@ -60,6 +61,10 @@ def main() -> None:
             return ledger(directory)
 
         store_nonces.ReplayLedger = shared_ledger
+    elif mode == "pytable":
+        from keyplane.store import replay_ledger
+
+        replay_ledger.Tokens = replay_ledger._PyTokens
     elif mode == "mem":
         ledger = store_nonces.ReplayLedger
         store_nonces.ReplayLedger = lambda directory: ledger(None)
