@@ -215,7 +215,7 @@ def test_in_memory_ledger(tmp_path: Path) -> None:
     # its buckets are forgotten once ended
     later = _expiry(now) + KEEP_MS + BUCKET_MS
     assert ledger.record(KEY, 2, later + 60_000, later) is True
-    assert _expiry(now) // BUCKET_MS not in ledger._buckets
+    assert _expiry(now) // BUCKET_MS not in ledger._ledger._buckets
     ledger.close()
     assert not list(tmp_path.iterdir())
 
@@ -424,6 +424,7 @@ def test_an_owner_that_does_not_hand_over_fails_the_joiner_closed(
     from keyplane.store import replay_ledger
 
     monkeypatch.setattr(replay_ledger, "JOIN_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(replay_ledger, "JOIN_BACKOFF_S", 0.5)
     directory = str(tmp_path / "db.replay")
     context = multiprocessing.get_context("spawn")
     ready, release = context.Event(), context.Event()
@@ -433,14 +434,19 @@ def test_an_owner_that_does_not_hand_over_fails_the_joiner_closed(
         assert ready.wait(60)
         ledger = ReplayLedger(directory)
         now = _now()
-        for _ in range(2):  # every attempt fails closed, and none decides anything
+        for attempt in range(2):  # every attempt fails closed, and none decides anything
+            started = time.monotonic()
             with pytest.raises(LedgerError, match="did not hand it over"):
                 ledger.record(KEY, 1, _expiry(now), now)
-        assert ledger.mode == "undecided"
+            waited = time.monotonic() - started
+            # the first waits for the hand-over; the next, within the back-off, fails at once
+            assert waited >= 0.3 if attempt == 0 else waited < 0.1, (attempt, waited)
+        assert ledger.mode == "undecided" and not ledger.decided
         assert read_ledger(directory) == {}
     finally:
         release.set()
         holder.join(30)
+    time.sleep(0.5)  # the back-off
     assert ledger.record(KEY, 1, _expiry(now), now) is True  # the holder has gone
     assert ledger.mode == "owner"
     ledger.close()
@@ -550,3 +556,81 @@ def test_the_c_table_and_the_python_table_answer_alike() -> None:
         t.detach()
     with pytest.raises(OverflowError):
         tables[0].add(2**64)
+
+
+def test_handles_close_once_each_and_a_closed_handle_records_nothing(tmp_path: Path) -> None:
+    """Two users of one directory in one process share one ledger (the lock is the process's). A user that
+    closes twice (a runtime and its verifier both closing the nonce ledger) closes only its own handle: the
+    other still owns the ledger, no second owner appears in this process or another, and nothing is lost."""
+    directory = str(tmp_path / "db.replay")
+    now = _now()
+    expires_at = _expiry(now)
+    first, second = ReplayLedger(directory), ReplayLedger(directory)
+    assert first.record(KEY, 1, expires_at, now) is True
+    first.close()
+    first.close()
+    with pytest.raises(LedgerError, match="closed"):
+        first.record(KEY, 2, expires_at, now)
+    assert second.record(KEY, 1, expires_at, now) is False
+    assert second.record(KEY, 2, expires_at, now) is True
+    assert second.mode == "owner"
+    third = ReplayLedger(directory)  # the same ledger again, not a second owner
+    assert third.record(KEY, 2, expires_at, now) is False
+    third.close()
+    assert second.record(KEY, 3, expires_at, now) is True and second.mode == "owner"
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        answers, mode = pool.apply(_record_all, (directory, [1, 2, 3, 4], expires_at))
+    assert (answers, mode) == ([False, False, False, True], "shared")
+    assert second.record(KEY, 4, expires_at, now) is False
+    second.close()
+    with pytest.raises(LedgerError, match="closed"):
+        second.record(KEY, 5, expires_at, now)
+    # the last close released the ledger: a new one owns it, and every record survived
+    answers, mode = _record_all(directory, [1, 2, 3, 4, 5], expires_at)
+    assert (answers, mode) == ([False, False, False, False, True], "owner")
+
+
+def test_a_fork_while_another_thread_records_never_hangs_the_child(tmp_path: Path, table: str) -> None:
+    """The child of a fork taken while a thread was inside a bucket's table (its lock held, on the Python
+    table) drops its copies without calling into them: it never waits on a lock no thread of it will free."""
+    import threading
+
+    directory = str(tmp_path / "db.replay")
+    ledger = ReplayLedger(directory)
+    now = _now()
+    expires_at = _expiry(now)
+    stop = threading.Event()
+
+    def hammer() -> None:
+        token = 1
+        while not stop.is_set() and token < 2_000_000:
+            ledger.record(KEY, token, expires_at, now)
+            token += 1
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    stuck = 0
+    try:
+        time.sleep(0.1)
+        for _ in range(20):
+            pid = os.fork()
+            if pid == 0:  # the child: record once (decides its own mode) and leave
+                child = ReplayLedger(directory)
+                os._exit(0 if child.record(KEY, 10**12, expires_at, _now()) in (True, False) else 1)
+            deadline = time.monotonic() + 15
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    assert os.waitstatus_to_exitcode(status) == 0
+                    break
+                if time.monotonic() > deadline:
+                    stuck += 1
+                    os.kill(pid, 9)
+                    os.waitpid(pid, 0)
+                    break
+                time.sleep(0.01)
+    finally:
+        stop.set()
+        thread.join()
+        ledger.close()
+    assert stuck == 0

@@ -331,3 +331,65 @@ def test_processes_racing_the_same_signed_orders_accept_each_once(plane: Plane, 
         assert {restarted.verify(SignedRequest(**r)).reason for r in requests} == {Reason.REQUEST_REPLAYED}
     finally:
         restarted.close()
+
+
+def _hold_the_replay_ledger(directory: str, ready: Any, release: Any) -> None:
+    import fcntl
+    import os
+
+    os.makedirs(directory, exist_ok=True)
+    fd = os.open(os.path.join(directory, "owner"), os.O_RDWR | os.O_CREAT)
+    fcntl.lockf(fd, fcntl.LOCK_EX, 1, 0)  # an owner that never hands over (stopped, say)
+    ready.set()
+    release.wait(60)
+
+
+def test_a_first_replay_record_that_waits_for_another_process_never_blocks_the_event_loop(
+    plane: Plane, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite a POST's replay record is made on the event loop, except the process's first: it may wait
+    for the ledger's owner to hand over, so it runs in the verifier's thread pool. An owner that never
+    does is an outage answer after the wait, while the loop goes on serving."""
+    import asyncio
+
+    from keyplane.store import replay_ledger
+    from keyplane.store.replay_ledger import ledger_directory
+
+    monkeypatch.setattr(replay_ledger, "JOIN_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(replay_ledger, "JOIN_BACKOFF_S", 0.2)
+    verifier = plane.runtime.verifier
+    assert verify(verifier, plane.bitget(method="GET", path="v2/spot/account/assets", params={})) is Reason.VALID
+    context = multiprocessing.get_context("spawn")
+    ready, release = context.Event(), context.Event()
+    holder = context.Process(
+        target=_hold_the_replay_ledger, args=(ledger_directory(str(tmp_path / "keyplane.db")), ready, release)
+    )
+    holder.start()
+    try:
+        assert ready.wait(60)
+
+        async def verify_while_ticking() -> tuple[Reason, int, float]:
+            ticks = 0
+            longest = 0.0
+
+            async def tick() -> None:
+                nonlocal ticks, longest
+                while True:
+                    started = time.monotonic()
+                    await asyncio.sleep(0.01)
+                    longest = max(longest, time.monotonic() - started)
+                    ticks += 1
+
+            ticker = asyncio.create_task(tick())
+            result = await verifier.verify_async(plane.bitget())
+            ticker.cancel()
+            return result.reason, ticks, longest
+
+        reason, ticks, longest = asyncio.run(verify_while_ticking())
+        assert reason is Reason.UNAVAILABLE
+        assert ticks >= 40 and longest < 0.5, (ticks, longest)  # the loop ran on through the ~1 s wait
+    finally:
+        release.set()
+        holder.join(30)
+    time.sleep(0.3)  # the back-off after the failed wait
+    assert asyncio.run(verifier.verify_async(plane.bitget(params={**ORDER, "size": "3"}))).reason is Reason.VALID

@@ -54,8 +54,15 @@ class NonceGuard:
         self.record_once_inline: Callable[[str, int, int, int], bool] | None = (
             None if self._transactional else self._record_once
         )
+        self._replays = self._ledger.replays
         self._last: dict[str, int] = {}
         self._accepted = 0
+
+    def once_would_wait(self) -> bool:
+        """Whether ``accept_once`` may wait for another process (SQLite: this process's first replay record,
+        which may wait for the ledger's owner to hand it over); the event loop leaves such a call to a thread."""
+        replays = self._replays
+        return replays is not None and not replays.decided
 
     def close(self) -> None:
         self._ledger.close()

@@ -449,6 +449,8 @@ class Verifier:
             if (nonce is not None or once is not None) and self.nonces.blocking:
                 # PostgreSQL: the claim joins the next batch, awaited by verify_async (nonce_batch.py)
                 return _Deferred(Reason.WOULD_BLOCK, scheme, key, account, claim=(nonce, once, rate_key))
+            if once is not None and self.nonces.once_would_wait():
+                return WOULD_BLOCK  # SQLite: the first record may wait for another process's hand-over
         if once is not None:
             record = self._record_once
             if record is not None:  # SQLite: the replay ledger's own check-and-set, called directly

@@ -94,6 +94,7 @@ import threading
 import time
 import weakref
 from array import array
+from collections.abc import Callable
 from struct import Struct
 
 BUCKET_MS = 30_000
@@ -103,6 +104,7 @@ RECORD_SIZE = RECORD.size
 POLL_S = 0.01  # how often an owner looks for a process waiting to join
 TAKE_BACK_S = 1.0  # how often a process that handed over tries to own the ledger again
 JOIN_TIMEOUT_S = 5.0  # how long a process waits for the owner to hand over
+JOIN_BACKOFF_S = 1.0  # after a wait in vain, records fail at once for this long (no new wait)
 CHUNK = 1 << 20  # an owner maps (and allocates) a bucket's file this much at a time
 OWNER_FILE = "owner"
 _FLAG_AT = 8  # the byte of the owner file a waiting process sets
@@ -232,42 +234,74 @@ class ReplayLedger:
     not used (tokens share one namespace): it gives ``record`` the shape of the store's other
     check-and-sets, so the verifier calls it with no wrapper in between.
 
-    One process has one ledger per directory: ``ReplayLedger(directory)`` returns the open one (each call
-    counted; the last ``close`` closes it), since the lock that decides its mode is the process's."""
+    A handle: the lock that decides the mode is the process's, so one process has one ledger per
+    directory, shared by every handle on it (counted; the last handle's ``close`` releases it, and a
+    closed handle's ``record`` raises). ``record`` is the shared ledger's own method, not a wrapper."""
+
+    def __init__(self, directory: str | None) -> None:
+        self._ledger = _Ledger.acquire(directory)
+        self.directory = self._ledger.directory
+        self.record: Callable[[str, int, int, int], bool] = self._ledger.record
+        self._closed = False
+
+    @property
+    def mode(self) -> str:
+        """``owner``, ``shared``, ``undecided`` (nothing recorded yet) or ``memory``; for tests and /metrics."""
+        return self._ledger.mode
+
+    @property
+    def decided(self) -> bool:
+        """Whether ``record`` may still have to wait for another process to hand the ledger over."""
+        return self._ledger.mode is not _UNDECIDED
+
+    def close(self) -> None:
+        """Once per handle (a second call does nothing)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.record = _closed_record
+        self._ledger.release()
+
+
+def _closed_record(key_id: str, token: int, expires_at: int, now_ms: int) -> bool:
+    raise LedgerError("the replay ledger was closed")
+
+
+class _Ledger:
+    """One process's replay ledger of one directory (``ReplayLedger`` is a handle on it)."""
 
     directory: str | None
 
-    def __new__(cls, directory: str | None) -> ReplayLedger:
-        if directory is not None:
-            directory = os.path.realpath(directory)
-            with _registry_lock:
-                ledger = _registry.get(directory)
-                if ledger is not None:
-                    ledger._users += 1
-                    return ledger
-                ledger = super().__new__(cls)
-                ledger._setup(directory)
-                _registry[directory] = ledger
-                return ledger
-        ledger = super().__new__(cls)
-        ledger._setup(None)
-        return ledger
+    @classmethod
+    def acquire(cls, directory: str | None) -> _Ledger:
+        if directory is None:
+            ledger = cls(None)
+            ledger._users = 1
+            return ledger
+        directory = os.path.realpath(directory)
+        with _registry_lock:
+            shared = _registry.get(directory)
+            if shared is None:
+                shared = _registry[directory] = cls(directory)
+            shared._users += 1
+            return shared
 
-    def _setup(self, directory: str | None) -> None:
+    def __init__(self, directory: str | None) -> None:
         self.directory = directory
-        self._users = 1
+        self._users = 0
+        self._closed = False
         self._lock = threading.Lock()
         self._buckets: dict[int, _Bucket] = {}
         self._hot = _NO_BUCKET  # the bucket of the last record: most records go to it
         self._oldest = -1  # buckets below this number were dropped
         self._mode = _MEMORY if directory is None else _UNDECIDED
         self._owner_fd = -1
+        self._join_failed_at = -JOIN_BACKOFF_S  # monotonic time of the last join that timed out
         self._stop: threading.Event | None = None
         _open_ledgers.add(self)
 
     @property
     def mode(self) -> str:
-        """``owner``, ``shared``, ``undecided`` (nothing recorded yet) or ``memory``; for tests and /metrics."""
         return self._mode
 
     def record(self, key_id: str, token: int, expires_at: int, now_ms: int) -> bool:
@@ -283,6 +317,8 @@ class ReplayLedger:
     def _record_locked(self, token: int, expires_at: int, now_ms: int) -> bool:
         """Another bucket, a full mapping, a shared ledger or one in memory: under the ledger's lock."""
         with self._lock:
+            if self._closed:
+                raise LedgerError("the replay ledger was closed")
             number = expires_at // BUCKET_MS
             bucket = self._hot if self._hot.number == number else self._bucket(number, now_ms)
             tokens = bucket.tokens
@@ -424,6 +460,8 @@ class ReplayLedger:
     def _decide(self) -> None:
         """Owner if no other process records here; else waits for the owner to hand over (under the lock)."""
         assert self.directory is not None
+        if time.monotonic() - self._join_failed_at < JOIN_BACKOFF_S:  # the owner just failed to hand over
+            raise LedgerError(f"the replay ledger {self.directory} is owned by a process that did not hand it over")
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         fd = os.open(os.path.join(self.directory, OWNER_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         deadline = time.monotonic() + JOIN_TIMEOUT_S
@@ -438,6 +476,7 @@ class ReplayLedger:
                     break
                 os.pwrite(fd, b"\1", _FLAG_AT)  # again each time: an owner that just started clears it
                 if time.monotonic() >= deadline:
+                    self._join_failed_at = time.monotonic()
                     raise LedgerError(
                         f"the replay ledger {self.directory} is owned by a process that did not hand it over"
                     )
@@ -489,16 +528,19 @@ class ReplayLedger:
 
     # lifetime ----------------------------------------------------------------------------------------
 
-    def close(self) -> None:
-        if self.directory is not None:
-            with _registry_lock:
-                self._users -= 1
-                if self._users > 0:
-                    return
-                if _registry.get(self.directory) is self:
-                    del _registry[self.directory]
-        with self._lock:
-            self._release(cut=True)
+    def release(self) -> None:
+        """A handle closed: the last one releases the files, the mappings and the lock. Under the registry's
+        lock throughout, so no new ledger of the directory opens the owner file before this one has closed
+        its descriptor (closing any descriptor of a file drops every lock the process holds on it)."""
+        with _registry_lock:
+            self._users -= 1
+            if self._users > 0:
+                return
+            with self._lock:
+                self._closed = True
+                self._release(cut=True)
+            if self.directory is not None and _registry.get(self.directory) is self:
+                del _registry[self.directory]
 
     def _release(self, *, cut: bool) -> None:
         if self._stop is not None:
@@ -520,15 +562,27 @@ class ReplayLedger:
 
     def _after_fork(self) -> None:
         """In a forked child: no lock of the parent's is the child's, and its files and mappings stay the
-        parent's (never cut here); the child decides its mode at its first record."""
+        parent's. The child drops its copies without touching them (a table's own lock may have been held
+        by a thread that does not exist here: nothing of the old state is called), and decides its mode at
+        its first record."""
         self._lock = threading.Lock()
         self._stop = None  # the watcher is the parent's thread
-        self._release(cut=False)
+        for bucket in self._buckets.values():
+            if bucket.fd >= 0:
+                os.close(bucket.fd)  # its mapping goes with the objects (the child's view of it only)
+        self._buckets = {}
+        self._hot = _NO_BUCKET
+        self._oldest = -1
+        if self._owner_fd >= 0:
+            os.close(self._owner_fd)  # the child holds no lock on it
+            self._owner_fd = -1
+        if self._mode is not _MEMORY:
+            self._mode = _UNDECIDED
 
 
-_registry: dict[str, ReplayLedger] = {}
+_registry: dict[str, _Ledger] = {}
 _registry_lock = threading.Lock()
-_open_ledgers: weakref.WeakSet[ReplayLedger] = weakref.WeakSet()
+_open_ledgers: weakref.WeakSet[_Ledger] = weakref.WeakSet()
 
 
 def _reopen_after_fork() -> None:
