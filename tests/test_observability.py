@@ -209,6 +209,8 @@ def test_metrics_count_known_traffic_exactly(server: Server, keys: dict[str, Any
     # have a ledger of their own: store/replay_ledger.py)
     assert journal_bytes(server) - journal_before == 2 * RECORD_SIZE
     assert value(after, "keyplane_nonce_journal_bytes") == journal_bytes(server)
+    # one server process recorded a replay-protected POST: it owns the SQLite replay ledger
+    assert value(after, "keyplane_replay_ledger_owner") == 1
     assert value(after, "keyplane_metrics_workers") == 1
 
 

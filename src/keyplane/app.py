@@ -105,6 +105,9 @@ class KeyplaneApp:
             journal = nonces.journal_bytes()
             if journal is not None:
                 values["nonce_journal_bytes"] = journal
+            replays = nonces.replay_ledger_mode()
+            if replays is not None:
+                values["replay_ledger_owner"] = int(replays == "owner")
             return values
 
         metrics._gauges = gauges

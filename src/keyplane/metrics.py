@@ -19,6 +19,8 @@ What is counted:
   (``keys.create``: a path holds ids, which would make one series per object).
 - ``keyplane_key_cache_entries``, ``keyplane_key_cache_hits_total``, ``keyplane_key_cache_misses_total``,
   ``keyplane_nonce_journal_bytes`` (SQLite's nonce journal; absent on PostgreSQL),
+  ``keyplane_replay_ledger_owner`` (SQLite: 1 while one process owns the replay ledger and records with no
+  system call, 0 while several share it or none has recorded yet; absent on PostgreSQL),
   ``keyplane_refusal_log_suppressed_total`` (refusal lines not written: ``keyplane.logs``).
 
 Workers (``keyplane serve --workers N``): each worker process counts its own. With ``KEYPLANE_METRICS_DIR``
@@ -514,6 +516,10 @@ class KeyplaneCollector(Collector):
         if "nonce_journal_bytes" in gauges:
             yield GaugeMetricFamily("keyplane_nonce_journal_bytes", "Size of the SQLite nonce journal (compacted "
                                     "into the store past its limit).", value=gauges["nonce_journal_bytes"])
+        if "replay_ledger_owner" in gauges:
+            yield GaugeMetricFamily("keyplane_replay_ledger_owner", "Worker processes that own the SQLite replay "
+                                    "ledger (1: one records alone, with no system call; 0: shared, every record "
+                                    "appended, or nothing recorded yet).", value=gauges["replay_ledger_owner"])
         yield CounterMetricFamily("keyplane_refusal_log_suppressed", "Refusal log lines not written (at most N a "
                                   "second per reason are).", value=data["suppressed"])
         yield GaugeMetricFamily("keyplane_metrics_workers", "Live worker processes whose counters this scrape "

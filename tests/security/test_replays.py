@@ -390,3 +390,65 @@ def test_a_key_deleted_meanwhile_is_an_unknown_key_not_a_server_error(pg_url: st
     finally:
         guard.close()
         store.close()
+
+
+def _ledger_owners(node: Server) -> int:
+    """``keyplane_replay_ledger_owner`` of the node's /metrics."""
+    text = httpx.get(node.base_url + "/metrics", headers=AUTH, timeout=10).text
+    (line,) = [line for line in text.splitlines() if line.startswith("keyplane_replay_ledger_owner ")]
+    return int(float(line.split()[1]))
+
+
+@pytest.fixture
+def sqlite_pair(tmp_path: Path) -> Iterator[tuple[Server, Server, Runtime]]:
+    """Two ``keyplane serve`` processes on one SQLite file (as ``serve --workers 2`` runs)."""
+    master = secrets.token_hex(32)
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    operator = build_runtime(Settings(database_url=url, master_key=master))
+    nodes = []
+    for name in ("node-a", "node-b"):
+        node = make_server(tmp_path / name, {**_env(), "KEYPLANE_MASTER_KEY": master})
+        node.database_url = url
+        node.start()
+        nodes.append(node)
+    try:
+        yield nodes[0], nodes[1], operator
+    finally:
+        for node in nodes:
+            node.stop()
+        operator.close()
+
+
+def test_two_server_processes_on_one_sqlite_file_accept_each_order_once(
+    sqlite_pair: tuple[Server, Server, Runtime],
+) -> None:
+    """The replay ledger's two modes over HTTP: the first order makes one process the ledger's owner while
+    the other joins (the owner hands over as they race); each order sent to both at once is accepted once;
+    a restarted process refuses what either accepted; and the one left alone takes the ledger back."""
+    a, b, operator = sqlite_pair
+    key = _bitget_key(operator)
+    accepted = []
+    for trial in range(8):
+        order = bitget_call(key, "POST", PLACE_ORDER, body=f'{{"symbol":"BTCUSDT","n":{trial}}}')
+        _exactly_once(a, b, order, "REQUEST_REPLAYED")
+        accepted.append(order)
+    assert _ledger_owners(a) == _ledger_owners(b) == 0  # handed over: both append
+    b.restart()
+    for order in accepted:
+        for node in (b, a):
+            assert verify(node.base_url, order)["code"] == "REQUEST_REPLAYED"
+    for trial in range(8, 12):
+        order = bitget_call(key, "POST", PLACE_ORDER, body=f'{{"symbol":"BTCUSDT","n":{trial}}}')
+        _exactly_once(a, b, order, "REQUEST_REPLAYED")
+        accepted.append(order)
+    a.stop()
+    deadline = time.monotonic() + 10
+    while _ledger_owners(b) != 1:  # b is alone now: it owns the ledger again after its next look (every second)
+        assert time.monotonic() < deadline, "the process left alone did not take the replay ledger back"
+        time.sleep(0.1)
+    for order in accepted:
+        assert verify(b.base_url, order)["code"] == "REQUEST_REPLAYED"
+    last = bitget_call(key, "POST", PLACE_ORDER, body='{"symbol":"BTCUSDT","n":12}')
+    assert [verify(b.base_url, last)["code"] for _ in range(3)] == ["VALID", "REQUEST_REPLAYED", "REQUEST_REPLAYED"]
+    for node in (a, b):
+        assert "Traceback" not in node.log_path.read_text()

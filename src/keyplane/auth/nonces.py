@@ -58,11 +58,16 @@ class NonceGuard:
         self._last: dict[str, int] = {}
         self._accepted = 0
 
+    def replay_ledger_mode(self) -> str | None:
+        """The SQLite replay ledger's mode in this process (``owner``, ``shared``, ``undecided``, ``memory``);
+        None on PostgreSQL. For ``/metrics``."""
+        return self._replays.mode if self._replays is not None else None
+
     def once_would_wait(self) -> bool:
         """Whether ``accept_once`` may wait for another process (SQLite: this process's first replay record,
         which may wait for the ledger's owner to hand it over); the event loop leaves such a call to a thread."""
         replays = self._replays
-        return replays is not None and not replays.decided
+        return replays is not None and not replays.decide_nowait()
 
     def close(self) -> None:
         self._ledger.close()

@@ -249,10 +249,11 @@ class ReplayLedger:
         """``owner``, ``shared``, ``undecided`` (nothing recorded yet) or ``memory``; for tests and /metrics."""
         return self._ledger.mode
 
-    @property
-    def decided(self) -> bool:
-        """Whether ``record`` may still have to wait for another process to hand the ledger over."""
-        return self._ledger.mode is not _UNDECIDED
+    def decide_nowait(self) -> bool:
+        """Whether ``record`` is sure not to wait for another process: True once the mode is decided, which
+        this tries at once without waiting (a process alone owns the ledger here and now). False: another
+        process owns it, has been asked to hand it over, and the first record will wait for that."""
+        return self._ledger.decide_nowait()
 
     def close(self) -> None:
         """Once per handle (a second call does nothing)."""
@@ -303,6 +304,18 @@ class _Ledger:
     @property
     def mode(self) -> str:
         return self._mode
+
+    def decide_nowait(self) -> bool:
+        if self._mode is not _UNDECIDED:
+            return True
+        if not self._lock.acquire(blocking=False):  # another thread is deciding (and may be waiting)
+            return False
+        try:
+            if self._mode is _UNDECIDED and not self._closed:
+                self._decide(wait=False)
+            return self._mode is not _UNDECIDED
+        finally:
+            self._lock.release()
 
     def record(self, key_id: str, token: int, expires_at: int, now_ms: int) -> bool:
         if expires_at < now_ms:  # past its window: refused (the verifier's timestamp check comes first)
@@ -457,10 +470,11 @@ class _Ledger:
 
     # the mode ----------------------------------------------------------------------------------------
 
-    def _decide(self) -> None:
-        """Owner if no other process records here; else waits for the owner to hand over (under the lock)."""
+    def _decide(self, *, wait: bool = True) -> None:
+        """Owner if no other process records here; else waits for the owner to hand over (under the lock).
+        ``wait=False``: one attempt, which leaves the mode undecided (and the owner asked) if it is owned."""
         assert self.directory is not None
-        if time.monotonic() - self._join_failed_at < JOIN_BACKOFF_S:  # the owner just failed to hand over
+        if wait and time.monotonic() - self._join_failed_at < JOIN_BACKOFF_S:  # the owner just failed to hand over
             raise LedgerError(f"the replay ledger {self.directory} is owned by a process that did not hand it over")
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         fd = os.open(os.path.join(self.directory, OWNER_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -475,6 +489,9 @@ class _Ledger:
                     mode = _SHARED
                     break
                 os.pwrite(fd, b"\1", _FLAG_AT)  # again each time: an owner that just started clears it
+                if not wait:
+                    os.close(fd)
+                    return
                 if time.monotonic() >= deadline:
                     self._join_failed_at = time.monotonic()
                     raise LedgerError(
