@@ -635,3 +635,84 @@ def test_a_fork_while_another_thread_records_never_hangs_the_child(tmp_path: Pat
         thread.join()
         ledger.close()
     assert stuck == 0
+
+
+def test_a_ledger_closed_but_still_registered_is_never_handed_out(tmp_path: Path) -> None:
+    """A fork in the middle of a ledger's last close copies it closed but still registered: the child's
+    next handle gets a new ledger, not the dead one (which would refuse every record)."""
+    from keyplane.store import replay_ledger
+
+    directory = str(tmp_path / "db.replay")
+    handle = ReplayLedger(directory)
+    dead = handle._ledger
+    dead._closed = True  # as the child of such a fork finds it
+    try:
+        fresh = ReplayLedger(directory)
+        assert fresh._ledger is not dead
+        now = _now()
+        assert fresh.record(KEY, 1, _expiry(now), now) is True
+        fresh.close()
+    finally:
+        dead._closed = False
+        handle.close()
+    assert os.path.realpath(directory) not in replay_ledger._registry
+
+
+def test_one_database_reached_through_a_symlink_has_one_ledger(tmp_path: Path) -> None:
+    from keyplane.store.replay_ledger import ledger_directory
+
+    real = tmp_path / "data" / "keyplane.db"
+    real.parent.mkdir()
+    real.touch()
+    (tmp_path / "current.db").symlink_to(real)
+    (tmp_path / "link").symlink_to(real.parent)
+    paths = [str(real), str(tmp_path / "current.db"), str(tmp_path / "link" / "keyplane.db")]
+    assert len({ledger_directory(path) for path in paths}) == 1
+    now = _now()
+    expires_at = _expiry(now)
+    with multiprocessing.get_context("spawn").Pool(1) as pool:  # another process, through a symlink
+        assert pool.apply(_record_all, (ledger_directory(paths[1]), [7], expires_at))[0] == [True]
+    answers, _ = _record_all(ledger_directory(paths[2]), [7, 8], expires_at)
+    assert answers == [False, True]
+
+
+def test_a_stuck_owner_ties_up_one_waiting_thread_and_the_others_fail_closed_fast(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One thread of a joining process waits for the hand-over; the others wait on it only briefly: a
+    stuck owner must not take every thread of a verifier's pool."""
+    import threading
+
+    from keyplane.store import replay_ledger
+
+    monkeypatch.setattr(replay_ledger, "JOIN_TIMEOUT_S", 1.5)
+    directory = str(tmp_path / "db.replay")
+    context = multiprocessing.get_context("spawn")
+    ready, release = context.Event(), context.Event()
+    holder = context.Process(target=_hold_the_owner_lock, args=(directory, ready, release))
+    holder.start()
+    ledger = ReplayLedger(directory)
+    waited: list[float] = []
+    try:
+        assert ready.wait(60)
+        start = threading.Barrier(4)
+
+        def record(token: int) -> None:
+            start.wait()
+            began = time.monotonic()
+            with pytest.raises(LedgerError):
+                ledger.record(KEY, token, _expiry(_now()), _now())
+            waited.append(time.monotonic() - began)
+
+        threads = [threading.Thread(target=record, args=(token,)) for token in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        release.set()
+        holder.join(30)
+        ledger.close()
+    waited.sort()
+    assert waited[-1] >= 1.4, waited  # the one that waited for the hand-over
+    assert all(seconds < 0.6 for seconds in waited[:-1]), waited  # the others followed it briefly

@@ -393,3 +393,31 @@ def test_a_first_replay_record_that_waits_for_another_process_never_blocks_the_e
         holder.join(30)
     time.sleep(0.3)  # the back-off after the failed wait
     assert asyncio.run(verifier.verify_async(plane.bitget(params={**ORDER, "size": "3"}))).reason is Reason.VALID
+
+
+def test_a_ledger_that_cannot_decide_is_an_outage_logged_once_a_second_not_an_error_per_request(
+    plane: Plane, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A replay-ledger bucket that is not whole records fails closed: UNAVAILABLE, logged as an outage (one
+    warning a second), not as an error line per request a client could multiply."""
+    import logging
+
+    from keyplane.errors import Unavailable
+    from keyplane.outages import unavailable
+    from keyplane.store.replay_ledger import BUCKET_MS, LedgerError, ledger_directory
+
+    assert isinstance(unavailable(LedgerError("not handed over")), Unavailable)
+    assert isinstance(unavailable(OSError(28, "No space left on device")), Unavailable)
+    assert unavailable(OSError(2, "No such file")) is None  # not an outage: stays a bug
+    verifier = plane.runtime.verifier
+    requests = [plane.bitget(params={**ORDER, "size": str(n)}) for n in range(30)]
+    directory = Path(ledger_directory(str(tmp_path / "keyplane.db")))
+    directory.mkdir(exist_ok=True)
+    for request in requests:  # every bucket these requests could land in, cut to an odd length
+        bucket = (int(request.headers["access-timestamp"]) + 60_000) // BUCKET_MS
+        (directory / str(bucket)).write_bytes(b"\x01" * 19)
+    with caplog.at_level(logging.WARNING):
+        reasons = {verify(verifier, request) for request in requests}
+    assert reasons == {Reason.UNAVAILABLE}
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
+    assert 1 <= len([r for r in caplog.records if "UNAVAILABLE" in r.getMessage()]) <= 2

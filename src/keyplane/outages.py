@@ -7,6 +7,7 @@ dialect answers with its 503-class error. Anything else stays a bug and is raise
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import time
@@ -17,6 +18,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from keyplane import errors
+from keyplane.store.replay_ledger import LedgerError
 
 log = logging.getLogger("keyplane.outages")
 
@@ -24,6 +26,7 @@ log = logging.getLogger("keyplane.outages")
 # busy timeout: the store cannot answer now. IntegrityError and the like are not outages.
 _STORE_OUTAGES = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError)
 _REDIS_OUTAGES = (redis.ConnectionError, redis.TimeoutError)
+_DISK_OUTAGES = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO})
 
 
 def unavailable(error: BaseException) -> errors.Unavailable | None:
@@ -36,6 +39,9 @@ def unavailable(error: BaseException) -> errors.Unavailable | None:
         return errors.Unavailable(f"the database is unavailable: {_first_line(error)}")
     if isinstance(error, _REDIS_OUTAGES):
         return errors.Unavailable(f"Redis is unavailable: {_first_line(error)}")
+    if isinstance(error, LedgerError) or (isinstance(error, OSError) and error.errno in _DISK_OUTAGES):
+        # the SQLite store's own files (the replay ledger, the nonce journal): full, failing, or not handed over
+        return errors.Unavailable(f"the store's files are unavailable: {_first_line(error)}")
     return None
 
 

@@ -103,7 +103,8 @@ RECORD = Struct("<qq")  # token, expires_at
 RECORD_SIZE = RECORD.size
 POLL_S = 0.01  # how often an owner looks for a process waiting to join
 TAKE_BACK_S = 1.0  # how often a process that handed over tries to own the ledger again
-JOIN_TIMEOUT_S = 5.0  # how long a process waits for the owner to hand over
+JOIN_TIMEOUT_S = 2.0  # how long a process waits for the owner to hand over (it looks every POLL_S)
+JOIN_FOLLOW_S = 0.25  # how long another thread of the process waits on that wait before failing closed
 JOIN_BACKOFF_S = 1.0  # after a wait in vain, records fail at once for this long (no new wait)
 CHUNK = 1 << 20  # an owner maps (and allocates) a bucket's file this much at a time
 OWNER_FILE = "owner"
@@ -189,7 +190,8 @@ class LedgerError(OSError):
 
 
 def ledger_directory(database: str) -> str:
-    return os.path.abspath(database) + ".replay"
+    # the database file's real path: reached through a symlink, one database must still have one ledger
+    return os.path.realpath(database) + ".replay"
 
 
 class _Bucket:
@@ -282,7 +284,7 @@ class _Ledger:
         directory = os.path.realpath(directory)
         with _registry_lock:
             shared = _registry.get(directory)
-            if shared is None:
+            if shared is None or shared._closed:  # (a fork may copy one closed but still registered)
                 shared = _registry[directory] = cls(directory)
             shared._users += 1
             return shared
@@ -298,6 +300,8 @@ class _Ledger:
         self._mode = _MEMORY if directory is None else _UNDECIDED
         self._owner_fd = -1
         self._join_failed_at = -JOIN_BACKOFF_S  # monotonic time of the last join that timed out
+        self._joining = False  # a thread of this process waits for another process to hand over
+        self._joined = threading.Condition(self._lock)
         self._stop: threading.Event | None = None
         _open_ledgers.add(self)
 
@@ -471,14 +475,23 @@ class _Ledger:
     # the mode ----------------------------------------------------------------------------------------
 
     def _decide(self, *, wait: bool = True) -> None:
-        """Owner if no other process records here; else waits for the owner to hand over (under the lock).
+        """Owner if no other process records here; else waits for the owner to hand over. Under the lock,
+        which the wait releases (``_joined``): one thread of the process waits for the hand-over, the others
+        wait on it only briefly, then fail closed, so a stuck owner ties up one thread, not the pool.
         ``wait=False``: one attempt, which leaves the mode undecided (and the owner asked) if it is owned."""
         assert self.directory is not None
+        if self._joining:  # another thread of this process waits for the hand-over
+            if wait:
+                self._joined.wait_for(lambda: self._mode is not _UNDECIDED or not self._joining, JOIN_FOLLOW_S)
+                if self._mode is _UNDECIDED:
+                    raise LedgerError(f"the replay ledger {self.directory} is being handed over")
+            return
         if wait and time.monotonic() - self._join_failed_at < JOIN_BACKOFF_S:  # the owner just failed to hand over
             raise LedgerError(f"the replay ledger {self.directory} is owned by a process that did not hand it over")
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         fd = os.open(os.path.join(self.directory, OWNER_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         deadline = time.monotonic() + JOIN_TIMEOUT_S
+        self._joining = wait
         try:
             while True:
                 if _try_lock(fd, fcntl.LOCK_EX):
@@ -497,10 +510,16 @@ class _Ledger:
                     raise LedgerError(
                         f"the replay ledger {self.directory} is owned by a process that did not hand it over"
                     )
-                time.sleep(POLL_S / 5)
+                self._joined.wait(POLL_S / 5)  # the lock is free meanwhile
+                if self._closed:
+                    raise LedgerError("the replay ledger was closed")
         except BaseException:
             os.close(fd)
             raise
+        finally:
+            if wait:
+                self._joining = False
+                self._joined.notify_all()
         self._owner_fd = fd
         self._mode = mode
         stop = self._stop = threading.Event()
@@ -583,6 +602,8 @@ class _Ledger:
         by a thread that does not exist here: nothing of the old state is called), and decides its mode at
         its first record."""
         self._lock = threading.Lock()
+        self._joined = threading.Condition(self._lock)
+        self._joining = False
         self._stop = None  # the watcher is the parent's thread
         for bucket in self._buckets.values():
             if bucket.fd >= 0:
@@ -605,6 +626,9 @@ _open_ledgers: weakref.WeakSet[_Ledger] = weakref.WeakSet()
 def _reopen_after_fork() -> None:
     global _registry_lock
     _registry_lock = threading.Lock()
+    for directory, ledger in list(_registry.items()):
+        if ledger._closed:  # forked in the middle of its last close
+            del _registry[directory]
     for ledger in list(_open_ledgers):
         ledger._after_fork()
 
