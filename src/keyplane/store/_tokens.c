@@ -21,7 +21,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define ABI 2
+#define ABI 3
 #define MIN_CAPACITY 1024
 
 typedef struct {
@@ -170,9 +170,47 @@ static Py_ssize_t Tokens_len(Tokens *self) {
     return self->count;
 }
 
-/* record(token, expires_at) -> True: accepted (inserted, and stored into the mapping); False: a repeat
- * (nothing changed); None: not decided here (another bucket's expiry, not attached, or the mapping is full:
- * nothing changed either) */
+/* The owner's record: 1 accepted (inserted and stored into the mapping), 0 a repeat (nothing changed),
+ * 2 not decided here (another bucket's expiry, not attached, or the mapping is full: nothing changed
+ * either), -1 an error (memory) */
+static int record(Tokens *self, uint64_t token, long long expires_at) {
+    if (expires_at < self->low || expires_at >= self->high) {
+        return 2;
+    }
+    if (contains(self, token)) {
+        return 0;
+    }
+    if (!self->attached || self->at + 16 > self->view.len) {
+        return 2;
+    }
+    if (add(self, token) < 0) {
+        return -1;
+    }
+    /* little-endian i64 token, i64 expires_at: the file's record (replay_ledger.RECORD) */
+    unsigned char bytes[16];
+    for (int b = 0; b < 8; b++) {
+        bytes[b] = (unsigned char)(token >> (8 * b));
+        bytes[8 + b] = (unsigned char)((uint64_t)expires_at >> (8 * b));
+    }
+    memcpy((char *)self->view.buf + self->at, bytes, 16);
+    self->at += 16;
+    return 1;
+}
+
+static PyObject *answer(int decided) {
+    switch (decided) {
+    case 1:
+        Py_RETURN_TRUE;
+    case 0:
+        Py_RETURN_FALSE;
+    case 2:
+        Py_RETURN_NONE;
+    default:
+        return NULL;
+    }
+}
+
+/* record(token, expires_at) -> True: accepted; False: a repeat; None: not decided here */
 static PyObject *Tokens_record(Tokens *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "record(token, expires_at)");
@@ -183,27 +221,7 @@ static PyObject *Tokens_record(Tokens *self, PyObject *const *args, Py_ssize_t n
     if ((expires_at == -1 && PyErr_Occurred()) || as_token(args[0], &token) < 0) {
         return NULL;
     }
-    if (expires_at < self->low || expires_at >= self->high) {
-        Py_RETURN_NONE;
-    }
-    if (contains(self, token)) {
-        Py_RETURN_FALSE;
-    }
-    if (!self->attached || self->at + 16 > self->view.len) {
-        Py_RETURN_NONE;
-    }
-    if (add(self, token) < 0) {
-        return NULL;
-    }
-    /* little-endian i64 token, i64 expires_at: the file's record (replay_ledger.RECORD) */
-    unsigned char record[16];
-    for (int b = 0; b < 8; b++) {
-        record[b] = (unsigned char)(token >> (8 * b));
-        record[8 + b] = (unsigned char)((uint64_t)expires_at >> (8 * b));
-    }
-    memcpy((char *)self->view.buf + self->at, record, 16);
-    self->at += 16;
-    Py_RETURN_TRUE;
+    return answer(record(self, token, expires_at));
 }
 
 static PyObject *Tokens_attach(Tokens *self, PyObject *args) {
@@ -267,6 +285,136 @@ static PyTypeObject TokensType = {
     .tp_as_sequence = &Tokens_as_sequence,
 };
 
+/* Front(fallback): the ledger's ``record(key_id, token, expires_at, now_ms)`` as one C call. It decides
+ * in its ``hot`` table (the bucket of the last record) when it can, and otherwise calls ``fallback`` with
+ * the same arguments (the ledger's locked path, in Python). Reading ``hot`` and recording there happen in
+ * one call under the GIL, so a table swapped or detached by another thread is never half used. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *hot; /* a Tokens, or NULL */
+    PyObject *fallback;
+} Front;
+
+static PyTypeObject FrontType;
+
+static PyObject *Front_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    PyObject *fallback;
+    if (!PyArg_ParseTuple(args, "O:Front", &fallback)) {
+        return NULL;
+    }
+    if (!PyCallable_Check(fallback)) {
+        PyErr_SetString(PyExc_TypeError, "Front(fallback): fallback must be callable");
+        return NULL;
+    }
+    Front *self = (Front *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    Py_INCREF(fallback);
+    self->fallback = fallback;
+    return (PyObject *)self;
+}
+
+static int Front_traverse(Front *self, visitproc visit, void *arg) {
+    Py_VISIT(self->hot);
+    Py_VISIT(self->fallback);
+    return 0;
+}
+
+static int Front_clear(Front *self) {
+    Py_CLEAR(self->hot);
+    Py_CLEAR(self->fallback);
+    return 0;
+}
+
+static void Front_dealloc(Front *self) {
+    PyObject_GC_UnTrack(self);
+    Front_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *Front_record(Front *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "record(key_id, token, expires_at, now_ms)");
+        return NULL;
+    }
+    long long expires_at = PyLong_AsLongLong(args[2]);
+    if (expires_at == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    long long now_ms = PyLong_AsLongLong(args[3]);
+    if (now_ms == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (expires_at < now_ms) { /* past its window: refused (the verifier's timestamp check comes first) */
+        Py_RETURN_FALSE;
+    }
+    if (self->hot != NULL) {
+        uint64_t token;
+        if (as_token(args[1], &token) < 0) {
+            return NULL;
+        }
+        int decided = record((Tokens *)self->hot, token, expires_at);
+        if (decided != 2) {
+            return answer(decided);
+        }
+    }
+    if (self->fallback == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Front: no fallback");
+        return NULL;
+    }
+    return PyObject_Vectorcall(self->fallback, args, (size_t)nargs, NULL);
+}
+
+static PyObject *Front_get_hot(Front *self, void *closure) {
+    if (self->hot == NULL) {
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(self->hot);
+    return self->hot;
+}
+
+static int Front_set_hot(Front *self, PyObject *value, void *closure) {
+    if (value != NULL && value != Py_None && !PyObject_TypeCheck(value, &TokensType)) {
+        PyErr_SetString(PyExc_TypeError, "Front.hot: a Tokens or None");
+        return -1;
+    }
+    PyObject *old = self->hot;
+    if (value == NULL || value == Py_None) {
+        self->hot = NULL;
+    } else {
+        Py_INCREF(value);
+        self->hot = value;
+    }
+    Py_XDECREF(old);
+    return 0;
+}
+
+static PyMethodDef Front_methods[] = {
+    {"record", (PyCFunction)(void (*)(void))Front_record, METH_FASTCALL,
+     "record(key_id, token, expires_at, now_ms) -> bool: in the hot table, or through the fallback"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Front_getset[] = {
+    {"hot", (getter)Front_get_hot, (setter)Front_set_hot, "the table records go to first (or None)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject FrontType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "keyplane.store._tokens.Front",
+    .tp_doc = "Front(fallback): a replay ledger's record as one C call (see store/replay_ledger.py).",
+    .tp_basicsize = sizeof(Front),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = Front_new,
+    .tp_dealloc = (destructor)Front_dealloc,
+    .tp_traverse = (traverseproc)Front_traverse,
+    .tp_clear = (inquiry)Front_clear,
+    .tp_methods = Front_methods,
+    .tp_getset = Front_getset,
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "keyplane.store._tokens", "A replay-ledger bucket's tokens (C).", -1, NULL,
 };
@@ -283,7 +431,7 @@ PyMODINIT_FUNC PyInit__tokens(void) {
     }
     memcpy(&seed, PyBytes_AS_STRING(random), 8);
     Py_DECREF(random);
-    if (PyType_Ready(&TokensType) < 0) {
+    if (PyType_Ready(&TokensType) < 0 || PyType_Ready(&FrontType) < 0) {
         return NULL;
     }
     PyObject *m = PyModule_Create(&module);
@@ -291,8 +439,14 @@ PyMODINIT_FUNC PyInit__tokens(void) {
         return NULL;
     }
     Py_INCREF(&TokensType);
-    if (PyModule_AddObject(m, "Tokens", (PyObject *)&TokensType) < 0 || PyModule_AddIntConstant(m, "ABI", ABI) < 0) {
+    if (PyModule_AddObject(m, "Tokens", (PyObject *)&TokensType) < 0) {
         Py_DECREF(&TokensType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&FrontType);
+    if (PyModule_AddObject(m, "Front", (PyObject *)&FrontType) < 0 || PyModule_AddIntConstant(m, "ABI", ABI) < 0) {
+        Py_DECREF(&FrontType);
         Py_DECREF(m);
         return NULL;
     }

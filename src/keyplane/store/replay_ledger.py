@@ -31,11 +31,12 @@ never takes part):
   Two processes racing on one token both append; each reads everything before its own record, so exactly
   one of them (the earlier in the file) finds no earlier copy.
 
-**The owner's record** is one call, ``Tokens.record``, of a small C extension (``store/_tokens.c``): the
-bucket's tokens in an open-addressing table of 8-byte slots, and the 16-byte store into the mapping. The
-call holds the GIL throughout, so it is one step for every other thread: no lock, and a bucket that is
-dropped, grown or handed over meanwhile (under the ledger's lock) is *detached* first, after which its
-``record`` answers None and the caller takes the locked path. In Python the same step cost twice the
+**The owner's record** is one call of a small C extension (``store/_tokens.c``): ``Front.record`` finds
+the bucket of the last record (``Front.hot``) and there, in ``Tokens``, the bucket's tokens in an
+open-addressing table of 8-byte slots, checks, inserts and stores the 16-byte record into the mapping.
+The call holds the GIL throughout, so it is one step for every other thread: no lock, and a bucket that
+is dropped, grown or handed over meanwhile (under the ledger's lock) is *detached* first, after which it
+decides nothing and the call goes on to the locked path in Python (``_record_slow``). In Python the same step cost twice the
 budget of a replay-protected POST (a ``set`` of int objects, a ``threading.Lock``, a struct pack;
 bench/README.md). Where the extension was not built, ``_PyTokens`` gives the same answers with a lock.
 
@@ -96,6 +97,7 @@ import weakref
 from array import array
 from collections.abc import Callable
 from struct import Struct
+from typing import Any
 
 BUCKET_MS = 30_000
 KEEP_MS = 60_000  # a bucket's file is deleted this long after its last expires_at
@@ -171,18 +173,20 @@ class _PyTokens:
             return at
 
 
-def _c_tokens() -> type[_PyTokens] | None:
+def _c_tokens() -> tuple[type[_PyTokens], Any] | None:
     try:
         from keyplane.store import _tokens
     except ImportError:
         return None
     gil = getattr(sys, "_is_gil_enabled", lambda: True)()
-    if not gil or getattr(_tokens, "ABI", None) != 2:  # 2: the interface this file calls
+    if not gil or getattr(_tokens, "ABI", None) != 3:  # 3: the interface this file calls
         return None
-    return _tokens.Tokens  # type: ignore[return-value]  # the same interface (store/_tokens.pyi)
+    return _tokens.Tokens, _tokens.Front  # type: ignore[return-value]  # the same interface (store/_tokens.pyi)
 
 
-Tokens: type[_PyTokens] = _c_tokens() or _PyTokens  # which one is in use: ``Tokens is _PyTokens`` without C
+_C = _c_tokens()
+_C_TOKENS, _Front = _C if _C is not None else (None, None)
+Tokens: type[_PyTokens] = _C_TOKENS or _PyTokens  # which one is in use: ``Tokens is _PyTokens`` without C
 
 
 class LedgerError(OSError):
@@ -291,6 +295,12 @@ class _Ledger:
 
     def __init__(self, directory: str | None) -> None:
         self.directory = directory
+        # ``record``: with the C table, one C call that decides in the hot bucket's table and otherwise
+        # calls ``_record_slow``; with the Python table, ``_record_py``, the same steps in Python
+        self._front = _Front(self._record_slow) if _Front is not None and Tokens is _C_TOKENS else None
+        self.record: Callable[[str, int, int, int], bool] = (
+            self._front.record if self._front is not None else self._record_py
+        )
         self._users = 0
         self._closed = False
         self._lock = threading.Lock()
@@ -309,6 +319,11 @@ class _Ledger:
     def mode(self) -> str:
         return self._mode
 
+    def _set_hot(self, bucket: _Bucket) -> None:
+        self._hot = bucket
+        if self._front is not None:
+            self._front.hot = bucket.tokens if bucket is not _NO_BUCKET else None
+
     def decide_nowait(self) -> bool:
         if self._mode is not _UNDECIDED:
             return True
@@ -321,7 +336,7 @@ class _Ledger:
         finally:
             self._lock.release()
 
-    def record(self, key_id: str, token: int, expires_at: int, now_ms: int) -> bool:
+    def _record_py(self, key_id: str, token: int, expires_at: int, now_ms: int) -> bool:
         if expires_at < now_ms:  # past its window: refused (the verifier's timestamp check comes first)
             return False
         # No lock here: ``Tokens.record`` is one step for every other thread (module docstring, "The
@@ -329,6 +344,9 @@ class _Ledger:
         accepted = self._hot.tokens.record(token, expires_at)
         if accepted is not None:
             return accepted
+        return self._record_locked(token, expires_at, now_ms)
+
+    def _record_slow(self, key_id: str, token: int, expires_at: int, now_ms: int) -> bool:
         return self._record_locked(token, expires_at, now_ms)
 
     def _record_locked(self, token: int, expires_at: int, now_ms: int) -> bool:
@@ -369,7 +387,7 @@ class _Ledger:
         bucket = self._buckets.get(number)
         if bucket is None:
             bucket = self._open(number, now_ms)
-        self._hot = bucket
+        self._set_hot(bucket)
         return bucket
 
     def _open(self, number: int, now_ms: int) -> _Bucket:
@@ -460,7 +478,7 @@ class _Ledger:
             if bucket.fd >= 0:
                 os.close(bucket.fd)
             if bucket is self._hot:
-                self._hot = _NO_BUCKET
+                self._set_hot(_NO_BUCKET)
         if self.directory is None:
             return
         try:
@@ -588,7 +606,7 @@ class _Ledger:
             if bucket.fd >= 0:
                 os.close(bucket.fd)
         self._buckets = {}
-        self._hot = _NO_BUCKET
+        self._set_hot(_NO_BUCKET)
         self._oldest = -1
         if self._owner_fd >= 0:
             os.close(self._owner_fd)  # releases this process's lock
@@ -609,7 +627,7 @@ class _Ledger:
             if bucket.fd >= 0:
                 os.close(bucket.fd)  # its mapping goes with the objects (the child's view of it only)
         self._buckets = {}
-        self._hot = _NO_BUCKET
+        self._set_hot(_NO_BUCKET)
         self._oldest = -1
         if self._owner_fd >= 0:
             os.close(self._owner_fd)  # the child holds no lock on it
