@@ -36,8 +36,8 @@ the bucket of the last record (``Front.hot``) and there, in ``Tokens``, the buck
 open-addressing table of 8-byte slots, checks, inserts and stores the 16-byte record into the mapping.
 The call holds the GIL throughout, so it is one step for every other thread: no lock, and a bucket that
 is dropped, grown or handed over meanwhile (under the ledger's lock) is *detached* first, after which it
-decides nothing and the call goes on to the locked path in Python (``_record_slow``). In Python the same step cost twice the
-budget of a replay-protected POST (a ``set`` of int objects, a ``threading.Lock``, a struct pack;
+decides nothing and the call goes on to the locked path in Python (``_record_slow``). In Python the same
+step cost twice the budget of a replay-protected POST (a ``set`` of int objects, a ``threading.Lock``, a struct pack;
 bench/README.md). Where the extension was not built, ``_PyTokens`` gives the same answers with a lock.
 
 **The hand-over.** A process that finds the ledger owned writes a flag into the lock file and waits
