@@ -4,10 +4,12 @@ of a bucket edge meet in one file. Real files and real processes throughout."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,17 @@ def test_one_token_is_accepted_once_and_a_repeat_writes_nothing(tmp_path: Path) 
     ledger.close()
 
 
+def _accepted_by(workers: list[Any], out: Any) -> list[int]:
+    """Starts the racing processes; every token each of them reported accepted, all together."""
+    for worker in workers:
+        worker.start()
+    accepted = [out.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    return [token for part in accepted for token in part]
+
+
 @pytest.mark.parametrize("method", ["spawn", "fork"])
 def test_processes_racing_on_the_same_tokens_accept_each_once_in_total(tmp_path: Path, method: str) -> None:
     directory = str(tmp_path / "db.replay")
@@ -69,13 +82,7 @@ def test_processes_racing_on_the_same_tokens_accept_each_once_in_total(tmp_path:
         context.Process(target=_race, args=(directory, tokens[::step], expires_at, now, start, out))
         for step in (1, -1, 1)  # two in file order, one backwards: every token contended
     ]
-    for worker in workers:
-        worker.start()
-    accepted = [out.get(timeout=120) for _ in workers]
-    for worker in workers:
-        worker.join(timeout=60)
-        assert worker.exitcode == 0
-    together = [token for part in accepted for token in part]
+    together = _accepted_by(workers, out)
     assert sorted(together) == tokens  # each exactly once in total
     # and a fresh process (a restart) refuses every one of them
     again = ReplayLedger(directory)
@@ -418,6 +425,21 @@ def _hold_the_owner_lock(directory: str, ready: Any, release: Any) -> None:
     release.wait(60)
 
 
+@contextlib.contextmanager
+def _owned_elsewhere(directory: str) -> Iterator[None]:
+    """Another process holds the ledger's owner lock meanwhile, and never hands it over."""
+    context = multiprocessing.get_context("spawn")
+    ready, release = context.Event(), context.Event()
+    holder = context.Process(target=_hold_the_owner_lock, args=(directory, ready, release))
+    holder.start()
+    try:
+        assert ready.wait(60)
+        yield
+    finally:
+        release.set()
+        holder.join(30)
+
+
 def test_an_owner_that_does_not_hand_over_fails_the_joiner_closed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -426,12 +448,7 @@ def test_an_owner_that_does_not_hand_over_fails_the_joiner_closed(
     monkeypatch.setattr(replay_ledger, "JOIN_TIMEOUT_S", 0.3)
     monkeypatch.setattr(replay_ledger, "JOIN_BACKOFF_S", 0.5)
     directory = str(tmp_path / "db.replay")
-    context = multiprocessing.get_context("spawn")
-    ready, release = context.Event(), context.Event()
-    holder = context.Process(target=_hold_the_owner_lock, args=(directory, ready, release))
-    holder.start()
-    try:
-        assert ready.wait(60)
+    with _owned_elsewhere(directory):
         ledger = ReplayLedger(directory)
         now = _now()
         for attempt in range(2):  # every attempt fails closed, and none decides anything
@@ -444,9 +461,6 @@ def test_an_owner_that_does_not_hand_over_fails_the_joiner_closed(
         assert ledger.mode == "undecided"
         assert ledger.decide_nowait() is False  # an event loop's check: owned elsewhere, the record would wait
         assert read_ledger(directory) == {}
-    finally:
-        release.set()
-        holder.join(30)
     time.sleep(0.5)  # the back-off
     assert ledger.record(KEY, 1, _expiry(now), now) is True  # the holder has gone
     assert ledger.mode == "owner"
@@ -511,14 +525,7 @@ def test_threads_of_two_processes_racing_through_the_hand_over_accept_each_token
     workers = [
         context.Process(target=_race_threads, args=(directory, tokens, expires_at, start, out)) for _ in range(2)
     ]
-    for worker in workers:
-        worker.start()
-    accepted = [out.get(timeout=120) for _ in workers]
-    for worker in workers:
-        worker.join(timeout=60)
-        assert worker.exitcode == 0
-    together = sorted(token for part in accepted for token in part)
-    assert together == tokens
+    assert sorted(_accepted_by(workers, out)) == tokens
 
 
 def test_the_c_table_and_the_python_table_answer_alike() -> None:
@@ -687,14 +694,9 @@ def test_a_stuck_owner_ties_up_one_waiting_thread_and_the_others_fail_closed_fas
 
     monkeypatch.setattr(replay_ledger, "JOIN_TIMEOUT_S", 1.5)
     directory = str(tmp_path / "db.replay")
-    context = multiprocessing.get_context("spawn")
-    ready, release = context.Event(), context.Event()
-    holder = context.Process(target=_hold_the_owner_lock, args=(directory, ready, release))
-    holder.start()
     ledger = ReplayLedger(directory)
     waited: list[float] = []
-    try:
-        assert ready.wait(60)
+    with _owned_elsewhere(directory):
         start = threading.Barrier(4)
 
         def record(token: int) -> None:
@@ -709,10 +711,7 @@ def test_a_stuck_owner_ties_up_one_waiting_thread_and_the_others_fail_closed_fas
             thread.start()
         for thread in threads:
             thread.join()
-    finally:
-        release.set()
-        holder.join(30)
-        ledger.close()
+    ledger.close()
     waited.sort()
     assert waited[-1] >= 1.4, waited  # the one that waited for the hand-over
     assert all(seconds < 0.6 for seconds in waited[:-1]), waited  # the others followed it briefly

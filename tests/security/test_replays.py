@@ -287,14 +287,14 @@ def at_once(targets: list[tuple[str, dict[str, Any]]]) -> list[str]:
     return codes
 
 
-@pytest.fixture
-def cluster(pg_url: str, tmp_path: Path) -> Iterator[tuple[Server, Server, Runtime]]:
+def _two_nodes(url: str, tmp_path: Path) -> Iterator[tuple[Server, Server, Runtime]]:
+    """Two ``keyplane serve`` processes on the store at ``url``, and an operator's runtime on it."""
     master = secrets.token_hex(32)
-    operator = build_runtime(Settings(database_url=pg_url, master_key=master))  # migrates the schema once
+    operator = build_runtime(Settings(database_url=url, master_key=master))  # migrates the schema once
     nodes = []
     for name in ("node-a", "node-b"):
         node = make_server(tmp_path / name, {**_env(), "KEYPLANE_MASTER_KEY": master})
-        node.database_url = pg_url
+        node.database_url = url
         node.start()
         nodes.append(node)
     try:
@@ -303,6 +303,11 @@ def cluster(pg_url: str, tmp_path: Path) -> Iterator[tuple[Server, Server, Runti
         for node in nodes:
             node.stop()
         operator.close()
+
+
+@pytest.fixture
+def cluster(pg_url: str, tmp_path: Path) -> Iterator[tuple[Server, Server, Runtime]]:
+    yield from _two_nodes(pg_url, tmp_path)
 
 
 TRIALS = 6  # each sends 4 at once; the unconditional read-then-update failed 192 of 200 (issue 9)
@@ -402,21 +407,7 @@ def _ledger_owners(node: Server) -> int:
 @pytest.fixture
 def sqlite_pair(tmp_path: Path) -> Iterator[tuple[Server, Server, Runtime]]:
     """Two ``keyplane serve`` processes on one SQLite file (as ``serve --workers 2`` runs)."""
-    master = secrets.token_hex(32)
-    url = f"sqlite:///{tmp_path / 'shared.db'}"
-    operator = build_runtime(Settings(database_url=url, master_key=master))
-    nodes = []
-    for name in ("node-a", "node-b"):
-        node = make_server(tmp_path / name, {**_env(), "KEYPLANE_MASTER_KEY": master})
-        node.database_url = url
-        node.start()
-        nodes.append(node)
-    try:
-        yield nodes[0], nodes[1], operator
-    finally:
-        for node in nodes:
-            node.stop()
-        operator.close()
+    yield from _two_nodes(f"sqlite:///{tmp_path / 'shared.db'}", tmp_path)
 
 
 def test_two_server_processes_on_one_sqlite_file_accept_each_order_once(
