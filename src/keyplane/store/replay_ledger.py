@@ -36,7 +36,7 @@ the bucket of the last record (``Front.hot``) and there, in ``Tokens``, the buck
 open-addressing table of 8-byte slots, checks, inserts and stores the 16-byte record into the mapping.
 The call holds the GIL throughout, so it is one step for every other thread: no lock, and a bucket that
 is dropped, grown or handed over meanwhile (under the ledger's lock) is *detached* first, after which it
-decides nothing and the call goes on to the locked path in Python (``_record_slow``). In Python the same
+decides nothing and the call goes on to the locked path in Python (``_record_locked``). In Python the same
 step cost twice the budget of a replay-protected POST (a ``set`` of int objects, a ``threading.Lock``, a struct pack;
 bench/README.md). Where the extension was not built, ``_PyTokens`` gives the same answers with a lock.
 
@@ -296,8 +296,8 @@ class _Ledger:
     def __init__(self, directory: str | None) -> None:
         self.directory = directory
         # ``record``: with the C table, one C call that decides in the hot bucket's table and otherwise
-        # calls ``_record_slow``; with the Python table, ``_record_py``, the same steps in Python
-        self._front = _Front(self._record_slow) if _Front is not None and Tokens is _C_TOKENS else None
+        # calls ``_record_locked``; with the Python table, ``_record_py``, the same steps in Python
+        self._front = _Front(self._record_locked) if _Front is not None and Tokens is _C_TOKENS else None
         self.record: Callable[[str, int, int, int], bool] = (
             self._front.record if self._front is not None else self._record_py
         )
@@ -344,12 +344,9 @@ class _Ledger:
         accepted = self._hot.tokens.record(token, expires_at)
         if accepted is not None:
             return accepted
-        return self._record_locked(token, expires_at, now_ms)
+        return self._record_locked(key_id, token, expires_at, now_ms)
 
-    def _record_slow(self, key_id: str, token: int, expires_at: int, now_ms: int) -> bool:
-        return self._record_locked(token, expires_at, now_ms)
-
-    def _record_locked(self, token: int, expires_at: int, now_ms: int) -> bool:
+    def _record_locked(self, key_id: str, token: int, expires_at: int, now_ms: int) -> bool:
         """Another bucket, a full mapping, a shared ledger or one in memory: under the ledger's lock."""
         with self._lock:
             if self._closed:
@@ -605,11 +602,15 @@ class _Ledger:
                 self._unmap(bucket, cut=cut)
             if bucket.fd >= 0:
                 os.close(bucket.fd)
+        self._forget()
+
+    def _forget(self) -> None:
+        """No bucket, no owner file (closing it releases this process's lock, if it held one), no mode."""
         self._buckets = {}
         self._set_hot(_NO_BUCKET)
         self._oldest = -1
         if self._owner_fd >= 0:
-            os.close(self._owner_fd)  # releases this process's lock
+            os.close(self._owner_fd)
             self._owner_fd = -1
         if self._mode is not _MEMORY:
             self._mode = _UNDECIDED
@@ -626,14 +627,7 @@ class _Ledger:
         for bucket in self._buckets.values():
             if bucket.fd >= 0:
                 os.close(bucket.fd)  # its mapping goes with the objects (the child's view of it only)
-        self._buckets = {}
-        self._set_hot(_NO_BUCKET)
-        self._oldest = -1
-        if self._owner_fd >= 0:
-            os.close(self._owner_fd)  # the child holds no lock on it
-            self._owner_fd = -1
-        if self._mode is not _MEMORY:
-            self._mode = _UNDECIDED
+        self._forget()  # the child holds no lock on the owner file
 
 
 _registry: dict[str, _Ledger] = {}
